@@ -1,0 +1,3 @@
+"""Inference for any probdyn model: SVI, NUTS, evidence and model comparison."""
+
+__all__: list[str] = []

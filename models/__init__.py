@@ -1,0 +1,5 @@
+"""Model families, each a generative NumPyro program behind :class:`probdyn.Model`."""
+
+from probdyn.models.lds import LDS
+
+__all__ = ["LDS"]

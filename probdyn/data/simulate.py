@@ -1,0 +1,281 @@
+r"""Simulators that return recordings in the data convention together with their ground truth.
+
+- :func:`simulate_attractor`: chaotic attractor -> Poisson spikes, the recipe of Sedler,
+  Versteeg & Pandarinath (2023).
+- :func:`simulate_hmm`: symbol sequences from the HMM architectures of Torre et al. (2025).
+- :func:`simulate_sde`: sample paths of a stochastic system observed directly (plus optional
+  Gaussian noise), for drift-diffusion matching.
+
+Ground truth travels with the data as variables with a ``_true`` suffix (``latents_true``,
+``rates_true``, ``readout_true``, ``transition_matrix_true``, ...), so it survives netCDF.
+"""
+
+from __future__ import annotations
+
+import math
+from functools import partial
+
+import jax
+import jax.numpy as jnp
+import numpy as np
+import xarray as xr
+
+from probdyn.data.validate import validate
+from probdyn.errors import DataError
+from probdyn.integrate import euler_maruyama_path, rk4_path
+from probdyn.systems import ATTRACTORS, SDE_SYSTEMS
+
+
+def _choose(name: str, table: dict, what: str):
+    if name not in table:
+        raise DataError(f"unknown {what} {name!r}; expected one of {sorted(table)}")
+    return table[name]
+
+
+def _positive_int(value, name: str) -> int:
+    if not isinstance(value, int | np.integer) or value < 1:
+        raise DataError(f"{name} = {value!r}; expected a positive integer")
+    return int(value)
+
+
+def simulate_attractor(
+    system: str = "Arneodo",
+    *,
+    num_trials: int = 2000,
+    num_timesteps: int = 70,
+    num_neurons: int = 10,
+    points_per_period: int | None = None,
+    burn_in_periods: float = 10.0,
+    seed: int,
+) -> xr.Dataset:
+    r"""Poisson spikes driven by a chaotic attractor (Sedler et al. 2023).
+
+    One long trajectory of ``system`` (after ``burn_in_periods`` periods from a jittered point on
+    the attractor) is sampled at ``points_per_period`` points per period (defaults: 35 for
+    Arneodo, Rossler and Thomas, 100 for Lorenz), cut into ``num_trials`` consecutive trials of
+    ``num_timesteps`` bins, and projected to neurons:
+
+    .. math::
+        a = z W,\quad W_{ij} \sim U(-\tfrac12, \tfrac12),\quad
+        \tilde a_n = (a_n - \bar a_n)/\mathrm{sd}(a_n),\quad
+        r = \exp(\tilde a),\quad y \sim \mathrm{Poisson}(r).
+
+    Returns ``spikes``, ``latents_true`` (the attractor's coordinates), ``rates_true`` (per bin),
+    ``readout_true`` ``W`` (latent, neuron); ``attrs`` hold the system name and its parameters.
+    ``dt`` is the sampling interval in the system's own time unit.
+    """
+    attractor = _choose(system, ATTRACTORS, "attractor")
+    num_trials = _positive_int(num_trials, "num_trials")
+    num_timesteps = _positive_int(num_timesteps, "num_timesteps")
+    num_neurons = _positive_int(num_neurons, "num_neurons")
+    points = _positive_int(points_per_period or attractor.points_per_period, "points_per_period")
+    interval = attractor.period / points
+    # RK4 steps no longer than period / 1500 keep the discretisation error far below the
+    # attractor's own divergence over a trial.
+    substeps = max(1, math.ceil(interval / (attractor.period / 1500)))
+    key_start, key_readout, key_spikes = jax.random.split(jax.random.key(seed), 3)
+
+    x0 = jnp.asarray(attractor.initial_condition) * (
+        1.0 + 0.05 * jax.random.normal(key_start, (3,))
+    )
+    field = partial(attractor.vector_field, p=attractor.parameters)
+    burn_in = max(2, int(burn_in_periods * points))
+    path = _integrate_attractor(field, x0, num_trials * num_timesteps + burn_in, interval, substeps)
+    latents = np.asarray(path[burn_in:], dtype=np.float64)
+    if not np.isfinite(latents).all():
+        raise DataError(f"the {system} trajectory diverged; try fewer points per period")
+    latents = latents.reshape(num_trials, num_timesteps, 3)
+
+    readout = np.asarray(jax.random.uniform(key_readout, (3, num_neurons), minval=-0.5, maxval=0.5))
+    activity = latents @ readout
+    flat = activity.reshape(-1, num_neurons)
+    activity = (activity - flat.mean(0)) / flat.std(0)
+    rates = np.exp(activity)
+    spikes = np.asarray(jax.random.poisson(key_spikes, rates), dtype=np.int64)
+
+    ds = xr.Dataset(
+        {
+            "spikes": (("trial", "time", "neuron"), spikes),
+            "latents_true": (("trial", "time", "latent"), latents),
+            "rates_true": (("trial", "time", "neuron"), rates),
+            "readout_true": (("latent", "neuron"), readout),
+        },
+        coords={"time": np.arange(num_timesteps) * interval},
+        attrs={
+            "dt": float(interval),
+            "system": system,
+            "seed": int(seed),
+            **{f"parameter_{k}": float(v) for k, v in attractor.parameters.items()},
+        },
+    )
+    return validate(ds, "poisson")
+
+
+@partial(jax.jit, static_argnums=(0, 2, 4))
+def _integrate_attractor(field, x0, num_points, interval, substeps):
+    return rk4_path(field, x0, num_points=num_points, interval=interval, substeps=substeps)
+
+
+def hmm_architecture(architecture: str, num_states: int | None = None):
+    r"""Initial, transition and emission probabilities of the HMMs of Torre et al. (2025).
+
+    - ``"linear"`` (:math:`M \in \{2,\dots,5\}`, default 3): a chain; each state stays with
+      probability :math:`1 - q`, :math:`q = 0.05^{1/(M-1)}`, and moves to its chain neighbours
+      with :math:`q` split equally among them (so crossing the whole chain in :math:`M - 1`
+      consecutive switches has probability 0.05 for every :math:`M`). State :math:`i` emits
+      :math:`[0.99(1 - a_i),\ 0.01,\ 0.99\,a_i]`, :math:`a_i = i/(M-1)`.
+    - ``"fully_connected"`` (3 states): stay 0.95, 0.025 to each other state; emission 0.98 on
+      the diagonal, 0.01 elsewhere.
+    - ``"cyclic"`` (4 states): a ring, stay 0.95, 0.025 to each neighbour; emissions as the
+      linear chain's with :math:`a = (0, \tfrac12, 1, \tfrac12)` around the ring (the ring visits
+      the two pure symbols through mixed states, our reading of the paper).
+
+    Three symbols and a uniform initial distribution throughout.
+    """
+    if architecture == "linear":
+        m = 3 if num_states is None else num_states
+        if m not in range(2, 6):
+            raise DataError(f"num_states = {m!r} for a linear chain; expected 2, 3, 4 or 5")
+        q = 0.05 ** (1.0 / (m - 1))
+        transition = np.zeros((m, m))
+        for i in range(m):
+            neighbours = [j for j in (i - 1, i + 1) if 0 <= j < m]
+            transition[i, i] = 1.0 - q
+            transition[i, neighbours] = q / len(neighbours)
+        mix = np.arange(m) / (m - 1)
+    elif architecture == "fully_connected":
+        m = _fixed_states(architecture, num_states, 3)
+        transition = np.full((m, m), 0.025) + np.eye(m) * (0.95 - 0.025)
+        emission = np.full((m, 3), 0.01) + np.eye(3) * (0.98 - 0.01)
+        return np.full(m, 1.0 / m), transition, emission
+    elif architecture == "cyclic":
+        m = _fixed_states(architecture, num_states, 4)
+        transition = 0.95 * np.eye(m)
+        for i in range(m):
+            transition[i, (i - 1) % m] = transition[i, (i + 1) % m] = 0.025
+        mix = np.array([0.0, 0.5, 1.0, 0.5])
+    else:
+        raise DataError(
+            f"unknown HMM architecture {architecture!r}; expected 'linear', 'fully_connected' or "
+            "'cyclic'"
+        )
+    emission = np.stack([0.99 * (1 - mix), np.full(m, 0.01), 0.99 * mix], axis=1)
+    return np.full(m, 1.0 / m), transition, emission
+
+
+def _fixed_states(architecture: str, num_states: int | None, required: int) -> int:
+    if num_states not in (None, required):
+        raise DataError(
+            f"the {architecture} HMM has {required} states; got num_states={num_states}"
+        )
+    return required
+
+
+def simulate_hmm(
+    architecture: str = "linear",
+    *,
+    num_states: int | None = None,
+    num_trials: int = 100,
+    num_timesteps: int = 100,
+    seed: int,
+) -> xr.Dataset:
+    """Symbol sequences from one of the HMMs of :func:`hmm_architecture`.
+
+    Returns ``symbols`` (trial, time), the hidden ``states_true`` and the ``initial_true``,
+    ``transition_matrix_true`` (state, next_state) and ``emission_matrix_true`` (state, symbol);
+    ``dt`` is 1 (one symbol per step).
+    """
+    initial, transition, emission = hmm_architecture(architecture, num_states)
+    num_trials = _positive_int(num_trials, "num_trials")
+    num_timesteps = _positive_int(num_timesteps, "num_timesteps")
+    key_init, key_path, key_emit = jax.random.split(jax.random.key(seed), 3)
+    log_transition = jnp.log(jnp.asarray(transition))
+    first = jax.random.categorical(key_init, jnp.log(jnp.asarray(initial)), shape=(num_trials,))
+
+    def advance(states, key):
+        nxt = jax.random.categorical(key, log_transition[states])
+        return nxt, nxt
+
+    keys = jax.random.split(key_path, num_timesteps - 1)
+    _, rest = jax.lax.scan(advance, first, keys)
+    states = np.asarray(jnp.concatenate([first[None], rest]).T, dtype=np.int64)
+    log_emission = jnp.log(jnp.asarray(emission))
+    symbols = np.asarray(jax.random.categorical(key_emit, log_emission[states]), dtype=np.int64)
+    num_symbols = emission.shape[1]
+    ds = xr.Dataset(
+        {
+            "symbols": (("trial", "time"), symbols),
+            "states_true": (("trial", "time"), states),
+            "initial_true": ("state", initial),
+            "transition_matrix_true": (("state", "next_state"), transition),
+            "emission_matrix_true": (("state", "symbol"), emission),
+        },
+        coords={"time": np.arange(num_timesteps, dtype=float), "symbol": np.arange(num_symbols)},
+        attrs={"dt": 1.0, "architecture": architecture, "seed": int(seed)},
+    )
+    return validate(ds, "categorical")
+
+
+def simulate_sde(
+    system: str = "double_well",
+    *,
+    num_trials: int = 50,
+    num_timesteps: int = 200,
+    dt: float = 0.05,
+    noise_scale: float | None = None,
+    observation_noise: float = 0.0,
+    substeps: int = 10,
+    parameters: dict[str, float] | None = None,
+    seed: int,
+) -> xr.Dataset:
+    r"""Sample paths of :math:`dx = f(x)\,dt + \sigma\,dW` (see :mod:`probdyn.systems`).
+
+    Each trial starts at :math:`x_0 \sim N(m, s^2 I)` (the system's default initial mean and
+    scale) and is integrated by Euler-Maruyama with ``substeps`` steps per recorded bin of width
+    ``dt``. The state is observed directly, ``y = x + observation_noise * N(0, I)``, with one
+    ``neuron`` per state dimension. Returns ``y``, ``latents_true``, ``noise_scale_true`` and the
+    drift parameters in ``attrs``.
+    """
+    spec = _choose(system, SDE_SYSTEMS, "SDE system")
+    num_trials = _positive_int(num_trials, "num_trials")
+    num_timesteps = _positive_int(num_timesteps, "num_timesteps")
+    substeps = _positive_int(substeps, "substeps")
+    if not dt > 0:
+        raise DataError(f"dt = {dt!r}; expected a positive bin width")
+    params = {**spec.parameters, **(parameters or {})}
+    unknown = set(params) - set(spec.parameters)
+    if unknown:
+        raise DataError(
+            f"unknown parameters {sorted(unknown)} for {system}; it has {spec.parameters}"
+        )
+    sigma = spec.noise_scale if noise_scale is None else float(noise_scale)
+    key_start, key_path, key_obs = jax.random.split(jax.random.key(seed), 3)
+    x0 = jnp.asarray(spec.initial_mean) + spec.initial_scale * jax.random.normal(
+        key_start, (num_trials, spec.dim)
+    )
+    drift = partial(spec.drift, p=params)
+    paths = jax.vmap(
+        lambda x, k: euler_maruyama_path(
+            drift, x, sigma, k, num_points=num_timesteps, interval=dt, substeps=substeps
+        )
+    )(x0, jax.random.split(key_path, num_trials))
+    latents = np.asarray(paths, dtype=np.float64)
+    if not np.isfinite(latents).all():
+        raise DataError(f"the {system} simulation diverged; use a smaller dt or more substeps")
+    y = latents + observation_noise * np.asarray(jax.random.normal(key_obs, latents.shape))
+    ds = xr.Dataset(
+        {
+            "y": (("trial", "time", "neuron"), y),
+            "latents_true": (("trial", "time", "latent"), latents),
+            "noise_scale_true": ((), sigma),
+        },
+        coords={"time": np.arange(num_timesteps) * dt},
+        attrs={
+            "dt": float(dt),
+            "system": system,
+            "seed": int(seed),
+            "observation_noise": float(observation_noise),
+            **{f"parameter_{k}": float(v) for k, v in params.items()},
+        },
+    )
+    return validate(ds, "gaussian")

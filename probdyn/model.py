@@ -1,0 +1,281 @@
+r"""The interface every model family implements.
+
+A model is a frozen dataclass of hyperparameters and priors. Calling it runs its NumPyro program
+on a :class:`ModelData` (or on a Dataset, which :meth:`Model.prepare` converts). It exposes
+
+- ``kind``: ``"flow"`` (continuous time, fixed points solve :math:`f(x) = 0`) or ``"map"``
+  (discrete time, fixed points solve :math:`F(x) = x`);
+- :meth:`Model.vector_field` ``(params, x, u=None)``: the deterministic part of the dynamics;
+- :meth:`Model.emission_mean` ``(params, x)``: the predicted observation at a latent state (the
+  identifiable space in which fixed points of different posterior draws are matched);
+- :meth:`Model.default_priors`: every parameter site, its shape and default prior.
+
+Custom priors: ``Model(..., priors={"site": distribution})`` replaces a site's prior without
+editing the program. A prior whose total shape (batch + event) equals the site's shape is
+accepted whatever its split between batch and event dims; a scalar prior is broadcast to the
+site's shape; ``dist.Delta(value)`` fixes the parameter. An unknown site, a wrong shape or a
+support that does not match the site's constraint is a :class:`probdyn.PriorError` that lists the
+valid sites and their shapes.
+"""
+
+from __future__ import annotations
+
+import abc
+import dataclasses
+from collections.abc import Mapping
+from typing import ClassVar
+
+import jax
+import jax.numpy as jnp
+import numpy as np
+import numpyro
+import numpyro.distributions as dist
+import xarray as xr
+from jax import Array
+
+from probdyn.data.validate import OBSERVATION_VARIABLES, validate
+from probdyn.errors import DataError, PriorError
+
+
+@dataclasses.dataclass(frozen=True)
+class ModelData:
+    """Arrays a model program reads, with the sizes it needs as static metadata.
+
+    ``observations`` has shape (trial, time, neuron) (or (trial, time) for symbols) with missing
+    bins filled by 0 and flagged False in ``mask``; ``inputs`` is (trial, time, input) or None.
+    ``observations`` is None for prior predictive runs, which then need only the sizes.
+    """
+
+    observations: Array | None
+    mask: Array | None
+    inputs: Array | None
+    num_trials: int
+    num_timesteps: int
+    emission_dim: int
+    dt: float
+
+    def take(self, index: Array) -> ModelData:
+        """The same data restricted to the trials at ``index`` (for minibatches)."""
+
+        def pick(a):
+            return None if a is None else a[index]
+
+        return dataclasses.replace(
+            self,
+            observations=pick(self.observations),
+            mask=pick(self.mask),
+            inputs=pick(self.inputs),
+        )
+
+    @property
+    def fully_observed(self) -> bool:
+        """Whether the program may skip masking (no data, or no missing bin)."""
+        return self.mask is None
+
+
+jax.tree_util.register_dataclass(
+    ModelData,
+    data_fields=["observations", "mask", "inputs"],
+    meta_fields=["num_trials", "num_timesteps", "emission_dim", "dt"],
+)
+
+
+def _site_prior(name: str, prior, shape: tuple[int, ...], default) -> dist.Distribution:
+    """Turn a user prior into one whose event shape is the site's shape, or explain why not."""
+    if not isinstance(prior, dist.Distribution):
+        raise PriorError(
+            f"the prior for site {name!r} is a {type(prior).__name__}; expected a "
+            "numpyro.distributions.Distribution"
+        )
+    total = tuple(prior.batch_shape) + tuple(prior.event_shape)
+    if total == shape:
+        site = prior.to_event(len(prior.batch_shape)) if prior.batch_shape else prior
+    elif total == () and shape:
+        site = prior.expand(shape).to_event(len(shape))
+    else:
+        raise PriorError(
+            f"the prior for site {name!r} has shape {total} (batch {tuple(prior.batch_shape)} + "
+            f"event {tuple(prior.event_shape)}); the site has shape {shape}"
+        )
+    # A draw from the prior must lie in the default prior's support (e.g. a scale must be
+    # positive): checked on one draw, which is how a mismatched support shows up in practice.
+    draw = site.sample(jax.random.key(0))
+    if not bool(jnp.all(default.support(draw))):
+        raise PriorError(
+            f"the prior for site {name!r} puts mass outside the site's support "
+            f"({default.support}); use a distribution on that support"
+        )
+    return site
+
+
+class Model(abc.ABC):
+    """Base class of model families (subclasses are frozen dataclasses).
+
+    Subclasses define the fields ``observation`` and ``priors``, ``kind``, and implement
+    :meth:`default_priors`, :meth:`program`, :meth:`vector_field` and :meth:`emission_mean`.
+    """
+
+    kind: ClassVar[str]
+    observation: str
+    priors: Mapping[str, dist.Distribution] | None
+
+    def __post_init__(self):
+        if self.observation not in OBSERVATION_VARIABLES:
+            raise PriorError(
+                f"observation={self.observation!r}; expected one of {sorted(OBSERVATION_VARIABLES)}"
+            )
+        if self.priors is not None and not isinstance(self.priors, Mapping):
+            raise PriorError("priors must be a mapping from site name to distribution")
+        # Names are checked now (shapes need the data's sizes, checked by `site_priors`).
+        valid = self.default_priors(self._placeholder_emission_dim())
+        unknown = sorted(set(self.priors or {}) - set(valid))
+        if unknown:
+            raise PriorError(
+                f"unknown prior site(s) {unknown} for {type(self).__name__}; valid sites: "
+                + self._describe_sites(valid)
+            )
+
+    def _placeholder_emission_dim(self) -> int:
+        return getattr(self, "emission_dim", None) or 1
+
+    @staticmethod
+    def _describe_sites(priors: Mapping[str, dist.Distribution]) -> str:
+        return ", ".join(
+            f"{name} {tuple(d.batch_shape) + tuple(d.event_shape)}" for name, d in priors.items()
+        )
+
+    # -- what a family defines -------------------------------------------------------------
+    @abc.abstractmethod
+    def default_priors(self, emission_dim: int) -> dict[str, dist.Distribution]:
+        """Every parameter site, in sampling order, with its default prior (shape = site shape)."""
+
+    @abc.abstractmethod
+    def program(self, data: ModelData, batch_size: int | None = None) -> None:
+        """The NumPyro program (parameters, latents, observations)."""
+
+    @abc.abstractmethod
+    def vector_field(self, params: Mapping[str, Array], x: Array, u: Array | None = None) -> Array:
+        """Deterministic dynamics at one latent state: f(x) for a flow, F(x) for a map."""
+
+    @abc.abstractmethod
+    def emission_mean(self, params: Mapping[str, Array], x: Array) -> Array:
+        """Predicted observation mean (or rate per bin) at one latent state."""
+
+    # -- shared machinery ------------------------------------------------------------------
+    def site_priors(self, emission_dim: int) -> dict[str, dist.Distribution]:
+        """The prior of every parameter site: the user's where given, else the default."""
+        # Evaluated eagerly even inside a traced program, so that the support check below sees
+        # concrete values.
+        with jax.ensure_compile_time_eval():
+            return self._resolve_priors(emission_dim)
+
+    def _resolve_priors(self, emission_dim: int) -> dict[str, dist.Distribution]:
+        defaults = self.default_priors(emission_dim)
+        resolved = {}
+        for name, default in defaults.items():
+            shape = tuple(default.batch_shape) + tuple(default.event_shape)
+            if self.priors and name in self.priors:
+                try:
+                    resolved[name] = _site_prior(name, self.priors[name], shape, default)
+                except PriorError as error:
+                    raise PriorError(
+                        f"{error}. Valid sites: {self._describe_sites(defaults)}"
+                    ) from None
+            else:
+                resolved[name] = default.to_event(len(default.batch_shape))
+        return resolved
+
+    def sample_parameters(self, data: ModelData) -> dict[str, Array]:
+        """Sample every parameter site from its prior (inside the program)."""
+        return {
+            name: numpyro.sample(name, prior)
+            for name, prior in self.site_priors(data.emission_dim).items()
+        }
+
+    def trial_plate(self, data: ModelData, batch_size: int | None):
+        """The plate over trials, subsampled to ``batch_size`` trials when given."""
+        return numpyro.plate("trial", data.num_trials, subsample_size=batch_size)
+
+    def prepare(self, ds: xr.Dataset) -> ModelData:
+        """Validate a recording and extract the arrays this model reads.
+
+        NaN bins become a False ``mask`` entry and their value 0 (so gradients stay finite);
+        nothing else is changed.
+        """
+        validate(ds, self.observation)
+        name = OBSERVATION_VARIABLES[self.observation]
+        values = np.asarray(ds[name].values)
+        emission_dim = values.shape[-1] if values.ndim == 3 else int(ds.sizes.get("symbol", 0))
+        expected = getattr(self, "emission_dim", None)
+        if expected is not None and values.ndim == 3 and expected != emission_dim:
+            raise DataError(
+                f"{name} has {emission_dim} neurons but the model was built with "
+                f"emission_dim={expected}"
+            )
+        self.site_priors(emission_dim)  # shape errors now, before any inference starts
+        missing = np.isnan(values) if np.issubdtype(values.dtype, np.floating) else None
+        mask = None if missing is None or not missing.any() else jnp.asarray(~missing)
+        dtype = jnp.int32 if self.observation == "categorical" else jnp.result_type(float)
+        observations = jnp.asarray(np.where(missing, 0, values) if mask is not None else values)
+        inputs = (
+            jnp.asarray(ds["inputs"].values, dtype=jnp.result_type(float))
+            if "inputs" in ds
+            else None
+        )
+        return ModelData(
+            observations=observations.astype(dtype),
+            mask=mask,
+            inputs=inputs,
+            num_trials=values.shape[0],
+            num_timesteps=values.shape[1],
+            emission_dim=emission_dim,
+            dt=float(ds.attrs["dt"]),
+        )
+
+    def as_data(
+        self,
+        data: ModelData | xr.Dataset | None = None,
+        *,
+        num_trials: int | None = None,
+        num_timesteps: int | None = None,
+        emission_dim: int | None = None,
+        dt: float = 1.0,
+    ) -> ModelData:
+        """Accept a Dataset, a ModelData, or (for prior predictive runs) just the sizes."""
+        if isinstance(data, ModelData):
+            return data
+        if isinstance(data, xr.Dataset):
+            return self.prepare(data)
+        if data is not None:
+            raise DataError(f"expected an xarray.Dataset or ModelData, got {type(data).__name__}")
+        emission_dim = emission_dim or getattr(self, "emission_dim", None)
+        if not (num_trials and num_timesteps and emission_dim):
+            raise DataError(
+                "without data, give num_trials, num_timesteps and emission_dim to run the program"
+            )
+        return ModelData(None, None, None, num_trials, num_timesteps, emission_dim, float(dt))
+
+    def __call__(self, data: ModelData | xr.Dataset | None = None, batch_size=None, **sizes):
+        """Run the NumPyro program (``sizes`` as in :meth:`as_data` when ``data`` is None)."""
+        return self.program(self.as_data(data, **sizes), batch_size)
+
+
+def prior_predictive(
+    model: Model,
+    *,
+    seed: int,
+    num_samples: int,
+    data: xr.Dataset | None = None,
+    **sizes,
+) -> dict[str, np.ndarray]:
+    """Draw parameters, latents and observations from the model's prior.
+
+    With ``data`` only its sizes (and inputs) are used; otherwise give ``num_trials``,
+    ``num_timesteps`` and ``emission_dim``. Returns every sample and deterministic site with a
+    leading ``num_samples`` axis.
+    """
+    prepared = model.as_data(data, **sizes)
+    unobserved = dataclasses.replace(prepared, observations=None, mask=None)
+    predictive = numpyro.infer.Predictive(model.program, num_samples=num_samples)
+    draws = predictive(jax.random.key(seed), unobserved)
+    return {name: np.asarray(value) for name, value in draws.items()}

@@ -1,0 +1,179 @@
+import jax
+import jax.numpy as jnp
+import numpy as np
+import numpyro
+import numpyro.distributions as dist
+import pytest
+import xarray as xr
+from probdyn.models import LDS
+from scipy.stats import multivariate_normal
+
+from probdyn import PriorError, prior_predictive
+from probdyn.kalman import kalman_log_marginal
+
+
+def dense_log_marginal(A, b, Q, C, d, R, y):
+    """log p(y) from the joint Gaussian of all latents and observations, built densely."""
+    T = y.shape[0]
+    D = A.shape[0]
+    # Latent means and covariances by the recursion x_{t+1} = A x_t + b + w_t, x_0 ~ N(0, I).
+    means = [np.zeros(D)]
+    for _ in range(T - 1):
+        means.append(A @ means[-1] + b)
+    cov = np.zeros((T * D, T * D))
+    marg = [np.eye(D)]
+    for _ in range(T - 1):
+        marg.append(A @ marg[-1] @ A.T + Q)
+    for s in range(T):
+        for t in range(s, T):
+            block = np.linalg.matrix_power(A, t - s) @ marg[s]
+            cov[t * D : (t + 1) * D, s * D : (s + 1) * D] = block
+            cov[s * D : (s + 1) * D, t * D : (t + 1) * D] = block.T
+    big_c = np.kron(np.eye(T), C)
+    mean_y = big_c @ np.concatenate(means) + np.tile(d, T)
+    cov_y = big_c @ cov @ big_c.T + np.kron(np.eye(T), np.diag(R))
+    return multivariate_normal(mean_y, cov_y).logpdf(y.reshape(-1))
+
+
+@pytest.mark.parametrize("latent_dim,emission_dim,T", [(1, 1, 4), (2, 3, 5), (3, 2, 6), (4, 5, 3)])
+def test_kalman_equals_dense_joint_gaussian(latent_dim, emission_dim, T):
+    rng = np.random.default_rng(latent_dim * 10 + emission_dim)
+    A = 0.5 * rng.normal(size=(latent_dim, latent_dim))
+    b = rng.normal(size=latent_dim)
+    L = rng.normal(size=(latent_dim, latent_dim))
+    Q = L @ L.T + 0.1 * np.eye(latent_dim)
+    C = rng.normal(size=(emission_dim, latent_dim))
+    d = rng.normal(size=emission_dim)
+    R = rng.uniform(0.2, 1.5, size=emission_dim)
+    y = rng.normal(size=(T, emission_dim))
+    ours = kalman_log_marginal(*map(jnp.asarray, (A, b, Q, C, d, R, y)))
+    assert abs(float(ours) - dense_log_marginal(A, b, Q, C, d, R, y)) < 1e-8
+
+
+def test_kalman_missing_entries_equal_dense_marginal_of_observed():
+    rng = np.random.default_rng(3)
+    D, N, T = 2, 3, 5
+    A = 0.6 * np.eye(D) + 0.1 * rng.normal(size=(D, D))
+    b, Q = rng.normal(size=D), np.diag([0.3, 0.5])
+    C, d, R = rng.normal(size=(N, D)), rng.normal(size=N), np.array([0.4, 0.7, 1.1])
+    y = rng.normal(size=(T, N))
+    mask = rng.uniform(size=(T, N)) > 0.3
+    ours = kalman_log_marginal(*map(jnp.asarray, (A, b, Q, C, d, R, y)), mask=jnp.asarray(mask))
+    # Dense reference: marginalise the joint Gaussian onto the observed entries.
+    T_, N_ = y.shape
+    full = np.arange(T_ * N_)[mask.reshape(-1)]
+    means, marg = [np.zeros(D)], [np.eye(D)]
+    for _ in range(T - 1):
+        means.append(A @ means[-1] + b)
+        marg.append(A @ marg[-1] @ A.T + Q)
+    cov = np.zeros((T * D, T * D))
+    for s in range(T):
+        for t in range(s, T):
+            block = np.linalg.matrix_power(A, t - s) @ marg[s]
+            cov[t * D : (t + 1) * D, s * D : (s + 1) * D] = block
+            cov[s * D : (s + 1) * D, t * D : (t + 1) * D] = block.T
+    big_c = np.kron(np.eye(T), C)
+    mean_y = big_c @ np.concatenate(means) + np.tile(d, T)
+    cov_y = big_c @ cov @ big_c.T + np.kron(np.eye(T), np.diag(R))
+    reference = multivariate_normal(mean_y[full], cov_y[np.ix_(full, full)]).logpdf(
+        y.reshape(-1)[full]
+    )
+    assert abs(float(ours) - reference) < 1e-8
+
+
+def _dataset(y, dt=0.1):
+    return xr.Dataset({"y": (("trial", "time", "neuron"), y)}, attrs={"dt": dt})
+
+
+def test_lds_program_log_density_is_kalman_marginal():
+    rng = np.random.default_rng(0)
+    y = rng.normal(size=(3, 6, 2))
+    model = LDS(latent_dim=2)
+    data = model.prepare(_dataset(y))
+    params = {
+        "A": jnp.array([[0.8, 0.1], [-0.2, 0.7]]),
+        "b": jnp.array([0.1, -0.1]),
+        "q": jnp.array([0.5, 0.3]),
+        "C": jnp.array([[1.0, 0.5], [0.2, -1.0]]),
+        "d": jnp.array([0.3, 0.0]),
+        "r": jnp.array([0.6, 0.9]),
+    }
+    log_joint, _ = numpyro.infer.util.log_density(model, (data,), {}, params)
+    prior = sum(
+        float(d.log_prob(params[name]).sum()) for name, d in model.default_priors(2).items()
+    )
+    likelihood = sum(
+        float(
+            kalman_log_marginal(
+                params["A"],
+                params["b"],
+                jnp.diag(params["q"] ** 2),
+                params["C"],
+                params["d"],
+                params["r"] ** 2,
+                jnp.asarray(trial),
+            )
+        )
+        for trial in y
+    )
+    assert abs(float(log_joint) - (prior + likelihood)) < 1e-8
+
+
+def test_custom_priors_shapes_and_errors():
+    fixed = LDS(latent_dim=2, priors={"A": dist.Delta(jnp.eye(2) * 0.5), "q": dist.HalfNormal(0.1)})
+    draws = prior_predictive(
+        fixed, seed=0, num_samples=3, num_trials=2, num_timesteps=4, emission_dim=3
+    )
+    assert np.allclose(draws["A"], 0.5 * np.eye(2))
+    assert draws["q"].shape == (3, 2)
+    assert draws["y"].shape == (3, 2, 4, 3)
+    # Event dims or batch dims: both accepted when the total shape matches.
+    LDS(latent_dim=2, priors={"b": dist.MultivariateNormal(jnp.zeros(2), jnp.eye(2))}).site_priors(
+        3
+    )
+    with pytest.raises(PriorError, match=r"unknown prior site\(s\) \['Z'\].*A \(2, 2\)"):
+        LDS(latent_dim=2, priors={"Z": dist.Normal(0, 1)})
+    with pytest.raises(PriorError, match=r"site 'b' has shape \(3,\).*the site has shape \(2,\)"):
+        LDS(latent_dim=2, priors={"b": dist.Normal(jnp.zeros(3), 1)}).site_priors(3)
+    with pytest.raises(PriorError, match="outside the site's support"):
+        LDS(latent_dim=2, priors={"q": dist.Normal(0, 1)}).site_priors(3)
+    with pytest.raises(PriorError, match="expected a numpyro"):
+        LDS(latent_dim=2, priors={"q": 0.3}).site_priors(3)
+    with pytest.raises(PriorError, match="Gaussian emissions"):
+        LDS(latent_dim=1, observation="poisson", marginalize=True)
+
+
+@pytest.mark.parametrize(
+    "observation,marginalize", [("gaussian", True), ("gaussian", False), ("poisson", None)]
+)
+def test_prior_predictive_and_log_likelihood_per_trial(observation, marginalize):
+    model = LDS(latent_dim=2, observation=observation, marginalize=marginalize)
+    draws = prior_predictive(
+        model, seed=1, num_samples=2, num_trials=5, num_timesteps=7, emission_dim=4
+    )
+    site = "y" if observation == "gaussian" else "spikes"
+    assert draws[site].shape == (2, 5, 7, 4)
+    assert np.isfinite(draws[site]).all()
+    data = xr.Dataset({site: (("trial", "time", "neuron"), draws[site][0])}, attrs={"dt": 1.0})
+    prepared = model.prepare(data)
+    params = {
+        k: v[:1] for k, v in draws.items() if k in model.default_priors(4) or k == "latent_noise"
+    }
+    ll = numpyro.infer.log_likelihood(model, params, prepared)[site]
+    assert ll.shape == (1, 5) and np.isfinite(ll).all()
+
+
+def test_missing_bins_are_masked_not_changed():
+    rng = np.random.default_rng(1)
+    y = rng.normal(size=(2, 5, 3))
+    y[0, 2, 1] = np.nan
+    ds = _dataset(y)
+    model = LDS(latent_dim=1)
+    data = model.prepare(ds)
+    assert np.isnan(ds["y"].values[0, 2, 1])  # the user's data is untouched
+    assert not bool(data.mask[0, 2, 1]) and int(data.mask.sum()) == y.size - 1
+    params = {k: d.sample(jax.random.key(0)) for k, d in model.site_priors(3).items()}
+    log_joint, _ = numpyro.infer.util.log_density(model, (data,), {}, params)
+    grad = jax.grad(lambda p: numpyro.infer.util.log_density(model, (data,), {}, p)[0])(params)
+    assert np.isfinite(float(log_joint))
+    assert all(np.isfinite(np.asarray(g)).all() for g in grad.values())

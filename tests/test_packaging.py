@@ -1,0 +1,90 @@
+"""The layout installs as probdyn, probdyn.models and probdyn.inference, and nothing else."""
+
+import subprocess
+import sys
+import zipfile
+from pathlib import Path
+
+import probdyn.inference
+import probdyn.models
+import pytest
+
+import probdyn
+
+REPO = Path(__file__).resolve().parents[1]
+CHECK = (
+    "import importlib.util, probdyn.models, probdyn.inference; "
+    "assert importlib.util.find_spec('models') is None, 'a top-level models module is importable'; "
+    "assert importlib.util.find_spec('inference') is None, 'a top-level inference module is importable'; "
+    "print(probdyn.models.__file__)"
+)
+
+
+def test_installed_import_names(tmp_path):
+    # Run from an empty folder so the repository root is not on sys.path.
+    out = subprocess.run(
+        [sys.executable, "-c", CHECK], cwd=tmp_path, capture_output=True, text=True
+    )
+    assert out.returncode == 0, out.stderr
+    assert Path(out.stdout.strip()).name == "__init__.py"
+    assert probdyn.models.__name__ == "probdyn.models"
+    assert probdyn.inference.__name__ == "probdyn.inference"
+
+
+@pytest.mark.slow
+def test_wheel_installs_subpackages_only(tmp_path):
+    build = subprocess.run(
+        [
+            sys.executable,
+            "-m",
+            "pip",
+            "wheel",
+            "--no-deps",
+            "--no-build-isolation",
+            "-q",
+            "-w",
+            str(tmp_path / "dist"),
+            str(REPO),
+        ],
+        capture_output=True,
+        text=True,
+    )
+    assert build.returncode == 0, build.stderr
+    (wheel,) = (tmp_path / "dist").glob("probdyn-*.whl")
+    names = zipfile.ZipFile(wheel).namelist()
+    top_level = {name.split("/")[0] for name in names}
+    assert top_level == {"probdyn", f"probdyn-{probdyn.__version__}.dist-info"}
+    assert "probdyn/models/lds.py" in names and "probdyn/inference/__init__.py" in names
+    target = tmp_path / "site"
+    install = subprocess.run(
+        [
+            sys.executable,
+            "-m",
+            "pip",
+            "install",
+            "--no-deps",
+            "-q",
+            "--target",
+            str(target),
+            str(wheel),
+        ],
+        capture_output=True,
+        text=True,
+    )
+    assert install.returncode == 0, install.stderr
+    run = subprocess.run(
+        [
+            sys.executable,
+            "-S",
+            "-c",
+            f"import sys; sys.path[:0] = [{str(target)!r}]; "
+            + "import site; site.main(); "
+            + CHECK,
+        ],
+        cwd=tmp_path,
+        capture_output=True,
+        text=True,
+        env={"PATH": "/usr/bin:/bin", "PYTHONNOUSERSITE": "1"},
+    )
+    assert run.returncode == 0, run.stderr
+    assert run.stdout.strip().startswith(str(target))
