@@ -1,3 +1,28 @@
-"""Inference for any probdyn model: SVI, NUTS, evidence and model comparison."""
+"""Inference for any probdyn model: SVI, NUTS, evidence and model comparison.
 
-__all__: list[str] = []
+- :func:`svi` -> :class:`SVIResult` (guides, minibatches, checkpoints that resume exactly);
+- :func:`nuts` -> :class:`MCMCResult` (diagnostics surfaced, :class:`DiagnosticWarning`);
+- :func:`log_evidence` -> :class:`Evidence` (``"smc"``, ``"iwae"``, ``"laplace"``, ``"exact"``);
+- :func:`compare` -> a table of log evidence, Bayes factors, model probabilities, elpd_loo.
+"""
+
+from probdyn.inference.compare import MixedEvidenceWarning, compare
+from probdyn.inference.density import Density, bind
+from probdyn.inference.evidence import Evidence, find_mode, log_evidence
+from probdyn.inference.mcmc import DiagnosticWarning, MCMCResult, nuts
+from probdyn.inference.svi import SVIResult, svi
+
+__all__ = [
+    "Density",
+    "DiagnosticWarning",
+    "Evidence",
+    "MCMCResult",
+    "MixedEvidenceWarning",
+    "SVIResult",
+    "bind",
+    "compare",
+    "find_mode",
+    "log_evidence",
+    "nuts",
+    "svi",
+]

@@ -51,6 +51,16 @@ class LDS(Model):
     """
 
     kind: ClassVar[str] = "map"
+    site_dims: ClassVar[dict[str, list[str]]] = {
+        "A": ["latent", "latent_from"],
+        "b": ["latent"],
+        "q": ["latent"],
+        "C": ["neuron", "latent"],
+        "d": ["neuron"],
+        "r": ["neuron"],
+        "latent_noise": ["trial", "time", "latent"],
+        "latents": ["trial", "time", "latent"],
+    }
     latent_dim: int
     emission_dim: int | None = None
     observation: str = "gaussian"

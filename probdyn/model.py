@@ -116,6 +116,8 @@ class Model(abc.ABC):
     """
 
     kind: ClassVar[str]
+    #: Dims of each site beyond (chain, draw), used to label ArviZ results.
+    site_dims: ClassVar[dict[str, list[str]]] = {}
     observation: str
     priors: Mapping[str, dist.Distribution] | None
 
@@ -192,7 +194,7 @@ class Model(abc.ABC):
             for name, prior in self.site_priors(data.emission_dim).items()
         }
 
-    def trial_plate(self, data: ModelData, batch_size: int | None):
+    def trial_plate(self, data: ModelData, batch_size: int | None = None):
         """The plate over trials, subsampled to ``batch_size`` trials when given."""
         return numpyro.plate("trial", data.num_trials, subsample_size=batch_size)
 

@@ -6,6 +6,12 @@ import pytest
 
 # Numerical checks against closed forms need double precision.
 jax.config.update("jax_enable_x64", True)
+# Compilation dominates the suite's time on CPU; identical programs compiled by other tests or
+# workers (or an earlier run) are read back from a persistent cache instead.
+jax.config.update(
+    "jax_compilation_cache_dir", str(Path(__file__).resolve().parents[1] / ".jax_cache")
+)
+jax.config.update("jax_persistent_cache_min_compile_time_secs", 0.2)
 
 REPO = Path(__file__).resolve().parents[1]
 

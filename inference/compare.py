@@ -1,0 +1,126 @@
+r"""Model comparison by evidence: a table of models with Bayes factors and model probabilities.
+
+For models :math:`M_i` with log evidence :math:`\log Z_i` and prior probabilities
+:math:`\pi_i` (uniform by default):
+
+.. math::
+    \Delta_i = \log Z_i - \max_j \log Z_j,\quad
+    \mathrm{BF}_i = e^{\Delta_i}\ (\text{against the best}),\quad
+    P(M_i \mid y) = \frac{\pi_i Z_i}{\sum_j \pi_j Z_j},
+
+with the standard error of :math:`\Delta_i` from the two estimates' errors (independent runs).
+Where rows mix estimates (SMC, exact, Laplace) with lower bounds (IWAE), the differences are not
+Bayes factors but bounds on them: every affected row says so in ``note`` and a
+:class:`MixedEvidenceWarning` is raised. PSIS-LOO (``elpd_loo``, from ArviZ) is added for models
+whose posterior draws with pointwise log-likelihood are given.
+"""
+
+from __future__ import annotations
+
+import math
+import warnings
+from collections.abc import Mapping
+
+import arviz as az
+import numpy as np
+import pandas as pd
+from probdyn.inference.evidence import Evidence, log_evidence
+
+from probdyn.errors import ConfigError
+from probdyn.model import Model
+
+
+class MixedEvidenceWarning(UserWarning):
+    """A comparison table mixes evidence estimates with lower bounds."""
+
+
+def compare(
+    models: Mapping[str, Model],
+    data,
+    *,
+    seed: int,
+    method: str | Mapping[str, str] = "smc",
+    prior_probabilities: Mapping[str, float] | None = None,
+    posteriors: Mapping[str, object] | None = None,
+    evidences: Mapping[str, Evidence] | None = None,
+    **evidence_options,
+) -> pd.DataFrame:
+    """Compare ``models`` on ``data`` by their evidence; one row per model, best first.
+
+    Parameters
+    ----------
+    method
+        Evidence method for every model, or a mapping model name -> method.
+    prior_probabilities
+        Prior model probabilities (normalised here); uniform when None.
+    posteriors
+        Optional SVI/NUTS results per model; their ``to_arviz()`` gives ``elpd_loo``.
+    evidences
+        Already computed :class:`Evidence` per model (not recomputed).
+    evidence_options
+        Passed to :func:`~probdyn.inference.log_evidence`.
+
+    """
+    if not models:
+        raise ConfigError("compare needs at least one model")
+    names = list(models)
+    priors = prior_probabilities or dict.fromkeys(names, 1.0)
+    if set(priors) != set(names) or any(p <= 0 for p in priors.values()):
+        raise ConfigError("prior_probabilities must give a positive value for every model")
+    results = dict(evidences or {})
+    for i, name in enumerate(names):
+        if name not in results:
+            chosen = method[name] if isinstance(method, Mapping) else method
+            results[name] = log_evidence(
+                models[name], data, method=chosen, seed=seed + i, **evidence_options
+            )
+    log_z = np.array([results[n].log_evidence for n in names])
+    se = np.array([results[n].standard_error for n in names])
+    log_prior = np.log([priors[n] for n in names]) - math.log(sum(priors.values()))
+    best = int(np.argmax(log_z))
+    delta = log_z - log_z[best]
+    unnormalised = log_prior + log_z
+    probability = np.exp(unnormalised - np.logaddexp.reduce(unnormalised))
+    bound = np.array([results[n].is_bound for n in names])
+    mixed = bound.any() and not bound.all()
+    table = pd.DataFrame(
+        {
+            "model": names,
+            "method": [results[n].method for n in names],
+            "log_evidence": log_z,
+            "standard_error": se,
+            "delta": delta,
+            "delta_se": np.sqrt(se**2 + se[best] ** 2),
+            "bayes_factor": np.exp(delta),
+            "posterior_probability": probability,
+            "is_bound": bound,
+            "seconds": [results[n].seconds for n in names],
+        }
+    )
+    table["note"] = [
+        "lower bound: its difference to an estimate bounds the Bayes factor, it is not one"
+        if (mixed and b)
+        else ""
+        for b in bound
+    ]
+    if mixed:
+        warnings.warn(
+            "the table mixes evidence estimates with lower bounds (IWAE); differences involving "
+            "a bound are bounds on Bayes factors, not Bayes factors",
+            MixedEvidenceWarning,
+            stacklevel=2,
+        )
+    if posteriors:
+        elpd, elpd_se = [], []
+        for name in names:
+            if name in posteriors:
+                loo = az.loo(posteriors[name].to_arviz())
+                elpd.append(float(loo.elpd))
+                elpd_se.append(float(loo.se))
+            else:
+                elpd.append(np.nan)
+                elpd_se.append(np.nan)
+        table["elpd_loo"], table["elpd_loo_se"] = elpd, elpd_se
+    table = table.sort_values("log_evidence", ascending=False, ignore_index=True)
+    table.attrs["evidence"] = {n: results[n] for n in names}
+    return table

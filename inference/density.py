@@ -1,0 +1,139 @@
+r"""A model's posterior as a flat density on unconstrained space.
+
+Every engine in this package (SVI, NUTS, SMC, Laplace, IWAE) works on the same object: the model
+bound to its data, with parameters fixed by a ``Delta`` prior conditioned away (a point mass has
+no density to explore), and its free sites mapped to one vector :math:`z \in \mathbb{R}^n` by
+the bijections onto their supports. On that vector
+
+.. math::
+    \log \pi_0(z) = \log p(\theta(z)) + \log\left|\det \tfrac{\partial\theta}{\partial z}\right|,
+    \qquad \log L(z) = \log p(y \mid \theta(z)),
+
+so that :math:`\int \pi_0(z) L(z)\, dz = p(y)`, the evidence. ``log L`` sums the observed sites
+(``numpyro.factor`` terms included, so penalties are tempered with the likelihood).
+"""
+
+from __future__ import annotations
+
+import dataclasses
+from collections.abc import Callable
+
+import jax
+import jax.numpy as jnp
+import numpyro
+import numpyro.distributions as dist
+from jax import Array
+from jax.flatten_util import ravel_pytree
+from numpyro.distributions.transforms import biject_to
+from numpyro.infer.util import log_density
+
+from probdyn.model import Model, ModelData
+
+
+def _point_mass_value(fn) -> Array | None:
+    """The value of a Delta prior (possibly wrapped by ``to_event``/``expand``), else None."""
+    while isinstance(fn, dist.Independent | dist.ExpandedDistribution):
+        fn = fn.base_dist
+    if isinstance(fn, dist.Delta):
+        return fn.v
+    return None
+
+
+@dataclasses.dataclass(frozen=True)
+class Density:
+    """The bound program, its free sites and the maps between them and a flat vector."""
+
+    program: Callable
+    data: ModelData
+    fixed: dict[str, Array]
+    shapes: dict[str, tuple[int, ...]]
+    supports: dict[str, dist.constraints.Constraint]
+    unravel: Callable[[Array], dict[str, Array]]
+    dim: int
+    deterministic: tuple[str, ...] = ()
+
+    def constrain(self, z: Array) -> dict[str, Array]:
+        """Flat unconstrained vector -> free sites on their supports."""
+        u = self.unravel(z)
+        return {name: biject_to(self.supports[name])(u[name]) for name in self.shapes}
+
+    def unconstrain(self, params: dict[str, Array]) -> Array:
+        """Free sites on their supports -> flat unconstrained vector."""
+        u = {name: biject_to(self.supports[name]).inv(params[name]) for name in self.shapes}
+        return ravel_pytree(u)[0]
+
+    def log_jacobian(self, z: Array) -> Array:
+        r""":math:`\log|\det \\partial\\theta/\\partial z|` of :meth:`constrain`."""
+        u = self.unravel(z)
+        total = 0.0
+        for name in self.shapes:
+            transform = biject_to(self.supports[name])
+            log_det = transform.log_abs_det_jacobian(u[name], transform(u[name]))
+            total = total + jnp.sum(log_det)
+        return total
+
+    def log_prior_and_likelihood(self, z: Array) -> tuple[Array, Array]:
+        r""":math:`(\log \pi_0(z), \log L(z))` (see the module docstring)."""
+        params = self.constrain(z)
+        log_joint, trace = log_density(self.program, (self.data,), {}, params)
+        log_lik = sum(
+            (_site_log_prob(site) for site in trace.values() if _is_observed(site)),
+            start=jnp.zeros(()),
+        )
+        return log_joint - log_lik + self.log_jacobian(z), log_lik
+
+    def log_prior(self, z: Array) -> Array:
+        """Log prior density of ``z`` on unconstrained space (Jacobian included)."""
+        return self.log_prior_and_likelihood(z)[0]
+
+    def log_likelihood(self, z: Array) -> Array:
+        """Log likelihood of the data at ``z`` (all observed and factor sites)."""
+        return self.log_prior_and_likelihood(z)[1]
+
+    def log_posterior(self, z: Array) -> Array:
+        """Unnormalised log posterior on unconstrained space."""
+        prior, lik = self.log_prior_and_likelihood(z)
+        return prior + lik
+
+    def sample_prior(self, key: Array, num_samples: int) -> Array:
+        """Draws from the prior of the free sites, as flat unconstrained vectors."""
+        draws = numpyro.infer.Predictive(self.program, num_samples=num_samples)(
+            key, dataclasses.replace(self.data, observations=None, mask=None)
+        )
+        return jax.vmap(self.unconstrain)({name: draws[name] for name in self.shapes})
+
+
+def _is_observed(site) -> bool:
+    return site["type"] == "sample" and site["is_observed"]
+
+
+def _site_log_prob(site) -> Array:
+    log_prob = site["fn"].log_prob(site["value"])
+    if site.get("mask") is not None:
+        log_prob = jnp.where(site["mask"], log_prob, 0.0)
+    if site.get("scale") is not None:
+        log_prob = site["scale"] * log_prob
+    return jnp.sum(log_prob)
+
+
+def bind(model: Model, data: ModelData, *, key: Array | None = None) -> Density:
+    """Bind ``model`` to ``data``: condition away point-mass priors, find the free sites."""
+    key = jax.random.key(0) if key is None else key  # the trace's values are not used
+    trace = numpyro.handlers.trace(numpyro.handlers.seed(model.program, key)).get_trace(data)
+    fixed, shapes, supports = {}, {}, {}
+    deterministic = tuple(name for name, site in trace.items() if site["type"] == "deterministic")
+    for name, site in trace.items():
+        if site["type"] != "sample" or site["is_observed"]:
+            continue
+        value = _point_mass_value(site["fn"])
+        if value is not None:
+            fixed[name] = jnp.broadcast_to(value, jnp.shape(site["value"]))
+        else:
+            shapes[name] = jnp.shape(site["value"])
+            supports[name] = site["fn"].support
+    program = numpyro.handlers.condition(model.program, data=fixed)
+    zeros = {name: jnp.zeros(shape) for name, shape in shapes.items()}
+    flat, unravel = ravel_pytree(zeros)
+    return Density(
+        program, data, fixed, shapes, supports, unravel, int(flat.shape[0]), deterministic
+    )

@@ -1,0 +1,206 @@
+r"""Stochastic variational inference for any probdyn model.
+
+Maximises the ELBO :math:`\mathbb{E}_q[\log p(y, \theta) - \log q(\theta)]` with an optax
+optimiser. Trials can be subsampled (``batch_size``): the model's trial plate then scales the
+likelihood by :math:`N/B`, which keeps the ELBO estimate unbiased. Steps run in jit-compiled
+chunks of ``checkpoint_every`` steps; after each chunk the state can be written to a checkpoint
+file, and a run started again with the same arguments resumes from it and ends with exactly the
+parameters of an uninterrupted run (the chunks are the same computations either way).
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import functools
+import hashlib
+import os
+import pickle
+from pathlib import Path
+
+import jax
+import numpy as np
+import numpyro
+import optax
+import xarray as xr
+from numpyro.infer import SVI, Trace_ELBO, autoguide
+from probdyn.inference.arviz import to_datatree
+from probdyn.inference.density import Density, bind
+from tqdm.auto import tqdm
+
+from probdyn.errors import ConfigError
+from probdyn.model import Model, ModelData
+
+GUIDES = {
+    "normal": autoguide.AutoNormal,
+    "mvn": autoguide.AutoMultivariateNormal,
+    "delta": autoguide.AutoDelta,
+    "laplace": autoguide.AutoLaplaceApproximation,
+}
+#: "auto" picks a full-covariance Gaussian up to this many free dimensions, AutoNormal above.
+MVN_MAX_DIM = 400
+
+
+def make_guide(guide, model: Model, density: Density, *, subsampled: bool = False):
+    """An autoguide by name on the bound program, or the user's guide callable unchanged.
+
+    Names: ``"auto"`` (``"mvn"`` up to :data:`MVN_MAX_DIM` free dimensions without
+    subsampling, else ``"normal"``), ``"normal"``, ``"mvn"``, ``"delta"``, ``"laplace"``. The
+    guide's trial plate is the model's, so minibatches subsample both alike.
+    """
+    if callable(guide) and not isinstance(guide, str):
+        return guide
+    if guide == "auto":
+        guide = "mvn" if density.dim <= MVN_MAX_DIM and not subsampled else "normal"
+    if guide not in GUIDES:
+        raise ConfigError(
+            f"guide={guide!r}; expected 'auto', one of {sorted(GUIDES)} or a callable"
+        )
+    options = {"init_loc_fn": numpyro.infer.init_to_median(num_samples=15)}
+    if guide in ("normal", "delta"):
+        options["create_plates"] = model.trial_plate
+    elif subsampled:
+        raise ConfigError(f"guide={guide!r} cannot subsample trials; use 'normal' or 'delta'")
+    return GUIDES[guide](density.program, **options)
+
+
+@dataclasses.dataclass
+class SVIResult:
+    """Outcome of :func:`svi`: guide, its parameters, the loss trace and posterior draws."""
+
+    model: Model
+    density: Density
+    guide: object
+    params: dict
+    losses: np.ndarray
+    resumed_from: int = 0
+
+    def sample_posterior(self, num_samples: int, *, seed: int) -> dict[str, np.ndarray]:
+        """Draws of every parameter (free and fixed) and deterministic site from the guide."""
+        predictive = numpyro.infer.Predictive(
+            self.density.program,
+            guide=self.guide,
+            params=self.params,
+            num_samples=num_samples,
+            return_sites=[*self.density.shapes, *self.density.deterministic],
+        )
+        draws = predictive(jax.random.key(seed), self.density.data)
+        for name, value in self.density.fixed.items():
+            draws[name] = np.broadcast_to(value, (num_samples, *np.shape(value)))
+        return {k: np.asarray(v) for k, v in draws.items()}
+
+    def to_arviz(self, *, num_samples: int = 500, seed: int = 0) -> xr.DataTree:
+        """ArviZ DataTree of guide draws (one chain), with the loss trace as an attribute."""
+        draws = self.sample_posterior(num_samples, seed=seed)
+        samples = {k: v[None] for k, v in draws.items()}
+        return to_datatree(
+            self.model,
+            self.density,
+            samples,
+            seed=seed + 1,
+            attrs={"inference": "svi", "final_loss": float(self.losses[-1])},
+        )
+
+
+def _run_signature(model, data: ModelData, **settings) -> str:
+    digest = hashlib.sha256(repr((model, sorted(settings.items()))).encode())
+    for leaf in jax.tree_util.tree_leaves(data):
+        digest.update(np.asarray(leaf).tobytes())
+    return digest.hexdigest()
+
+
+def svi(
+    model: Model,
+    data,
+    *,
+    num_steps: int,
+    seed: int,
+    guide="auto",
+    optimizer: optax.GradientTransformation | None = None,
+    learning_rate: float = 1e-2,
+    batch_size: int | None = None,
+    num_particles: int = 1,
+    checkpoint: str | os.PathLike | None = None,
+    checkpoint_every: int = 200,
+    progress: bool = True,
+) -> SVIResult:
+    """Fit a guide to the posterior of ``model`` given ``data`` (a Dataset or ModelData).
+
+    Parameters
+    ----------
+    guide
+        ``"auto"`` (full-covariance Gaussian up to 400 free dims, else mean-field), ``"normal"``,
+        ``"mvn"``, ``"delta"`` (MAP), ``"laplace"``, or a NumPyro guide callable taking the
+        same arguments as the model.
+    optimizer
+        An optax transformation; default Adam with ``learning_rate``.
+    batch_size
+        Trials per step (subsampled by the trial plate, likelihood scaled by N/B); None: all.
+    checkpoint
+        File to write the state to every ``checkpoint_every`` steps and to resume from.
+
+    """
+    if not isinstance(num_steps, int) or num_steps < 1:
+        raise ConfigError(f"num_steps = {num_steps!r}; expected a positive integer")
+    prepared = model.as_data(data)
+    if batch_size is not None and not 0 < batch_size <= prepared.num_trials:
+        raise ConfigError(f"batch_size = {batch_size!r}; expected 1..{prepared.num_trials} trials")
+    density = bind(model, prepared)
+    guide_fn = make_guide(guide, model, density, subsampled=batch_size is not None)
+    optimizer = optimizer or optax.adam(learning_rate)
+    engine = SVI(density.program, guide_fn, optimizer, Trace_ELBO(num_particles=num_particles))
+    state = engine.init(jax.random.PRNGKey(seed), prepared, batch_size=batch_size)
+
+    @functools.partial(jax.jit, static_argnums=2)
+    def run_chunk(state, data, length):
+        def step(state, _):
+            return engine.update(state, data, batch_size=batch_size)
+
+        return jax.lax.scan(step, state, None, length=length)
+
+    signature = _run_signature(
+        model,
+        prepared,
+        num_steps=num_steps,
+        seed=seed,
+        guide=repr(guide),
+        optimizer=repr(optimizer),
+        batch_size=batch_size,
+        num_particles=num_particles,
+        checkpoint_every=checkpoint_every,
+    )
+    step, losses, resumed_from = 0, [], 0
+    path = Path(checkpoint) if checkpoint is not None else None
+    if path is not None and path.exists():
+        saved = pickle.loads(path.read_bytes())
+        if saved["signature"] != signature:
+            raise ConfigError(
+                f"checkpoint {str(path)!r} was written by a run with other arguments or data; "
+                "remove it or choose another path"
+            )
+        state = jax.tree_util.tree_map(jax.numpy.asarray, saved["state"])
+        step, losses, resumed_from = saved["step"], list(saved["losses"]), saved["step"]
+    bar = tqdm(total=num_steps, initial=step, disable=not progress, desc="svi", unit="step")
+    while step < num_steps:
+        length = min(checkpoint_every, num_steps - step)
+        state, chunk_losses = run_chunk(state, prepared, length)
+        losses.extend(np.asarray(chunk_losses).tolist())
+        step += length
+        bar.update(length)
+        bar.set_postfix(loss=f"{losses[-1]:.4g}")
+        if path is not None:
+            payload = {
+                "signature": signature,
+                "step": step,
+                "losses": np.asarray(losses),
+                "state": jax.device_get(state),
+            }
+            temporary = path.with_suffix(path.suffix + ".partial")
+            temporary.write_bytes(pickle.dumps(payload))
+            os.replace(temporary, path)  # atomic: a kill never leaves a half-written checkpoint
+    bar.close()
+    losses = np.asarray(losses)
+    if not np.isfinite(losses[-1]):
+        raise FloatingPointError(
+            "the ELBO became non-finite; lower the learning rate or check the priors and data"
+        )
+    return SVIResult(model, density, guide_fn, engine.get_params(state), losses, resumed_from)

@@ -1,0 +1,45 @@
+import subprocess
+import sys
+
+import pytest
+
+from probdyn.cli import main
+
+
+@pytest.mark.slow
+def test_quick_demo_writes_report_and_names_the_winner(tmp_path):
+    out = tmp_path / "demo"
+    run = subprocess.run(
+        [
+            sys.executable,
+            "-m",
+            "probdyn.cli",
+            "demo",
+            "--quick",
+            "--no-progress",
+            "--out",
+            str(out),
+        ],
+        capture_output=True,
+        text=True,
+        timeout=600,
+    )
+    assert run.returncode == 0, run.stderr[-2000:]
+    assert "winner: LDS(latent_dim=" in run.stdout
+    page = (out / "report.html").read_text()
+    assert page.count("<img") >= 3 and "<table" in page
+    assert (out / "winner.nc").exists() and (out / "comparison.csv").exists()
+
+
+def test_user_errors_are_one_line_and_nonzero(capsys, monkeypatch):
+    import probdyn.demo
+
+    def bad_demo(*args, **kwargs):
+        from probdyn import DataError
+
+        raise DataError("spikes[trial=0, time=1, neuron=2] = -1: spike counts must be non-negative")
+
+    monkeypatch.setattr(probdyn.demo, "run_demo", bad_demo)
+    assert main(["demo", "--no-progress"]) == 2
+    err = capsys.readouterr().err.strip()
+    assert err.count("\n") == 0 and err.startswith("probdyn: error: spikes[trial=0")

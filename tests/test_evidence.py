@@ -1,0 +1,124 @@
+import itertools
+
+import jax
+import jax.numpy as jnp
+import numpy as np
+import numpyro.distributions as dist
+import pytest
+import xarray as xr
+from lds_cases import ou_dataset, ou_exact, ou_model
+from probdyn.inference import bind, log_evidence
+from probdyn.models import LDS
+from scipy import stats
+
+from probdyn import prior_predictive
+
+
+@pytest.fixture(scope="module")
+def ou():
+    ds = ou_dataset(seed=11)
+    exact, grid, cdf = ou_exact(ds)
+    return ds, exact, grid, cdf
+
+
+def test_exact_and_laplace_against_scipy_quadrature(ou):
+    ds, exact, _, _ = ou
+    ours = log_evidence(ou_model(), ds, method="exact", seed=0)
+    assert ours.method == "exact" and not ours.is_bound
+    assert abs(ours.log_evidence - exact) < 1e-4
+    assert ours.standard_error < 1e-4
+    laplace = log_evidence(ou_model(), ds, method="laplace", seed=0)
+    # A 1-D, nearly Gaussian posterior (in logit A): Laplace is close but not exact.
+    assert abs(laplace.log_evidence - exact) < 0.2
+    assert np.isnan(laplace.standard_error)
+
+
+@pytest.mark.slow
+@pytest.mark.parametrize("seed", [0, 1])
+def test_smc_marginalized_within_tolerance_and_honest_error(ou, seed):
+    ds, exact, _, _ = ou
+    result = log_evidence(ou_model(), ds, method="smc", seed=seed)
+    error = result.log_evidence - exact
+    assert abs(error) < 0.15
+    assert abs(error) < 3 * result.standard_error + 1e-3
+    assert result.likelihood_evaluations > 0 and result.seconds > 0
+
+
+@pytest.mark.slow
+def test_smc_with_sampled_latent_path(ou):
+    ds, exact, _, _ = ou
+    model = ou_model(marginalize=False)
+    assert bind(model, model.prepare(ds)).dim == 101  # A and the 100-step path
+    result = log_evidence(model, ds, method="smc", seed=3)
+    error = result.log_evidence - exact
+    assert abs(error) < 0.15
+    assert abs(error) < 3 * result.standard_error
+
+
+def test_iwae_is_a_bound_that_rises_with_k(ou):
+    ds, exact, _, _ = ou
+    from probdyn.inference import svi
+
+    fit = svi(ou_model(), ds, num_steps=1500, seed=0, progress=False, guide="normal")
+    bounds = [
+        log_evidence(ou_model(), ds, method="iwae", seed=k, svi_result=fit, num_importance=k)
+        for k in (1, 10, 1000)
+    ]
+    assert all(b.is_bound and b.method == "iwae" for b in bounds)
+    for b in bounds:
+        assert b.log_evidence < exact + 3 * b.standard_error
+    for low, high in itertools.pairwise(bounds):
+        assert high.log_evidence > low.log_evidence - 3 * np.hypot(
+            low.standard_error, high.standard_error
+        )
+    assert exact - bounds[-1].log_evidence < 0.02
+
+
+def test_exact_refuses_high_dimensional_models():
+    ds = ou_dataset(seed=0, num_timesteps=20)
+    with pytest.raises(Exception, match="at most 2 free dimensions"):
+        log_evidence(ou_model(marginalize=False), ds, method="exact", seed=0)
+    with pytest.raises(Exception, match="method='bogus'"):
+        log_evidence(ou_model(), ds, method="bogus", seed=0)
+
+
+@pytest.mark.slow
+def test_smc_on_2d_lds_with_four_free_parameters_against_importance_sampling():
+    truth = LDS(
+        latent_dim=2,
+        priors={
+            "A": dist.Delta(jnp.array([[0.8, 0.2], [-0.2, 0.7]])),
+            "b": dist.Delta(jnp.zeros(2)),
+            "q": dist.Delta(jnp.full(2, 0.4)),
+            "C": dist.Delta(jnp.array([[1.0, 0.0], [0.5, 1.0]])),
+            "d": dist.Delta(jnp.zeros(2)),
+            "r": dist.Delta(jnp.full(2, 0.3)),
+        },
+    )
+    y = prior_predictive(
+        truth, seed=5, num_samples=1, num_trials=2, num_timesteps=30, emission_dim=2
+    )["y"][0]
+    ds = xr.Dataset({"y": (("trial", "time", "neuron"), y)}, attrs={"dt": 1.0})
+    free = dict(truth.priors)
+    free["A"] = dist.Normal(jnp.zeros((2, 2)), 0.5)
+    model = LDS(latent_dim=2, priors=free)
+    density = bind(model, model.prepare(ds))
+    assert density.dim == 4
+    # Reference: importance sampling from a wide Student-t around the Laplace fit (2e5 draws).
+    from probdyn.inference import find_mode
+
+    mode, _ = find_mode(density, jax.random.key(1))
+    cov = np.linalg.inv(-np.asarray(jax.hessian(density.log_posterior)(mode)))
+    proposal = stats.multivariate_t(np.asarray(mode), 4.0 * cov, df=5, seed=2)
+    draws = proposal.rvs(200_000)
+    log_target = np.asarray(jax.jit(jax.vmap(density.log_posterior))(jnp.asarray(draws)))
+    log_w = log_target - proposal.logpdf(draws)
+    top = log_w.max()
+    w = np.exp(log_w - top)
+    reference = top + np.log(w.mean())
+    reference_se = w.std() / (np.sqrt(len(w)) * w.mean())
+    assert reference_se < 0.01
+    result = log_evidence(model, ds, method="smc", seed=4)
+    error = result.log_evidence - reference
+    assert abs(error) < 0.15
+    assert abs(error) < 3 * np.hypot(result.standard_error, reference_se)
