@@ -82,7 +82,7 @@ def test_exact_refuses_high_dimensional_models():
         log_evidence(ou_model(), ds, method="bogus", seed=0)
 
 
-@pytest.mark.slow
+@pytest.mark.heavy
 def test_smc_on_2d_lds_with_four_free_parameters_against_importance_sampling():
     truth = LDS(
         latent_dim=2,

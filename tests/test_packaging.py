@@ -7,7 +7,6 @@ from pathlib import Path
 
 import probdyn.inference
 import probdyn.models
-import pytest
 
 import probdyn
 
@@ -31,7 +30,6 @@ def test_installed_import_names(tmp_path):
     assert probdyn.inference.__name__ == "probdyn.inference"
 
 
-@pytest.mark.slow
 def test_wheel_installs_subpackages_only(tmp_path):
     build = subprocess.run(
         [

@@ -94,7 +94,7 @@ def test_checkpoint_survives_sigkill_and_resumes_exactly(tmp_path):
     small_dataset().to_netcdf(ds_path)
     script = tmp_path / "run.py"
     script.write_text(SCRIPT)
-    num_steps = 40_000
+    num_steps = 15_000
     ckpt, out = tmp_path / "fit.ckpt", tmp_path / "out.pkl"
     env = {**os.environ, "JAX_PLATFORMS": "cpu"}
     args = [sys.executable, str(script), str(ds_path), str(ckpt), str(num_steps), str(out)]
