@@ -101,10 +101,34 @@ class SVIResult:
         )
 
 
+def _fingerprint(value, digest) -> None:
+    """Feed a process-independent description of ``value`` to ``digest``.
+
+    ``repr`` will not do: distributions and optax transformations print memory addresses, which
+    differ between the killed process and the one that resumes.
+    """
+    if dataclasses.is_dataclass(value) and not isinstance(value, type):
+        digest.update(type(value).__qualname__.encode())
+        for field in dataclasses.fields(value):
+            digest.update(field.name.encode())
+            _fingerprint(getattr(value, field.name), digest)
+    elif isinstance(value, dict):
+        for key in sorted(value, key=str):
+            digest.update(str(key).encode())
+            _fingerprint(value[key], digest)
+    elif isinstance(value, numpyro.distributions.Distribution):
+        digest.update(type(value).__qualname__.encode())
+        for leaf in jax.tree_util.tree_leaves(value):
+            digest.update(np.asarray(leaf).tobytes())
+    elif hasattr(value, "shape") and hasattr(value, "dtype"):
+        digest.update(np.asarray(value).tobytes())
+    else:
+        digest.update(repr(value).encode())
+
+
 def _run_signature(model, data: ModelData, **settings) -> str:
-    digest = hashlib.sha256(repr((model, sorted(settings.items()))).encode())
-    for leaf in jax.tree_util.tree_leaves(data):
-        digest.update(np.asarray(leaf).tobytes())
+    digest = hashlib.sha256()
+    _fingerprint({"model": model, "data": data, **settings}, digest)
     return digest.hexdigest()
 
 
@@ -162,8 +186,10 @@ def svi(
         prepared,
         num_steps=num_steps,
         seed=seed,
-        guide=repr(guide),
-        optimizer=repr(optimizer),
+        guide=guide if isinstance(guide, str) else type(guide).__qualname__,
+        # Structure of the optimiser state (its class names and shapes): stable across processes.
+        optimizer=str(jax.tree_util.tree_structure(state.optim_state)),
+        learning_rate=learning_rate,
         batch_size=batch_size,
         num_particles=num_particles,
         checkpoint_every=checkpoint_every,
