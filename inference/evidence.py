@@ -40,9 +40,11 @@ import blackjax
 import jax
 import jax.numpy as jnp
 import numpy as np
+import numpyro
 import optax
 from blackjax.smc import resampling
 from jax.scipy.special import logsumexp
+from numpyro.infer.util import log_density
 from probdyn.inference.density import Density, bind
 
 from probdyn.errors import ConfigError
@@ -197,7 +199,6 @@ def _iwae(
     num_importance: int = 1000,
     num_batches: int = 8,
 ) -> Evidence:
-    from numpyro.infer.util import log_density
     from probdyn.inference.svi import svi
 
     key_fit, key_draw = jax.random.split(key)
@@ -208,7 +209,7 @@ def _iwae(
     data = density.data
 
     def log_weight(key):
-        seeded = numpyro_seed(guide, key)
+        seeded = numpyro.handlers.seed(guide, key)
         log_q, guide_trace = log_density(seeded, (data,), {}, params)
         values = {
             name: site["value"]
@@ -231,13 +232,6 @@ def _iwae(
         num_batches * num_importance,
         {"num_importance": num_importance, "bound_per_batch": bounds.tolist()},
     )
-
-
-def numpyro_seed(fn, key):
-    """``fn`` with its random draws driven by ``key``."""
-    import numpyro
-
-    return numpyro.handlers.seed(fn, key)
 
 
 # -- Laplace and quadrature ------------------------------------------------------------------

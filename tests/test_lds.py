@@ -12,18 +12,15 @@ from probdyn import PriorError, prior_predictive
 from probdyn.kalman import kalman_log_marginal
 
 
-def dense_log_marginal(A, b, Q, C, d, R, y):
-    """log p(y) from the joint Gaussian of all latents and observations, built densely."""
-    T = y.shape[0]
+def dense_observation_moments(A, b, Q, C, d, R, T):
+    """Mean and covariance of all observations stacked (time-major), built densely."""
     D = A.shape[0]
     # Latent means and covariances by the recursion x_{t+1} = A x_t + b + w_t, x_0 ~ N(0, I).
-    means = [np.zeros(D)]
+    means, marg = [np.zeros(D)], [np.eye(D)]
     for _ in range(T - 1):
         means.append(A @ means[-1] + b)
-    cov = np.zeros((T * D, T * D))
-    marg = [np.eye(D)]
-    for _ in range(T - 1):
         marg.append(A @ marg[-1] @ A.T + Q)
+    cov = np.zeros((T * D, T * D))
     for s in range(T):
         for t in range(s, T):
             block = np.linalg.matrix_power(A, t - s) @ marg[s]
@@ -32,7 +29,14 @@ def dense_log_marginal(A, b, Q, C, d, R, y):
     big_c = np.kron(np.eye(T), C)
     mean_y = big_c @ np.concatenate(means) + np.tile(d, T)
     cov_y = big_c @ cov @ big_c.T + np.kron(np.eye(T), np.diag(R))
-    return multivariate_normal(mean_y, cov_y).logpdf(y.reshape(-1))
+    return mean_y, cov_y
+
+
+def dense_log_marginal(A, b, Q, C, d, R, y, mask=None):
+    """log p(y) of the observed entries from the dense joint Gaussian of all observations."""
+    mean_y, cov_y = dense_observation_moments(A, b, Q, C, d, R, y.shape[0])
+    keep = np.ones(y.size, bool) if mask is None else mask.reshape(-1)
+    return multivariate_normal(mean_y[keep], cov_y[np.ix_(keep, keep)]).logpdf(y.reshape(-1)[keep])
 
 
 @pytest.mark.parametrize("latent_dim,emission_dim,T", [(1, 1, 4), (2, 3, 5), (3, 2, 6), (4, 5, 3)])
@@ -59,25 +63,7 @@ def test_kalman_missing_entries_equal_dense_marginal_of_observed():
     y = rng.normal(size=(T, N))
     mask = rng.uniform(size=(T, N)) > 0.3
     ours = kalman_log_marginal(*map(jnp.asarray, (A, b, Q, C, d, R, y)), mask=jnp.asarray(mask))
-    # Dense reference: marginalise the joint Gaussian onto the observed entries.
-    T_, N_ = y.shape
-    full = np.arange(T_ * N_)[mask.reshape(-1)]
-    means, marg = [np.zeros(D)], [np.eye(D)]
-    for _ in range(T - 1):
-        means.append(A @ means[-1] + b)
-        marg.append(A @ marg[-1] @ A.T + Q)
-    cov = np.zeros((T * D, T * D))
-    for s in range(T):
-        for t in range(s, T):
-            block = np.linalg.matrix_power(A, t - s) @ marg[s]
-            cov[t * D : (t + 1) * D, s * D : (s + 1) * D] = block
-            cov[s * D : (s + 1) * D, t * D : (t + 1) * D] = block.T
-    big_c = np.kron(np.eye(T), C)
-    mean_y = big_c @ np.concatenate(means) + np.tile(d, T)
-    cov_y = big_c @ cov @ big_c.T + np.kron(np.eye(T), np.diag(R))
-    reference = multivariate_normal(mean_y[full], cov_y[np.ix_(full, full)]).logpdf(
-        y.reshape(-1)[full]
-    )
+    reference = dense_log_marginal(A, b, Q, C, d, R, y, mask)
     assert abs(float(ours) - reference) < 1e-8
 
 
