@@ -46,6 +46,7 @@ class Density:
     program: Callable
     data: ModelData
     fixed: dict[str, Array]
+    #: Shapes of the free sites (constrained; the flat vector holds their unconstrained form).
     shapes: dict[str, tuple[int, ...]]
     supports: dict[str, dist.constraints.Constraint]
     unravel: Callable[[Array], dict[str, Array]]
@@ -63,7 +64,7 @@ class Density:
         return ravel_pytree(u)[0]
 
     def log_jacobian(self, z: Array) -> Array:
-        r""":math:`\log|\det \\partial\\theta/\\partial z|` of :meth:`constrain`."""
+        r""":math:`\log|\det \partial\theta/\partial z|` of :meth:`constrain`."""
         u = self.unravel(z)
         total = 0.0
         for name in self.shapes:
@@ -132,7 +133,11 @@ def bind(model: Model, data: ModelData, *, key: Array | None = None) -> Density:
             shapes[name] = jnp.shape(site["value"])
             supports[name] = site["fn"].support
     program = numpyro.handlers.condition(model.program, data=fixed)
-    zeros = {name: jnp.zeros(shape) for name, shape in shapes.items()}
+    # Unconstrained shapes may differ from the sites' (a simplex of K entries has K - 1).
+    zeros = {
+        name: jnp.zeros(biject_to(supports[name]).inverse_shape(shape))
+        for name, shape in shapes.items()
+    }
     flat, unravel = ravel_pytree(zeros)
     return Density(
         program, data, fixed, shapes, supports, unravel, int(flat.shape[0]), deterministic

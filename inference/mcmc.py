@@ -143,6 +143,7 @@ def nuts(
         samples[name] = np.broadcast_to(
             np.asarray(value), (num_chains, num_samples, *np.shape(value))
         )
+    samples = model.identify(samples)
     extra = engine.get_extra_fields(group_by_chain=True)
     stats = {
         "diverging": np.asarray(extra["diverging"]),

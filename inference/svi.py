@@ -86,7 +86,7 @@ class SVIResult:
         draws = predictive(jax.random.key(seed), self.density.data)
         for name, value in self.density.fixed.items():
             draws[name] = np.broadcast_to(value, (num_samples, *np.shape(value)))
-        return {k: np.asarray(v) for k, v in draws.items()}
+        return self.model.identify({k: np.asarray(v) for k, v in draws.items()})
 
     def to_arviz(self, *, num_samples: int = 500, seed: int = 0) -> xr.DataTree:
         """ArviZ DataTree of guide draws (one chain), with the loss trace as an attribute."""

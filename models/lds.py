@@ -102,7 +102,7 @@ class LDS(Model):
         return params["A"] @ x + params["b"]
 
     def emission_mean(self, params: Mapping[str, Array], x: Array) -> Array:
-        r""":math:`C x + d` (Gaussian) or the rate per bin :math:`\\exp(C x + d)` (Poisson)."""
+        r""":math:`C x + d` (Gaussian) or the rate per bin :math:`\exp(C x + d)` (Poisson)."""
         mean = params["C"] @ x + params["d"]
         return jnp.exp(mean) if self.observation == "poisson" else mean
 

@@ -5,8 +5,9 @@ The recording is simulated from a 2-D linear dynamical system (a damped rotation
 latent dimension 1, 2 and 3. Each is fitted by SVI and scored by the importance-weighted
 bound on its evidence (every row a bound of the same kind, so the ranking compares like with
 like; tempered SMC is the estimator to use for final numbers, see docs/evidence.md), and the
-table ranks them. The winner's posterior predictive is drawn
-in the report.
+table ranks them. For the winner, the report shows its posterior predictive and its posterior
+over fixed points (location, class and eigenvalues across 200 posterior draws), which also
+joins the saved ArviZ tree ``winner.nc`` as its ``fixed_points`` group.
 """
 
 from __future__ import annotations
@@ -63,6 +64,7 @@ def run_demo(
     out: str | Path = "probdyn-demo", *, quick: bool = False, seed: int = 0, progress: bool = True
 ):
     """Run the demo and return (comparison table, report path)."""
+    from probdyn.fixed_point_posterior import fixed_points
     from probdyn.inference import compare, log_evidence, svi
     from probdyn.report import (
         evidence_figure,
@@ -95,7 +97,8 @@ def run_demo(
         )
     table = compare(candidates, ds, seed=seed, evidences=evidences)
     winner = table["model"].iloc[0]
-    tree = fits[winner].to_arviz(num_samples=200, seed=seed)
+    points = fixed_points(candidates[winner], fits[winner], num_draws=200, seed=seed)
+    tree = points.attach(fits[winner].to_arviz(num_samples=200, seed=seed))
     tree.to_netcdf(out / "winner.nc")
     predicted = tree["posterior_predictive"]["y"].values[0]
     sections = [
@@ -120,6 +123,18 @@ def run_demo(
                 index=False, float_format="%.3f", classes="evidence"
             )
             + figure_html(evidence_figure(table), "log evidence relative to the best model"),
+        ),
+        (
+            "Fixed points",
+            f"<p>Fixed points of {points.dataset.sizes['draw']} posterior draws of {winner}, "
+            "matched across draws in observation space; latent coordinates are those of the "
+            "reference draw.</p>"
+            + points.summary()
+            .filter(regex=r"^(?!y\d)")
+            .to_html(float_format="%.3f", classes="fixed-points")
+            + points.count_distribution().to_html(float_format="%.3f")
+            + figure_html(points.phase_portrait(), "fixed points of all draws by class")
+            + figure_html(points.eigenvalue_figure(), "eigenvalues at the fixed points"),
         ),
         (
             "Fit diagnostics",

@@ -163,6 +163,15 @@ class Model(abc.ABC):
     def emission_mean(self, params: Mapping[str, Array], x: Array) -> Array:
         """Predicted observation mean (or rate per bin) at one latent state."""
 
+    def identify(self, draws: Mapping[str, np.ndarray]) -> dict[str, np.ndarray]:
+        """Map draws (any leading axes) to a canonical labelling.
+
+        Families whose likelihood has exact discrete symmetries (state permutations) override
+        this; the default is the identity. Applied to the draws of
+        :func:`~probdyn.inference.nuts` and of SVI guides.
+        """
+        return dict(draws)
+
     # -- shared machinery ------------------------------------------------------------------
     def site_priors(self, emission_dim: int) -> dict[str, dist.Distribution]:
         """The prior of every parameter site: the user's where given, else the default."""
