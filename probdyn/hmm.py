@@ -252,15 +252,17 @@ class DiscreteHMM(dist.Distribution):
             candidates = score[..., :, None] + a_t
             return jnp.max(candidates, axis=-2) + e_t, jnp.argmax(candidates, axis=-2)
 
-        score, back = jax.lax.scan(forward, log_pi, (a, e))
+        # z_{-1} is summed out (it is not part of the path); maximise over z_0, ..., z_{T-1}.
+        first = logsumexp(log_pi[..., :, None] + a[0], axis=-2) + e[0]
+        score, back = jax.lax.scan(forward, first, (a[1:], e[1:]))
         last = jnp.argmax(score, axis=-1)
 
         def backward(state, pointers):
             previous = jnp.take_along_axis(pointers, state[..., None], axis=-1)[..., 0]
             return previous, state
 
-        _, path = jax.lax.scan(backward, last, back, reverse=True)
-        return jnp.moveaxis(path, 0, -1)
+        first_state, path = jax.lax.scan(backward, last, back, reverse=True)
+        return jnp.moveaxis(jnp.concatenate([first_state[None], path]), 0, -1)
 
     # -- generative ----------------------------------------------------------------------------
     def sample_with_states(self, key, sample_shape=()) -> tuple[Array, Array]:
