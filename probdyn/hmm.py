@@ -16,10 +16,12 @@ The states are summed out by the forward algorithm,
     \qquad \log p(y_{0:T-1}) = \log \sum_j \alpha_{T-1}(j),
 
 either sequentially with normalised probabilities (one matrix-vector product per step, the
-normaliser accumulated in log space) or, with ``method="parallel"``, as an associative scan of
-the log-space matrices :math:`M_t(i, j) = \log A_t(i, j) + \log p_t(y_t \mid j)` under the
-log-semiring product (depth :math:`O(\log T)`, work :math:`O(T K^3)`). Masked steps (``observed``
-False) emit nothing: their :math:`\log p_t(y_t \mid j)` is 0.
+normaliser accumulated in log space) or, with ``method="parallel"``, as an associative scan
+(depth :math:`O(\log T)`, work :math:`O(T K^3)`) of the matrices
+:math:`M_t(i, j) = A_t(i, j)\, p_t(y_t \mid j)`, each kept as a scale :math:`e^{s}` times a
+matrix whose largest entry is 1 (the scale carries the magnitude; entries more than about 700
+nats below a product's largest are lost, as in any probability-space recursion). Masked steps
+(``observed`` False) emit nothing: their :math:`\log p_t(y_t \mid j)` is 0.
 
 Filtering, smoothing (forward-backward) and the most probable path (Viterbi) are exact.
 """
@@ -38,9 +40,21 @@ from numpyro.distributions import constraints
 from probdyn.errors import ConfigError
 
 
-def _log_matmul(a: Array, b: Array) -> Array:
-    r"""Log-semiring matrix product :math:`\log \sum_k e^{a_{ik} + b_{kj}}` over leading batch."""
-    return logsumexp(a[..., :, :, None] + b[..., None, :, :], axis=-2)
+def _scan_steps(step, init, a: Array, e: Array, *, reverse: bool = False):
+    """``lax.scan`` of ``step(carry, (a_t, e_t))`` over the leading time axis.
+
+    A homogeneous ``a`` (time axis of size 1) is closed over rather than copied per step.
+    """
+    if a.shape[0] == 1 and e.shape[0] != 1:
+        return jax.lax.scan(lambda c, e_t: step(c, (a[0], e_t)), init, e, reverse=reverse)
+    return jax.lax.scan(step, init, (a, e), reverse=reverse)
+
+
+def _scaled_matmul(left: tuple[Array, Array], right: tuple[Array, Array]):
+    r"""Product of matrices held as (P, s) with value :math:`e^{s} P` and :math:`\max P = 1`."""
+    product = left[0] @ right[0]
+    peak = jnp.max(product, axis=(-2, -1), keepdims=True)
+    return product / peak, left[1] + right[1] + jnp.log(peak)
 
 
 class DiscreteHMM(dist.Distribution):
@@ -139,14 +153,11 @@ class DiscreteHMM(dist.Distribution):
 
     # -- pieces shared by every algorithm ------------------------------------------------------
     def _log_transitions(self) -> Array:
-        """Normalised log transition matrices, (..., T, K, K)."""
+        """Normalised log transition matrices, (..., T, K, K) or (..., 1, K, K) if homogeneous."""
         logits = self.transition_logits
         if not self._time_varying:
             logits = logits[..., None, :, :]
-        log_a = jax.nn.log_softmax(logits, axis=-1)
-        return jnp.broadcast_to(
-            log_a, (*log_a.shape[:-3], self.num_steps, self.num_states, self.num_states)
-        )
+        return jax.nn.log_softmax(logits, axis=-1)
 
     def emission_log_prob(self, value: Array) -> Array:
         r""":math:`\log p_t(y_t \mid j)` for every step and state, (..., T, K); 0 where masked."""
@@ -167,8 +178,12 @@ class DiscreteHMM(dist.Distribution):
         log_pi, log_a, log_e = self._broadcast_parts(value)
         if self.method == "parallel":
             steps = log_a + log_e[..., None, :]
+            peak = jnp.max(steps, axis=(-2, -1), keepdims=True)
             time_axis = steps.ndim - 3
-            total = jax.lax.associative_scan(_log_matmul, steps, axis=time_axis)[..., -1, :, :]
+            scaled, log_scale = jax.lax.associative_scan(
+                _scaled_matmul, (jnp.exp(steps - peak), peak), axis=time_axis
+            )
+            total = jnp.log(scaled[..., -1, :, :]) + log_scale[..., -1, :, :]
             return logsumexp(log_pi[..., :, None] + total, axis=(-2, -1))
         _, log_norms = self._forward(log_pi, log_a, log_e)
         return jnp.sum(log_norms, axis=-1)
@@ -196,7 +211,7 @@ class DiscreteHMM(dist.Distribution):
             return c, (c, jnp.log(norm[..., 0]) + peak[..., 0])
 
         prior = jnp.broadcast_to(prior, (*batch, prior.shape[-1]))
-        _, (filtered, log_norms) = jax.lax.scan(step, prior, (a, e))
+        _, (filtered, log_norms) = _scan_steps(step, prior, a, e)
         return jnp.moveaxis(filtered, 0, -2), jnp.moveaxis(log_norms, 0, -1)
 
     # -- posterior over states -----------------------------------------------------------------
@@ -225,7 +240,8 @@ class DiscreteHMM(dist.Distribution):
         """
         log_pi, log_a, log_e = self._broadcast_parts(value)
         filtered, _ = self._forward(log_pi, log_a, log_e)
-        a = jnp.exp(jnp.moveaxis(log_a, -3, 0))[1:]
+        a = jnp.exp(jnp.moveaxis(log_a, -3, 0))
+        a = a if a.shape[0] == 1 else a[1:]
         e = jnp.moveaxis(log_e, -2, 0)[1:]
 
         def step(beta, inputs):
@@ -236,7 +252,7 @@ class DiscreteHMM(dist.Distribution):
             return beta, beta
 
         last = jnp.ones(filtered.shape[:-2] + filtered.shape[-1:])
-        _, betas = jax.lax.scan(step, last, (a, e), reverse=True)
+        _, betas = _scan_steps(step, last, a, e, reverse=True)
         betas = jnp.concatenate([jnp.moveaxis(betas, 0, -2), last[..., None, :]], axis=-2)
         joint = filtered * betas
         return joint / jnp.sum(joint, axis=-1, keepdims=True)
@@ -254,7 +270,7 @@ class DiscreteHMM(dist.Distribution):
 
         # z_{-1} is summed out (it is not part of the path); maximise over z_0, ..., z_{T-1}.
         first = logsumexp(log_pi[..., :, None] + a[0], axis=-2) + e[0]
-        score, back = jax.lax.scan(forward, first, (a[1:], e[1:]))
+        score, back = _scan_steps(forward, first, a if a.shape[0] == 1 else a[1:], e[1:])
         last = jnp.argmax(score, axis=-1)
 
         def backward(state, pointers):
