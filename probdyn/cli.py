@@ -15,7 +15,7 @@ from probdyn.errors import ProbdynError
 def _demo(args) -> int:
     from probdyn.demo import TRUE_LATENT_DIM, run_demo
 
-    table, report = run_demo(
+    table, report, points = run_demo(
         args.out, quick=args.quick, seed=args.seed, progress=not args.no_progress
     )
     columns = [
@@ -33,6 +33,7 @@ def _demo(args) -> int:
         f"\nwinner: {winner} (posterior probability {table['posterior_probability'].iloc[0]:.3f}); "
         f"it {verdict} the generating model LDS(latent_dim={TRUE_LATENT_DIM})"
     )
+    print(f"{winner}: {points.describe()}")
     print(f"report: {report}")
     return 0
 

@@ -63,7 +63,7 @@ def simulate_demo_recording(*, seed: int, num_trials: int, num_timesteps: int) -
 def run_demo(
     out: str | Path = "probdyn-demo", *, quick: bool = False, seed: int = 0, progress: bool = True
 ):
-    """Run the demo and return (comparison table, report path)."""
+    """Run the demo and return (comparison table, report path, winner's fixed points)."""
     from probdyn.fixed_point_posterior import fixed_points
     from probdyn.inference import compare, log_evidence, svi
     from probdyn.report import (
@@ -145,4 +145,4 @@ def run_demo(
     ]
     report = write_report(out / "report.html", "probdyn demo", sections)
     table.drop(columns=["note"]).to_csv(out / "comparison.csv", index=False)
-    return table, report
+    return table, report, points

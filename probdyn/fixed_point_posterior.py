@@ -518,6 +518,23 @@ class FixedPointPosterior:
             rows.append(row)
         return pd.DataFrame(rows).set_index("fixed_point")
 
+    def describe(self) -> str:
+        """A few lines for a terminal: each matched point's class, probabilities, eigenvalue."""
+        summary = self.summary()
+        counts = self.count_distribution()["total"]
+        lines = [
+            f"fixed points over {self.dataset.sizes['draw']} posterior draws; number of points: "
+            + ", ".join(f"{n}: {p:.2f}" for n, p in counts.items() if p > 0)
+        ]
+        for k, row in summary.iterrows():
+            lines.append(
+                f"  point {k}: {row['class']} (P = {row['p_class']:.2f}), exists in "
+                f"{100 * row['p_exists']:.0f}% of draws, P(stable) = {row['p_stable']:.2f}, "
+                f"leading eigenvalue {row['lead_real_mean']:.3f} "
+                f"± {row['lead_imag_abs_mean']:.3f}i"
+            )
+        return "\n".join(lines)
+
     def count_distribution(self) -> pd.DataFrame:
         """Posterior probability of each number of fixed points, in total and by class."""
         codes = self._classes()

@@ -2,6 +2,7 @@ import subprocess
 import sys
 
 import pytest
+import xarray as xr
 
 from probdyn.cli import main
 
@@ -29,6 +30,10 @@ def test_quick_demo_writes_report_and_names_the_winner(tmp_path):
     page = (out / "report.html").read_text()
     assert page.count("<img") >= 3 and "<table" in page
     assert (out / "winner.nc").exists() and (out / "comparison.csv").exists()
+    # The generating dynamics (a damped rotation) have one fixed point, a stable spiral.
+    assert "point 0: stable spiral" in run.stdout and "Fixed points" in page
+    tree = xr.open_datatree(out / "winner.nc")
+    assert tree["fixed_points"]["exists"].values.all()
 
 
 def test_user_errors_are_one_line_and_nonzero(capsys, monkeypatch):
