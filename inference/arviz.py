@@ -8,6 +8,7 @@ that PSIS-LOO leaves out), all with dims named by the model's ``site_dims``.
 from __future__ import annotations
 
 import dataclasses
+import json
 
 import arviz_base
 import jax
@@ -37,6 +38,8 @@ def to_datatree(
 ) -> xr.DataTree:
     """Build the DataTree from ``samples`` (every array with leading (chain, draw) axes)."""
     num_chains = next(iter(samples.values())).shape[0]
+    # The model's family and hyperparameters travel with the run (probdyn fixed-points RUN).
+    attrs = {**(attrs or {}), "model": json.dumps(model.spec())}
     site = OBSERVATION_VARIABLES[model.observation]
     data = density.data
     flat = {k: np.reshape(v, (-1, *np.shape(v)[2:])) for k, v in samples.items() if k != site}
@@ -57,7 +60,7 @@ def to_datatree(
             values,
             dims=group_dims or dims,
             coords=coords,
-            attrs=attrs or {},
+            attrs=attrs,
             inference_library=numpyro,
         )
 

@@ -79,6 +79,8 @@ def compare(
     log_prior = np.log([priors[n] for n in names]) - math.log(sum(priors.values()))
     best = int(np.argmax(log_z))
     delta = log_z - log_z[best]
+    # The best row's difference is zero by definition; the others carry both estimates' errors.
+    delta_se = np.where(np.arange(len(names)) == best, 0.0, np.sqrt(se**2 + se[best] ** 2))
     unnormalised = log_prior + log_z
     probability = np.exp(unnormalised - np.logaddexp.reduce(unnormalised))
     bound = np.array([results[n].is_bound for n in names])
@@ -90,7 +92,7 @@ def compare(
             "log_evidence": log_z,
             "standard_error": se,
             "delta": delta,
-            "delta_se": np.sqrt(se**2 + se[best] ** 2),
+            "delta_se": delta_se,
             "bayes_factor": np.exp(delta),
             "posterior_probability": probability,
             "is_bound": bound,

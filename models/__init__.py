@@ -3,4 +3,21 @@
 from probdyn.models.hmm import HMM
 from probdyn.models.lds import LDS
 
-__all__ = ["HMM", "LDS"]
+from probdyn.errors import ConfigError
+
+FAMILIES = {"HMM": HMM, "LDS": LDS}
+
+
+def from_spec(spec: dict):
+    """Rebuild a model (default priors) from :meth:`probdyn.Model.spec`."""
+    spec = dict(spec)
+    family = spec.pop("family", None)
+    if family not in FAMILIES:
+        raise ConfigError(f"unknown model family {family!r}; expected one of {sorted(FAMILIES)}")
+    try:
+        return FAMILIES[family](**spec)
+    except TypeError as error:
+        raise ConfigError(f"bad hyperparameters for {family}: {error}") from None
+
+
+__all__ = ["FAMILIES", "HMM", "LDS", "from_spec"]

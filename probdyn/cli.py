@@ -1,4 +1,4 @@
-"""The ``probdyn`` command line: ``probdyn demo``.
+"""The ``probdyn`` command line: ``probdyn demo``, ``probdyn fixed-points RUN``.
 
 Errors a user can cause (bad data, priors, configuration) end with one line on stderr and exit
 status 2, never a traceback.
@@ -38,6 +38,40 @@ def _demo(args) -> int:
     return 0
 
 
+def _fixed_points(args) -> int:
+    import json
+    from pathlib import Path
+
+    import xarray as xr
+
+    from probdyn.errors import DataError
+    from probdyn.fixed_point_posterior import fixed_points
+    from probdyn.models import from_spec
+
+    run = Path(args.run)
+    if not run.is_file():
+        raise FileNotFoundError(f"no run file at {run}")
+    out = Path(args.out) if args.out else run.with_name(run.stem + "-fixed-points.nc")
+    if out.resolve() == run.resolve():
+        raise DataError(f"--out {out} is the run itself; choose another file (the run is kept)")
+    tree = xr.open_datatree(run)
+    if "posterior" not in tree.children or "model" not in tree["posterior"].attrs:
+        raise DataError(
+            f"{run} has no posterior group with a 'model' attribute: not a run saved by probdyn"
+        )
+    model = from_spec(json.loads(tree["posterior"].attrs["model"]))
+    points = fixed_points(
+        model, tree, seed=args.seed, num_draws=args.num_draws, num_starts=args.num_starts
+    )
+    if "fixed_points" in tree.children:
+        tree = tree.copy()
+        del tree["fixed_points"]
+    points.attach(tree.load()).to_netcdf(out)
+    print(points.describe())
+    print(f"written: {out}")
+    return 0
+
+
 def build_parser() -> argparse.ArgumentParser:
     """The argument parser with its subcommands."""
     parser = argparse.ArgumentParser(prog="probdyn", description=__doc__.splitlines()[0])
@@ -49,7 +83,18 @@ def build_parser() -> argparse.ArgumentParser:
     )
     demo.add_argument("--seed", type=int, default=0)
     demo.add_argument("--no-progress", action="store_true", help="no progress bars")
-    demo.set_defaults(run=_demo)
+    demo.set_defaults(handler=_demo)
+    points = commands.add_parser(
+        "fixed-points", help="posterior over the fixed points of a saved run (netCDF DataTree)"
+    )
+    points.add_argument("run", help="a run saved by probdyn, e.g. probdyn-demo/winner.nc")
+    points.add_argument(
+        "--out", help="output file (default: RUN-fixed-points.nc next to it; RUN is never changed)"
+    )
+    points.add_argument("--num-draws", type=int, default=200, help="posterior draws searched")
+    points.add_argument("--num-starts", type=int, default=32, help="starts per draw")
+    points.add_argument("--seed", type=int, default=0)
+    points.set_defaults(handler=_fixed_points)
     return parser
 
 
@@ -57,7 +102,7 @@ def main(argv: list[str] | None = None) -> int:
     """Entry point of the ``probdyn`` command."""
     args = build_parser().parse_args(argv)
     try:
-        return args.run(args)
+        return args.handler(args)
     except (ProbdynError, FileNotFoundError, FloatingPointError) as error:
         print(f"probdyn: error: {error}", file=sys.stderr)
         return 2

@@ -163,6 +163,17 @@ class Model(abc.ABC):
     def emission_mean(self, params: Mapping[str, Array], x: Array) -> Array:
         """Predicted observation mean (or rate per bin) at one latent state."""
 
+    def spec(self) -> dict:
+        """Family name and hyperparameters (priors left out), JSON-ready.
+
+        Enough to rebuild the dynamics and readout of a saved run (see
+        :func:`probdyn.models.from_spec`); fixed parameters are in its posterior draws.
+        """
+        fields = {
+            f.name: getattr(self, f.name) for f in dataclasses.fields(self) if f.name != "priors"
+        }
+        return {"family": type(self).__name__, **fields}
+
     def identify(self, draws: Mapping[str, np.ndarray]) -> dict[str, np.ndarray]:
         """Map draws (any leading axes) to a canonical labelling.
 

@@ -34,6 +34,11 @@ def test_quick_demo_writes_report_and_names_the_winner(tmp_path):
     assert "point 0: stable spiral" in run.stdout and "Fixed points" in page
     tree = xr.open_datatree(out / "winner.nc")
     assert tree["fixed_points"]["exists"].values.all()
+    # The saved run carries its model: fixed points again from the file, into a new file.
+    assert main(["fixed-points", str(out / "winner.nc"), "--num-draws", "50"]) == 0
+    again = xr.open_datatree(out / "winner-fixed-points.nc")
+    assert again["fixed_points"].sizes["draw"] == 50
+    assert xr.open_datatree(out / "winner.nc")["fixed_points"].sizes["draw"] == 200
 
 
 def test_user_errors_are_one_line_and_nonzero(capsys, monkeypatch):
@@ -48,3 +53,16 @@ def test_user_errors_are_one_line_and_nonzero(capsys, monkeypatch):
     assert main(["demo", "--no-progress"]) == 2
     err = capsys.readouterr().err.strip()
     assert err.count("\n") == 0 and err.startswith("probdyn: error: spikes[trial=0")
+
+
+def test_fixed_points_command_errors_name_the_problem(tmp_path, capsys):
+    cases = {
+        "no run file": [str(tmp_path / "missing.nc")],
+        "not a run saved by probdyn": [str(tmp_path / "plain.nc")],
+        "is the run itself": [str(tmp_path / "plain.nc"), "--out", str(tmp_path / "plain.nc")],
+    }
+    xr.Dataset({"x": ("t", [1.0, 2.0])}).to_netcdf(tmp_path / "plain.nc")
+    for expected, argv in cases.items():
+        assert main(["fixed-points", *argv]) == 2
+        err = capsys.readouterr().err.strip()
+        assert err.count("\n") == 0 and expected in err, err
