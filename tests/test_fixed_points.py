@@ -294,3 +294,82 @@ def test_credible_regions_cover_the_true_fixed_point_over_20_datasets():
         covered["latent"] += result.in_credible_region(x_star, 0, level=0.9, space="latent")
     # 90% regions: Binomial(20, 0.9) falls below 14 with probability 0.002.
     assert 14 <= covered["observation"] <= 20 and 14 <= covered["latent"] <= 20, covered
+
+
+# -- a trained discrete-time RNN through the same call -------------------------------------------
+
+
+class TrainedRNN:
+    """An autonomous tanh RNN h' = tanh(W h + b) with a linear readout y = C h + d."""
+
+    kind = "map"
+    latent_dim = 8
+
+    def vector_field(self, params, h, u=None):
+        return jnp.tanh(params["W"] @ h + params["b"])
+
+    def emission_mean(self, params, h):
+        return params["C"] @ h + params["d"]
+
+
+def _train_rnn(targets, seed):
+    """Fit W, b, C, d and per-trial initial states to noise-free trajectories by Adam."""
+    import jax
+    import optax
+
+    H, (num_trials, T, N) = TrainedRNN.latent_dim, targets.shape
+    keys = jax.random.split(jax.random.key(seed), 3)
+    params = {
+        "W": 0.5 * jax.random.normal(keys[0], (H, H)) / np.sqrt(H),
+        "b": jnp.zeros(H),
+        "C": jax.random.normal(keys[1], (N, H)) / np.sqrt(H),
+        "d": jnp.zeros(N),
+        "h0": 0.1 * jax.random.normal(keys[2], (num_trials, H)),
+    }
+    rnn = TrainedRNN()
+
+    def loss(p):
+        def roll(h0):
+            def step(h, _):
+                return rnn.vector_field(p, h), h
+
+            return jax.lax.scan(step, h0, None, length=T)[1]
+
+        states = jax.vmap(roll)(p["h0"])
+        return jnp.mean((states @ p["C"].T + p["d"] - targets) ** 2)
+
+    optimizer = optax.adam(1e-2)
+
+    @jax.jit
+    def update(p, state):
+        value, grad = jax.value_and_grad(loss)(p)
+        updates, state = optimizer.update(grad, state)
+        return optax.apply_updates(p, updates), state, value
+
+    state = optimizer.init(params)
+    for _ in range(1500):
+        params, state, value = update(params, state)
+    return params, float(value)
+
+
+def test_a_trained_rnn_goes_through_the_same_call():
+    # Targets: noise-free trajectories of a damped rotation (|lambda| = 0.9, angle 0.3) seen by
+    # three channels with offsets; its one fixed point is a stable spiral at y* = d.
+    A = 0.9 * np.array([[np.cos(0.3), -np.sin(0.3)], [np.sin(0.3), np.cos(0.3)]])
+    C, d = np.array([[1.0, 0.0], [0.4, 1.0], [-0.6, 0.5]]), np.array([0.2, -0.1, 0.3])
+    starts = np.random.default_rng(0).normal(0, 0.6, size=(6, 2))
+    x = np.stack([np.stack([np.linalg.matrix_power(A, t) @ s for t in range(25)]) for s in starts])
+    targets = jnp.asarray(x @ C.T + d)
+    trained = [_train_rnn(targets, seed) for seed in range(3)]
+    assert max(value for _, value in trained) < 1e-3
+    draws = {k: np.stack([p[k] for p, _ in trained]) for k in ("W", "b", "C", "d")}
+    result = fixed_points(TrainedRNN(), draws, box=(-1.0, 1.0), num_starts=64, seed=0)
+    summary = result.summary()
+    # The networks' point that reproduces the target's: present in every network, a stable
+    # spiral, at y* = d, with the target's leading eigenvalue.
+    distance = np.linalg.norm(summary[["y0_mean", "y1_mean", "y2_mean"]].values - d, axis=1)
+    point = summary.iloc[int(np.argmin(distance))]
+    assert distance.min() < 0.05 and point["p_exists"] == 1.0
+    assert point["class"] == "stable spiral" and point["p_class"] == 1.0
+    lead = point["lead_real_mean"] + 1j * point["lead_imag_abs_mean"]
+    assert abs(lead - 0.9 * np.exp(0.3j)) < 0.05
