@@ -118,11 +118,16 @@ class HMM(Model):
             "(HMM.stationary_distribution) plays the role of the fixed point"
         )
 
+    @property
+    def _mean_site(self) -> str:
+        """The site holding each state's mean emission (Poisson or Gaussian)."""
+        return "rates" if self.observation == "poisson" else "means"
+
     def emission_mean(self, params, x):
         """Expected observation under a state distribution ``x`` (K,)."""
         if self.observation == "categorical":
             return x @ params["emission_probs"]
-        return x @ (params["rates"] if self.observation == "poisson" else params["means"])
+        return x @ params[self._mean_site]
 
     @staticmethod
     def stationary_distribution(transition: Array) -> np.ndarray:
@@ -143,7 +148,7 @@ class HMM(Model):
             probs = np.asarray(draws["emission_probs"])
             key = probs @ np.arange(probs.shape[-1])
         else:
-            key = np.asarray(draws["rates" if self.observation == "poisson" else "means"]).mean(-1)
+            key = np.asarray(draws[self._mean_site]).mean(-1)
         order = np.argsort(key, axis=-1, kind="stable")
         lead = order.ndim - 1
         for name, state_axes in _STATE_SITES.items():

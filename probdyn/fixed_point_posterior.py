@@ -90,9 +90,13 @@ class Dynamics:
         return x
 
 
-def _residual(model, kind: str, params, x: Array, u: Array | None) -> Array:
+def residual(model, params, x: Array, u: Array | None = None) -> Array:
+    r"""The function whose roots are the fixed points.
+
+    :math:`g(x) = f(x, u)` for a flow, :math:`g(x) = F(x, u) - x` for a map.
+    """
     value = model.vector_field(params, x, u)
-    return value if kind == "flow" else value - x
+    return value if model.kind == "flow" else value - x
 
 
 def levenberg_marquardt(
@@ -173,7 +177,7 @@ def _search(static: _Static, max_steps: int, params, starts, u, tol, merge_radiu
     def per_draw(p, x0s):
         def solve(x0):
             x, res = levenberg_marquardt(
-                lambda x: _residual(model, model.kind, p, x, u),
+                lambda x: residual(model, p, x, u),
                 x0,
                 tol=tol,
                 max_steps=max_steps,
@@ -354,7 +358,8 @@ def fixed_points(
 
     location = gather(x, np.nan)
     emitted_location = gather(emitted, np.nan)
-    aligned = _align(model, params, location, emitted_location, reference, tol, max_steps)
+    reference_params = jax.tree.map(lambda v: v[reference], params)
+    aligned = _align(model, reference_params, location, emitted_location, reference, tol, max_steps)
     eigen = gather(eig, np.nan + 0j)
     dataset = xr.Dataset(
         {
@@ -384,7 +389,6 @@ def fixed_points(
         "flag_meanings": " ".join(c.replace(" ", "_") for c in CLASSES),
         "missing": -1,
     }
-    reference_params = jax.tree.map(lambda v: v[reference], params)
     return FixedPointPosterior(dataset, model, reference_params, u)
 
 
@@ -433,9 +437,8 @@ def _invert_readout(static: _Static, max_steps: int, params, starts, targets, to
     return jax.vmap(solve)(starts, targets)
 
 
-def _align(model, params, location, emitted, reference, tol, max_steps) -> np.ndarray:
+def _align(model, reference_params, location, emitted, reference, tol, max_steps) -> np.ndarray:
     """Carry every point into the reference draw's latent coordinates through the readouts."""
-    reference_params = jax.tree.map(lambda v: v[reference], params)
     ref_location = location[reference]
     # Start each point from the reference draw's point of the same cluster where it has one.
     start = np.where(np.isnan(ref_location)[None], location, ref_location[None])

@@ -97,7 +97,7 @@ def phase_portrait_figure(posterior, dims: tuple[int, int] | None = None):
     """
     import jax
 
-    from probdyn.fixed_point_posterior import CLASSES
+    from probdyn.fixed_point_posterior import CLASSES, residual
 
     plt = _pyplot()
     ds = posterior.dataset
@@ -109,8 +109,7 @@ def phase_portrait_figure(posterior, dims: tuple[int, int] | None = None):
     model, params, u = posterior.model, posterior.reference_params, posterior.inputs
 
     def field(x):
-        value = model.vector_field(params, x, u)
-        return value if ds.attrs["kind"] == "flow" else value - x
+        return residual(model, params, x, u)
 
     flat = points[present]
     if latent_dim == 1:
