@@ -2,10 +2,11 @@
 
 from probdyn.models.hmm import HMM
 from probdyn.models.lds import LDS
+from probdyn.models.sdernn import SDERNN
 
 from probdyn.errors import ConfigError
 
-FAMILIES = {"HMM": HMM, "LDS": LDS}
+FAMILIES = {"HMM": HMM, "LDS": LDS, "SDERNN": SDERNN}
 
 
 def from_spec(spec: dict):
@@ -20,4 +21,4 @@ def from_spec(spec: dict):
         raise ConfigError(f"bad hyperparameters for {family}: {error}") from None
 
 
-__all__ = ["FAMILIES", "HMM", "LDS", "from_spec"]
+__all__ = ["FAMILIES", "HMM", "LDS", "SDERNN", "from_spec"]

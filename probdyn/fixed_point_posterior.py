@@ -248,15 +248,19 @@ def _parameter_draws(model, posterior, num_draws: int | None, seed: int):
     return params, states, total
 
 
-def _starts(states, box, num_draws, num_starts, latent_dim, jitter, rng) -> np.ndarray:
-    """Starting points (draw, start, latent): states plus jitter, or uniform in the box."""
+def _starts(states, per_draw, box, num_draws, num_starts, latent_dim, jitter, rng) -> np.ndarray:
+    """Starting points (draw, start, latent): states plus jitter, or uniform in the box.
+
+    ``states`` is (draw, ..., latent) when ``per_draw`` (the posterior's own latents), else
+    (..., latent) shared by every draw.
+    """
     if states is not None:
         states = np.asarray(states)
         if states.shape[-1] != latent_dim:
             raise ConfigError(
                 f"states have {states.shape[-1]} latent dims; the model has {latent_dim}"
             )
-        flat = states.reshape(states.shape[0] if states.ndim > 2 else 1, -1, latent_dim)
+        flat = states.reshape(states.shape[0] if per_draw else 1, -1, latent_dim)
         flat = np.broadcast_to(flat, (num_draws, *flat.shape[1:]))
         pick = rng.integers(0, flat.shape[1], size=(num_draws, num_starts))
         chosen = np.take_along_axis(flat, pick[..., None], axis=1)
@@ -297,7 +301,7 @@ def fixed_points(
         mapping of parameter draws with a leading draw axis; None for a :class:`Dynamics`.
     num_starts
         Starts per draw. They are latent states of the draw (the posterior's ``latents`` site,
-        or ``states``: (draw, ..., latent) or (..., latent) shared by all draws) plus Gaussian
+        or ``states``: (..., latent), shared by all draws) plus Gaussian
         jitter of ``jitter`` times their spread per dimension; without states, uniform in
         ``box`` = (low, high) (default (-3, 3) for a model, whose latents have unit prior scale).
     inputs
@@ -319,7 +323,8 @@ def fixed_points(
         raise ConfigError(f"model.kind={kind!r}; expected 'flow' or 'map'")
     latent_dim = model.latent_dim
     params, posterior_states, num_draws = _parameter_draws(model, posterior, num_draws, seed)
-    states = posterior_states if states is None else states
+    per_draw = states is None
+    states = posterior_states if per_draw else states
     if states is None and box is None:
         if isinstance(model, Dynamics):
             raise ConfigError("give states= or box=(low, high) to place the starts")
@@ -327,7 +332,7 @@ def fixed_points(
     rng = np.random.default_rng(seed)
     dtype = jnp.result_type(float)
     starts = jnp.asarray(
-        _starts(states, box, num_draws, num_starts, latent_dim, jitter, rng), dtype
+        _starts(states, per_draw, box, num_draws, num_starts, latent_dim, jitter, rng), dtype
     )
     u = None if inputs is None else jnp.asarray(inputs, dtype)
     tol = tol if tol is not None else (1e-8 if dtype == jnp.float64 else 1e-4)

@@ -17,7 +17,14 @@ import xarray as xr
 
 from probdyn.errors import DataError
 
-OBSERVATION_VARIABLES = {"poisson": "spikes", "gaussian": "y", "categorical": "symbols"}
+#: Observation model -> the variable it reads. ``"latent"`` (a latent path observed directly, as
+#: in drift-diffusion matching) reads real values like ``"gaussian"``.
+OBSERVATION_VARIABLES = {
+    "poisson": "spikes",
+    "gaussian": "y",
+    "categorical": "symbols",
+    "latent": "y",
+}
 EXPECTED_DIMS = {
     "spikes": ("trial", "time", "neuron"),
     "y": ("trial", "time", "neuron"),
@@ -54,7 +61,7 @@ def observation_variable(ds: xr.Dataset, observation: str | None = None) -> str:
                 f"dataset does not have (it has {sorted(map(str, ds.data_vars))})"
             )
         return name
-    present = [name for name in OBSERVATION_VARIABLES.values() if name in ds.data_vars]
+    present = [name for name in ("spikes", "y", "symbols") if name in ds.data_vars]
     if len(present) != 1:
         raise DataError(
             "expected exactly one observed variable among 'spikes', 'y' and 'symbols'; the "

@@ -1,0 +1,316 @@
+r"""Continuous-time RNN driven by noise, with asymmetric connectivity (family 2).
+
+Nartallo-Kaluarachchi, Lambiotte & Goriely (2026), *Drift-diffusion matching: embedding dynamics
+in latent manifolds of asymmetric neural networks*.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import math
+from collections.abc import Mapping
+from typing import ClassVar
+
+import jax
+import jax.numpy as jnp
+import numpyro
+import numpyro.distributions as dist
+import xarray as xr
+from jax import Array
+
+from probdyn.data.validate import OBSERVATION_VARIABLES
+from probdyn.errors import DataError, PriorError
+from probdyn.model import Model, ModelData
+from probdyn.sde import EulerMaruyamaPath
+
+NONLINEARITIES = {
+    "tanh": jnp.tanh,
+    "relu": jax.nn.relu,
+    "softplus": jax.nn.softplus,
+    "linear": lambda x: x,
+}
+DIFFUSIONS = ("isotropic", "diagonal", "lowrank")
+
+
+@dataclasses.dataclass(frozen=True, kw_only=True)
+class SDERNN(Model):
+    r"""Noise-driven continuous-time RNN, observed through a readout or directly in its latents.
+
+    Units :math:`x \in \mathbb{R}^n` follow
+
+    .. math::
+        \tau\,dx = \big(-x + J\,\phi(x) + B u(t) + b\big)\,dt + \Sigma\,dW,
+
+    with :math:`J` full (``rank=None``) or low rank, :math:`J = M N^\top / n`
+    (:math:`M, N \in \mathbb{R}^{n \times R}`).
+
+    **Latent coordinates.** With full :math:`J` the latent state is the unit state
+    (:math:`z = x`, dimension :math:`n`). With low rank the affine subspace
+    :math:`x = M z + b_\perp` (:math:`b = M c + b_\perp`, :math:`b_\perp \perp \mathrm{span}(M)`)
+    is invariant when inputs and noise enter along :math:`M` (:math:`B = M B_z`,
+    :math:`\Sigma = M \Sigma_z`), and on it the network is exactly the :math:`R`-dimensional SDE
+
+    .. math::
+        \tau\,dz = \big(-z + N^\top \phi(M z + b_\perp)/n + c + B_z u\big)\,dt + \Sigma_z\,dW.
+
+    Every fixed point of the network lies on that subspace (:math:`x^* = M N^\top\phi(x^*)/n + b`),
+    and the unit-space Jacobian has the latent Jacobian's eigenvalues plus :math:`-1/\tau`
+    (n - R times), so fixed points and their classes are found exactly in :math:`z`. The sites
+    ``B`` and ``sigma`` (and ``F``) are therefore given in latent coordinates.
+
+    **Diffusion** (latent coordinates, :math:`D` = latent dim): ``"isotropic"``
+    :math:`\Sigma_z\Sigma_z^\top = \sigma^2 I`; ``"diagonal"`` :math:`\mathrm{diag}(\sigma^2)`;
+    ``"lowrank"`` :math:`\mathrm{diag}(\sigma^2) + F F^\top` (:math:`F` is D x ``diffusion_rank``).
+
+    **Observations.** ``"gaussian"`` :math:`y_t \sim N(C z_t + d, \mathrm{diag}(r^2))`,
+    ``"poisson"`` :math:`y_t \sim \mathrm{Poisson}(\exp(C z_t + d))` (counts per bin), both with the
+    latent path sampled non-centred (``latent_noise``: :math:`z_0 \sim N(0, I)` and ``substeps``
+    Euler-Maruyama steps per bin); or ``"latent"``: the latent path itself is observed (variable
+    ``y`` with one neuron per latent dim) and enters through the Euler-Maruyama transition
+    density (:class:`probdyn.sde.EulerMaruyamaPath`), which is how drift-diffusion matching fits
+    the network to trajectories of a target SDE.
+
+    ============  ======================  ==================================================
+    site          shape                   default prior
+    ============  ======================  ==================================================
+    ``J``         (n, n)                  Normal(0, 1/sqrt(n)) (full rank)
+    ``M``         (n, R)                  Normal(0, 1) (low rank)
+    ``N``         (n, R)                  Normal(0, sqrt(n)): overlaps :math:`N^\top M/n`
+                                          are O(1) a priori
+    ``b``         (n,)                    Normal(0, 1)
+    ``B``         (D, input)              Normal(0, 1) (with inputs)
+    ``sigma``     () or (D,)              HalfNormal(1)
+    ``F``         (D, diffusion_rank)     Normal(0, 0.5) (``"lowrank"``)
+    ``C``         (emission, D)           Normal(0, 1) (readout)
+    ``d``         (emission,)             Normal(0, 1) (readout)
+    ``r``         (emission,)             HalfNormal(1) (Gaussian readout)
+    ============  ======================  ==================================================
+
+    The units are exchangeable (a permutation of units leaves the likelihood unchanged); fixed
+    points, eigenvalues, drift and diffusion are invariant to it and are what summaries report.
+    """
+
+    kind: ClassVar[str] = "flow"
+    site_dims: ClassVar[dict[str, list[str]]] = {
+        "J": ["unit", "unit_from"],
+        "M": ["unit", "rank"],
+        "N": ["unit", "rank"],
+        "b": ["unit"],
+        "B": ["latent", "input"],
+        "F": ["latent", "diffusion_rank"],
+        "C": ["neuron", "latent"],
+        "d": ["neuron"],
+        "r": ["neuron"],
+        "latent_noise": ["trial", "step", "latent"],
+        "latents": ["trial", "time", "latent"],
+    }
+    num_units: int
+    rank: int | None = None
+    nonlinearity: str = "tanh"
+    diffusion: str = "isotropic"
+    diffusion_rank: int = 1
+    observation: str = "gaussian"
+    emission_dim: int | None = None
+    input_dim: int = 0
+    tau: float = 1.0
+    substeps: int = 1
+    priors: Mapping[str, dist.Distribution] | None = None
+
+    def __post_init__(self):
+        for name in ("num_units", "substeps", "diffusion_rank"):
+            value = getattr(self, name)
+            if not isinstance(value, int) or value < 1:
+                raise PriorError(f"SDERNN {name}={value!r}; expected a positive integer")
+        if self.rank is not None and not (isinstance(self.rank, int) and 1 <= self.rank):
+            raise PriorError(f"SDERNN rank={self.rank!r}; expected None or a positive integer")
+        if self.rank is not None and self.rank > self.num_units:
+            raise PriorError(f"SDERNN rank={self.rank} exceeds num_units={self.num_units}")
+        if not isinstance(self.input_dim, int) or self.input_dim < 0:
+            raise PriorError(f"SDERNN input_dim={self.input_dim!r}; expected an integer >= 0")
+        if self.nonlinearity not in NONLINEARITIES:
+            raise PriorError(
+                f"SDERNN nonlinearity={self.nonlinearity!r}; expected one of "
+                f"{sorted(NONLINEARITIES)}"
+            )
+        if self.diffusion not in DIFFUSIONS:
+            raise PriorError(
+                f"SDERNN diffusion={self.diffusion!r}; expected one of {list(DIFFUSIONS)}"
+            )
+        if self.observation not in ("gaussian", "poisson", "latent"):
+            raise PriorError(
+                f"SDERNN observation={self.observation!r}; expected 'gaussian', 'poisson' or "
+                "'latent'"
+            )
+        if not self.tau > 0:
+            raise PriorError(f"SDERNN tau={self.tau!r}; expected a positive time constant")
+        super().__post_init__()
+
+    @property
+    def latent_dim(self) -> int:
+        """:math:`R` for low rank, :math:`n` for full connectivity."""
+        return self.rank or self.num_units
+
+    def default_priors(self, emission_dim: int) -> dict[str, dist.Distribution]:
+        """Connectivity, bias, inputs, diffusion and (unless ``"latent"``) readout sites."""
+        n, D, E = self.num_units, self.latent_dim, emission_dim
+        if self.rank is None:
+            priors = {"J": dist.Normal(jnp.zeros((n, n)), 1.0 / math.sqrt(n))}
+        else:
+            priors = {
+                "M": dist.Normal(jnp.zeros((n, self.rank)), 1.0),
+                "N": dist.Normal(jnp.zeros((n, self.rank)), math.sqrt(n)),
+            }
+        priors["b"] = dist.Normal(jnp.zeros(n), 1.0)
+        if self.input_dim:
+            priors["B"] = dist.Normal(jnp.zeros((D, self.input_dim)), 1.0)
+        priors["sigma"] = dist.HalfNormal(jnp.ones(() if self.diffusion == "isotropic" else D))
+        if self.diffusion == "lowrank":
+            priors["F"] = dist.Normal(jnp.zeros((D, self.diffusion_rank)), 0.5)
+        if self.observation != "latent":
+            priors["C"] = dist.Normal(jnp.zeros((E, D)), 1.0)
+            priors["d"] = dist.Normal(jnp.zeros(E), 1.0)
+        if self.observation == "gaussian":
+            priors["r"] = dist.HalfNormal(jnp.ones(E))
+        return priors
+
+    # -- dynamics ----------------------------------------------------------------------------
+    def _bias_split(self, params: Mapping[str, Array]) -> tuple[Array, Array]:
+        r"""(:math:`c`, :math:`b_\perp`) with :math:`b = M c + b_\perp` (low rank)."""
+        M = params["M"]
+        c = jnp.linalg.solve(M.T @ M, M.T @ params["b"])
+        return c, params["b"] - M @ c
+
+    def unit_states(self, params: Mapping[str, Array], z: Array) -> Array:
+        r"""Unit activations :math:`x` (..., n) at latent states ``z`` (..., D)."""
+        if self.rank is None:
+            return z
+        _, offset = self._bias_split(params)
+        return z @ params["M"].T + offset
+
+    def connectivity(self, params: Mapping[str, Array]) -> Array:
+        r"""The unit-space :math:`J` (n, n): given, or :math:`M N^\top / n`."""
+        if self.rank is None:
+            return params["J"]
+        return params["M"] @ params["N"].T / self.num_units
+
+    def vector_field(self, params: Mapping[str, Array], x: Array, u: Array | None = None) -> Array:
+        r"""The latent drift :math:`g` at one state.
+
+        :math:`g(z) = (-z + N^\top\phi(Mz + b_\perp)/n + c + B_z u)/\tau` (low rank) or
+        :math:`(-x + J\phi(x) + b + B u)/\tau` (full).
+        """
+        phi = NONLINEARITIES[self.nonlinearity]
+        if self.rank is None:
+            recurrent = params["J"] @ phi(x) + params["b"]
+        else:
+            c, offset = self._bias_split(params)
+            recurrent = params["N"].T @ phi(params["M"] @ x + offset) / self.num_units + c
+        if self.input_dim and u is not None:
+            recurrent = recurrent + params["B"] @ u
+        return (recurrent - x) / self.tau
+
+    def diffusion_tril(self, params: Mapping[str, Array]) -> Array:
+        r"""Cholesky factor :math:`L` of the latent noise covariance per unit time.
+
+        :math:`L L^\top = \Sigma_z \Sigma_z^\top / \tau^2`.
+        """
+        D = self.latent_dim
+        sigma = jnp.broadcast_to(params["sigma"], (D,))
+        if self.diffusion != "lowrank":
+            return jnp.diag(sigma) / self.tau
+        covariance = jnp.diag(sigma**2) + params["F"] @ params["F"].T
+        return jnp.linalg.cholesky(covariance) / self.tau
+
+    def emission_mean(self, params: Mapping[str, Array], x: Array) -> Array:
+        r""":math:`C z + d`, the rate :math:`\exp(C z + d)`, or :math:`z` itself (``"latent"``)."""
+        if self.observation == "latent":
+            return x
+        mean = params["C"] @ x + params["d"]
+        return jnp.exp(mean) if self.observation == "poisson" else mean
+
+    # -- the program -------------------------------------------------------------------------
+    def prepare(self, ds: xr.Dataset) -> ModelData:
+        """As :meth:`probdyn.Model.prepare`, plus the checks this family needs."""
+        data = super().prepare(ds)
+        if self.observation == "latent":
+            if data.emission_dim != self.latent_dim:
+                raise DataError(
+                    f"observation='latent' reads y as the latent path: y has "
+                    f"{data.emission_dim} neurons but the latent dim is {self.latent_dim}"
+                )
+            if data.mask is not None:
+                raise DataError(
+                    "observation='latent' needs every bin of y (the transition density links "
+                    "consecutive states); y has missing (NaN) bins"
+                )
+        if self.input_dim and (data.inputs is None or data.inputs.shape[-1] != self.input_dim):
+            have = "no inputs" if data.inputs is None else f"{data.inputs.shape[-1]} inputs"
+            raise DataError(f"the model expects input_dim={self.input_dim}; the data have {have}")
+        return data
+
+    def latent_path(
+        self, params: Mapping[str, Array], noise: Array, dt: float, inputs: Array | None = None
+    ) -> Array:
+        r"""Map standard-normal ``noise`` (1 + (time - 1) substeps, D) to the latent path.
+
+        Non-centred Euler-Maruyama: :math:`z_0 = \xi_0`, then ``substeps`` steps of
+        :math:`h = dt/\text{substeps}` per bin, :math:`z \leftarrow z + h g(z, u_t) +
+        \sqrt{h} L \xi`, with the input held over the bin. Returns (time, D).
+        """
+        k, D = self.substeps, self.latent_dim
+        tril, h = self.diffusion_tril(params), dt / k
+
+        def bin_step(z, step):
+            xis, u = step
+
+            def substep(y, xi):
+                return y + h * self.vector_field(params, y, u) + math.sqrt(h) * tril @ xi, None
+
+            z, _ = jax.lax.scan(substep, z, xis)
+            return z, z
+
+        num_bins = (noise.shape[0] - 1) // k
+        steps = (noise[1:].reshape(num_bins, k, D), None if inputs is None else inputs[:-1])
+        _, rest = jax.lax.scan(bin_step, noise[0], steps)
+        return jnp.concatenate([noise[:1], rest])
+
+    def program(self, data: ModelData, batch_size: int | None = None) -> None:
+        """Parameters, then per trial the latent path (or its transition density) and data."""
+        p = self.sample_parameters(data)
+        site = OBSERVATION_VARIABLES[self.observation]
+
+        def drift(z, u):
+            return self.vector_field(p, z, u)
+
+        with self.trial_plate(data, batch_size) as index:
+            batch = data if batch_size is None else data.take(index)
+            inputs = batch.inputs if self.input_dim else None
+            if self.observation == "latent":
+                path = EulerMaruyamaPath(
+                    drift,
+                    self.diffusion_tril(p),
+                    data.dt,
+                    data.num_timesteps,
+                    inputs=inputs,
+                    batch_shape=(index.shape[0],),
+                )
+                numpyro.sample(site, path, obs=batch.observations)
+                return
+            T, D, k = data.num_timesteps, self.latent_dim, self.substeps
+            noise = numpyro.sample(
+                "latent_noise",
+                dist.Normal(0.0, 1.0).expand([1 + (T - 1) * k, D]).to_event(2),
+            )
+            if inputs is None:
+                paths = jax.vmap(lambda eps: self.latent_path(p, eps, data.dt))(noise)
+            else:
+                paths = jax.vmap(lambda eps, u: self.latent_path(p, eps, data.dt, u))(noise, inputs)
+            latents = numpyro.deterministic("latents", paths)
+            mean = latents @ p["C"].T + p["d"]
+            if self.observation == "gaussian":
+                emission = dist.Normal(mean, p["r"])
+            else:
+                emission = dist.Poisson(jnp.exp(mean))
+            if batch.mask is not None:
+                emission = emission.mask(batch.mask)
+            numpyro.sample(site, emission.to_event(2), obs=batch.observations)
