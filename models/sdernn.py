@@ -199,15 +199,34 @@ class SDERNN(Model):
         :math:`g(z) = (-z + N^\top\phi(Mz + b_\perp)/n + c + B_z u)/\tau` (low rank) or
         :math:`(-x + J\phi(x) + b + B u)/\tau` (full).
         """
+        return self.drift(params)(x, u)
+
+    def drift(self, params: Mapping[str, Array]):
+        """:meth:`vector_field` as a function ``g(z, u=None)`` of the state.
+
+        Work that depends only on the parameters (the split of the bias) is done once here,
+        outside the loops over states and time.
+        """
         phi = NONLINEARITIES[self.nonlinearity]
         if self.rank is None:
-            recurrent = params["J"] @ phi(x) + params["b"]
+            J, bias = params["J"], params["b"]
+
+            def recurrent(z):
+                return J @ phi(z) + bias
         else:
+            M, N = params["M"], params["N"]
             c, offset = self._bias_split(params)
-            recurrent = params["N"].T @ phi(params["M"] @ x + offset) / self.num_units + c
-        if self.input_dim and u is not None:
-            recurrent = recurrent + params["B"] @ u
-        return (recurrent - x) / self.tau
+
+            def recurrent(z):
+                return N.T @ phi(M @ z + offset) / self.num_units + c
+
+        def g(z, u=None):
+            value = recurrent(z)
+            if self.input_dim and u is not None:
+                value = value + params["B"] @ u
+            return (value - z) / self.tau
+
+        return g
 
     def diffusion_tril(self, params: Mapping[str, Array]) -> Array:
         r"""Cholesky factor :math:`L` of the latent noise covariance per unit time.
@@ -258,13 +277,13 @@ class SDERNN(Model):
         \sqrt{h} L \xi`, with the input held over the bin. Returns (time, D).
         """
         k, D = self.substeps, self.latent_dim
-        tril, h = self.diffusion_tril(params), dt / k
+        tril, h, drift = self.diffusion_tril(params), dt / k, self.drift(params)
 
         def bin_step(z, step):
             xis, u = step
 
             def substep(y, xi):
-                return y + h * self.vector_field(params, y, u) + math.sqrt(h) * tril @ xi, None
+                return y + h * drift(y, u) + math.sqrt(h) * tril @ xi, None
 
             z, _ = jax.lax.scan(substep, z, xis)
             return z, z
@@ -278,10 +297,7 @@ class SDERNN(Model):
         """Parameters, then per trial the latent path (or its transition density) and data."""
         p = self.sample_parameters(data)
         site = OBSERVATION_VARIABLES[self.observation]
-
-        def drift(z, u):
-            return self.vector_field(p, z, u)
-
+        drift = self.drift(p)
         with self.trial_plate(data, batch_size) as index:
             batch = data if batch_size is None else data.take(index)
             inputs = batch.inputs if self.input_dim else None

@@ -130,3 +130,52 @@ def test_bad_hyperparameters_and_priors_are_named():
     model = SDERNN(num_units=5, rank=2, priors={"sigma": dist.Normal(0, 1)})
     with pytest.raises(PriorError, match="support"):
         model.site_priors(2)
+
+
+@pytest.mark.slow
+def test_drift_diffusion_matching_recovers_the_double_well():
+    """A 20-unit rank-2 network fitted to double-well paths carries its drift and diffusion.
+
+    MAP first, then a full-covariance Gaussian guide started there (docs/models/sdernn.md).
+    """
+    from probdyn.inference import svi
+
+    from probdyn import systems
+    from probdyn.sde import matching_errors
+
+    ds = probdyn.data.simulate_sde("double_well", num_trials=100, seed=1)
+    model = SDERNN(num_units=20, rank=2, observation="latent")
+    point = svi(model, ds, num_steps=3000, seed=0, guide="delta", progress=False)
+    fit = svi(
+        model,
+        ds,
+        num_steps=3000,
+        seed=0,
+        guide="mvn",
+        learning_rate=0.005,
+        init=point,
+        init_scale=0.01,
+        progress=False,
+    )
+    draws = fit.sample_posterior(200, seed=1)
+    errors = matching_errors(
+        model,
+        draws,
+        lambda x: systems.double_well(x, {}),
+        float(ds.noise_scale_true),
+        ds.y.values,
+    )
+    assert errors["drift_error"] < 0.2
+    assert errors["diffusion_error"] < 0.1
+    summary = probdyn.fixed_points(model, draws, states=ds.y.values, seed=0).summary()
+    found = summary[summary.p_exists > 0.9]
+    assert len(found) == 3
+    for (x0, x1), name in [
+        ((-1.0, 0.0), "stable node"),
+        ((0.0, 0.0), "saddle"),
+        ((1.0, 0.0), "stable node"),
+    ]:
+        distance = np.hypot(found.x0_mean - x0, found.x1_mean - x1)
+        row = found.loc[distance.idxmin()]
+        assert distance.min() < 0.15
+        assert row["class"] == name and row.p_class > 0.9
