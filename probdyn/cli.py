@@ -33,7 +33,10 @@ def _demo(args) -> int:
         f"\nwinner: {winner} (posterior probability {table['posterior_probability'].iloc[0]:.3f}); "
         f"it {verdict} the generating model LDS(latent_dim={TRUE_LATENT_DIM})"
     )
-    print(f"{winner}: {points.describe()}")
+    if points is None:
+        print(f"{winner}: discrete states, no fixed points")
+    else:
+        print(f"{winner}: {points.describe()}")
     print(f"report: {report}")
     return 0
 
@@ -98,9 +101,31 @@ def build_parser() -> argparse.ArgumentParser:
     return parser
 
 
+def _use_compilation_cache() -> None:
+    """Keep compiled XLA programs between runs (``$PROBDYN_CACHE`` or ~/.cache/probdyn).
+
+    Compilation dominates a run's time on CPU; the second run of the same job reads its
+    programs back. ``PROBDYN_CACHE=off`` turns this off.
+    """
+    import os
+    from pathlib import Path
+
+    import jax
+
+    place = os.environ.get("PROBDYN_CACHE")
+    if place == "off" or jax.config.jax_compilation_cache_dir:
+        return
+    if place is None:
+        base = os.environ.get("XDG_CACHE_HOME") or Path.home() / ".cache"
+        place = str(Path(base) / "probdyn" / "jax")
+    jax.config.update("jax_compilation_cache_dir", place)
+    jax.config.update("jax_persistent_cache_min_compile_time_secs", 0.2)
+
+
 def main(argv: list[str] | None = None) -> int:
     """Entry point of the ``probdyn`` command."""
     args = build_parser().parse_args(argv)
+    _use_compilation_cache()
     try:
         return args.handler(args)
     except (ProbdynError, FileNotFoundError, FloatingPointError) as error:

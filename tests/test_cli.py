@@ -32,6 +32,10 @@ def test_quick_demo_writes_report_and_names_the_winner(tmp_path):
     assert (out / "winner.nc").exists() and (out / "comparison.csv").exists()
     # The generating dynamics (a damped rotation) have one fixed point, a stable spiral.
     assert "point 0: stable spiral" in run.stdout and "Fixed points" in page
+    # Three families ranked; fixed points shown for each family with continuous dynamics.
+    for family in ("LDS(", "SDERNN(", "HMM("):
+        assert family in run.stdout
+    assert "fixed points of all draws of SDERNN" in page
     tree = xr.open_datatree(out / "winner.nc")
     assert tree["fixed_points"]["exists"].values.all()
     # The saved run carries its model: fixed points again from the file, into a new file.
