@@ -67,7 +67,7 @@ def make_guide(
             f"guide={guide!r}; expected 'auto', one of {sorted(GUIDES)} or a callable"
         )
     values = dict(init_values) if init_values else _prior_medians(density)
-    options = {"init_loc_fn": numpyro.infer.init_to_value(values=values)}
+    options = {"init_loc_fn": functools.partial(_start_at, values=values)}
     if init_scale is not None and guide in ("normal", "mvn"):
         options["init_scale"] = init_scale
     if guide in ("normal", "delta"):
@@ -89,6 +89,25 @@ def _prior_medians(density: Density, num_samples: int = 15) -> dict[str, Array]:
     )
     draws = jax.jit(predictive)(jax.random.key(0), unobserved)
     return {name: jnp.median(value, axis=0) for name, value in draws.items()}
+
+
+def _start_at(site=None, values: Mapping[str, Array] | None = None):
+    """An init strategy: the given value where its shape fits the site, else the site's median.
+
+    Under trial subsampling a local site has the batch's shape, not the full data's, and falls
+    back to NumPyro's ``init_to_median``. Used as ``functools.partial(_start_at, values=...)``.
+    """
+    if site is None:
+        return functools.partial(_start_at, values=values)
+    value = (values or {}).get(site["name"])
+    if (
+        site["type"] == "sample"
+        and not site["is_observed"]
+        and value is not None
+        and jnp.shape(value) == tuple(site["fn"].shape())
+    ):
+        return value
+    return numpyro.infer.init_to_median(site, num_samples=15)
 
 
 @dataclasses.dataclass

@@ -22,6 +22,13 @@ Stochastic systems (drift :math:`f`, additive noise :math:`\sigma\, dW`) used fo
 - ``limit_cycle``: Hopf normal form
   :math:`f(x) = ((1 - r^2) x_1 - \omega x_2,\ (1 - r^2) x_2 + \omega x_1)`, :math:`r = |x|`.
 - ``lorenz``: the Lorenz drift above with additive noise.
+- ``cyclic_attractors``:
+  :math:`f(x) = (1 - r^2)\,x + \big(\omega - a\,\mathrm{Im}(\zeta^3)/(1 + r^2)\big)(-x_2, x_1)`,
+  :math:`\zeta = x_1 + i x_2`: on the unit circle
+  :math:`\dot\theta = \omega - \tfrac a2 \sin 3\theta`, so for :math:`a > 2\omega` three stable
+  nodes alternate with three saddles, and the origin is an unstable spiral. Noise carries the
+  state from one node to the next, preferably in the direction of :math:`\omega` (a
+  nonequilibrium current): a sequence of attractors visited by noise.
 """
 
 from __future__ import annotations
@@ -78,6 +85,14 @@ def hopf(x: Array, p: Mapping[str, float]) -> Array:
     return jnp.stack([radial * x[0] - p["omega"] * x[1], radial * x[1] + p["omega"] * x[0]])
 
 
+def cyclic_attractors(x: Array, p: Mapping[str, float]) -> Array:
+    """Three stable nodes on the unit circle, visited in turn under noise (see the module)."""
+    radius2 = x[0] ** 2 + x[1] ** 2
+    cubic = 3 * x[0] ** 2 * x[1] - x[1] ** 3
+    angular = p["omega"] - p["a"] * cubic / (1 + radius2)
+    return (1 - radius2) * x + angular * jnp.stack([-x[1], x[0]])
+
+
 @dataclass(frozen=True)
 class Attractor:
     """A chaotic flow: vector field, parameters, period and a point on the attractor (dysts)."""
@@ -128,6 +143,7 @@ SDE_SYSTEMS: dict[str, SDESystem] = {
     "double_well": SDESystem(double_well, {}, 2, 0.5),
     "ou": SDESystem(ornstein_uhlenbeck, {"w": 1.0}, 2, 0.5),
     "limit_cycle": SDESystem(hopf, {"omega": 1.0}, 2, 0.2),
+    "cyclic_attractors": SDESystem(cyclic_attractors, {"omega": 0.5, "a": 2.0}, 2, 0.4),
     "lorenz": SDESystem(
         lorenz, {"sigma": 10.0, "rho": 28.0, "beta": 8.0 / 3.0}, 3, 1.0, (0.0, 0.0, 25.0), 5.0
     ),
