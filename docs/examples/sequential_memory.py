@@ -90,5 +90,6 @@ print(
     f"entropy production of the fitted network: {float(fitted.rate.mean()):.3g} "
     f"(posterior sd {float(fitted.rate.std()):.2g}, Monte Carlo se {float(fitted.se.mean()):.2g})"
 )
-print("count of fixed points:", points.count_distribution().to_dict())
+counts = points.count_distribution()["total"]
+print("posterior of the number of fixed points:", counts[counts > 0].round(3).to_dict())
 assert np.isfinite(fitted.rate).all()
