@@ -3,10 +3,11 @@
 - :func:`svi` -> :class:`SVIResult` (guides, minibatches, checkpoints that resume exactly);
 - :func:`nuts` -> :class:`MCMCResult` (diagnostics surfaced, :class:`DiagnosticWarning`);
 - :func:`log_evidence` -> :class:`Evidence` (``"smc"``, ``"iwae"``, ``"laplace"``, ``"exact"``);
-- :func:`compare` -> a table of log evidence, Bayes factors, model probabilities, elpd_loo.
+- :func:`compare` -> a table of log evidence, Bayes factors, model probabilities, elpd_loo
+  (:func:`comparison_table` builds it from saved evidence).
 """
 
-from probdyn.inference.compare import MixedEvidenceWarning, compare
+from probdyn.inference.compare import MixedEvidenceWarning, compare, comparison_table
 from probdyn.inference.density import Density, bind
 from probdyn.inference.evidence import Evidence, find_mode, log_evidence
 from probdyn.inference.mcmc import DiagnosticWarning, MCMCResult, nuts
@@ -21,6 +22,7 @@ __all__ = [
     "SVIResult",
     "bind",
     "compare",
+    "comparison_table",
     "find_mode",
     "log_evidence",
     "nuts",

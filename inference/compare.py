@@ -24,6 +24,7 @@ from collections.abc import Mapping
 import arviz as az
 import numpy as np
 import pandas as pd
+import xarray as xr
 from probdyn.inference.evidence import Evidence, log_evidence
 
 from probdyn.errors import ConfigError
@@ -32,6 +33,14 @@ from probdyn.model import Model
 
 class MixedEvidenceWarning(UserWarning):
     """A comparison table mixes evidence estimates with lower bounds."""
+
+
+def _model_priors(prior_probabilities, names) -> Mapping[str, float]:
+    """Prior model probabilities (uniform when None), checked against the model names."""
+    priors = prior_probabilities or dict.fromkeys(names, 1.0)
+    if set(priors) != set(names) or any(p <= 0 for p in priors.values()):
+        raise ConfigError("prior_probabilities must give a positive value for every model")
+    return priors
 
 
 def compare(
@@ -64,9 +73,7 @@ def compare(
     if not models:
         raise ConfigError("compare needs at least one model")
     names = list(models)
-    priors = prior_probabilities or dict.fromkeys(names, 1.0)
-    if set(priors) != set(names) or any(p <= 0 for p in priors.values()):
-        raise ConfigError("prior_probabilities must give a positive value for every model")
+    priors = _model_priors(prior_probabilities, names)
     results = dict(evidences or {})
     for i, name in enumerate(names):
         if name not in results:
@@ -74,6 +81,27 @@ def compare(
             results[name] = log_evidence(
                 models[name], data, method=chosen, seed=seed + i, **evidence_options
             )
+    trees = {name: result.to_arviz() for name, result in (posteriors or {}).items()}
+    return comparison_table(
+        {name: results[name] for name in names}, prior_probabilities=priors, trees=trees
+    )
+
+
+def comparison_table(
+    evidences: Mapping[str, Evidence],
+    *,
+    prior_probabilities: Mapping[str, float] | None = None,
+    trees: Mapping[str, xr.DataTree] | None = None,
+) -> pd.DataFrame:
+    """The table of :func:`compare` from evidence already computed (e.g. read from saved runs).
+
+    ``trees`` (ArviZ DataTrees with a ``log_likelihood`` group) add ``elpd_loo`` for their rows.
+    """
+    if not evidences:
+        raise ConfigError("a comparison needs at least one model")
+    names = list(evidences)
+    results = evidences
+    priors = _model_priors(prior_probabilities, names)
     log_z = np.array([results[n].log_evidence for n in names])
     se = np.array([results[n].standard_error for n in names])
     log_prior = np.log([priors[n] for n in names]) - math.log(sum(priors.values()))
@@ -112,13 +140,21 @@ def compare(
             MixedEvidenceWarning,
             stacklevel=2,
         )
-    if posteriors:
+    if trees:
         elpd, elpd_se = [], []
-        for name in names:
-            if name in posteriors:
-                loo = az.loo(posteriors[name].to_arviz())
+        for row, name in enumerate(names):
+            if name in trees:
+                # ArviZ warns when Pareto k is high; the table says so in the row's note.
+                with warnings.catch_warnings(record=True) as caught:
+                    warnings.simplefilter("always")
+                    loo = az.loo(trees[name], pointwise=True)
                 elpd.append(float(loo.elpd))
                 elpd_se.append(float(loo.se))
+                k_max = float(np.nanmax(np.asarray(loo.pareto_k)))
+                if caught or k_max > 0.7:
+                    unreliable = f"PSIS-LOO unreliable (max Pareto k {k_max:.2f})"
+                    note = table.loc[row, "note"]
+                    table.loc[row, "note"] = f"{note}; {unreliable}" if note else unreliable
             else:
                 elpd.append(np.nan)
                 elpd_se.append(np.nan)

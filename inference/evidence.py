@@ -33,6 +33,7 @@ obtained, and its cost):
 from __future__ import annotations
 
 import dataclasses
+import json
 import math
 import time
 
@@ -42,6 +43,7 @@ import jax.numpy as jnp
 import numpy as np
 import numpyro
 import optax
+import xarray as xr
 from blackjax.smc import resampling
 from jax.scipy.special import logsumexp
 from numpyro.infer.util import log_density
@@ -63,6 +65,43 @@ class Evidence:
     seconds: float
     likelihood_evaluations: int
     diagnostics: dict = dataclasses.field(default_factory=dict)
+
+    def to_dataset(self) -> xr.Dataset:
+        """The estimate as the ``evidence`` group of a saved run (round trip: from_dataset)."""
+        return xr.Dataset(
+            {
+                "log_evidence": self.log_evidence,
+                "standard_error": self.standard_error,
+                "seconds": self.seconds,
+                "likelihood_evaluations": self.likelihood_evaluations,
+            },
+            attrs={
+                "method": self.method,
+                "is_bound": int(self.is_bound),
+                "error_source": self.error_source,
+                "diagnostics": json.dumps(self.diagnostics, default=float),
+            },
+        )
+
+    @classmethod
+    def from_dataset(cls, ds: xr.Dataset) -> Evidence:
+        """Rebuild an estimate saved by :meth:`to_dataset`."""
+        missing = sorted({"log_evidence", "standard_error"} - set(ds.data_vars))
+        if missing or "method" not in ds.attrs:
+            raise ConfigError(
+                f"the evidence group lacks {missing or ['its method']}; it was not written by "
+                "probdyn"
+            )
+        return cls(
+            log_evidence=float(ds["log_evidence"]),
+            standard_error=float(ds["standard_error"]),
+            method=str(ds.attrs["method"]),
+            is_bound=bool(ds.attrs.get("is_bound", 0)),
+            error_source=str(ds.attrs.get("error_source", "")),
+            seconds=float(ds.get("seconds", np.nan)),
+            likelihood_evaluations=int(ds.get("likelihood_evaluations", 0)),
+            diagnostics=json.loads(ds.attrs.get("diagnostics", "{}")),
+        )
 
     def __str__(self) -> str:
         kind = "lower bound" if self.is_bound else "estimate"

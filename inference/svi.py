@@ -152,16 +152,18 @@ class SVIResult:
         return self.model.identify({k: np.asarray(v) for k, v in draws.items()})
 
     def to_arviz(self, *, num_samples: int = 500, seed: int = 0) -> xr.DataTree:
-        """ArviZ DataTree of guide draws (one chain), with the loss trace as an attribute."""
+        """ArviZ DataTree of guide draws (one chain); its ``optimization`` group: the loss trace."""
         draws = self.sample_posterior(num_samples, seed=seed)
         samples = {k: v[None] for k, v in draws.items()}
-        return to_datatree(
+        tree = to_datatree(
             self.model,
             self.density,
             samples,
             seed=seed + 1,
             attrs={"inference": "svi", "final_loss": float(self.losses[-1])},
         )
+        tree["optimization"] = xr.DataTree(xr.Dataset({"loss": ("step", self.losses)}))
+        return tree
 
 
 def _fingerprint(value, digest) -> None:

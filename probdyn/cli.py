@@ -1,4 +1,4 @@
-"""The ``probdyn`` command line: ``probdyn demo``, ``probdyn fixed-points RUN``.
+"""The ``probdyn`` command line: ``demo``, ``fixed-points RUN``, ``compare RUN...``, ``report RUN``.
 
 Errors a user can cause (bad data, priors, configuration) end with one line on stderr and exit
 status 2, never a traceback.
@@ -41,27 +41,49 @@ def _demo(args) -> int:
     return 0
 
 
-def _fixed_points(args) -> int:
-    import json
+def _open_run(path: str):
+    """A run saved by probdyn (netCDF DataTree with a posterior that names its model)."""
     from pathlib import Path
 
     import xarray as xr
 
     from probdyn.errors import DataError
-    from probdyn.fixed_point_posterior import fixed_points
-    from probdyn.models import from_spec
 
-    run = Path(args.run)
+    run = Path(path)
     if not run.is_file():
         raise FileNotFoundError(f"no run file at {run}")
-    out = Path(args.out) if args.out else run.with_name(run.stem + "-fixed-points.nc")
-    if out.resolve() == run.resolve():
-        raise DataError(f"--out {out} is the run itself; choose another file (the run is kept)")
-    tree = xr.open_datatree(run)
+    try:
+        tree = xr.open_datatree(run)
+    except (OSError, ValueError) as error:
+        raise DataError(f"{run} is not a netCDF run file ({error})") from None
     if "posterior" not in tree.children or "model" not in tree["posterior"].attrs:
         raise DataError(
             f"{run} has no posterior group with a 'model' attribute: not a run saved by probdyn"
         )
+    return run, tree
+
+
+def _output_path(run, out: str | None, suffix: str):
+    """``out``, or RUN + suffix next to it; never the run itself."""
+    from pathlib import Path
+
+    from probdyn.errors import DataError
+
+    path = Path(out) if out else run.with_name(run.stem + suffix)
+    if path.resolve() == run.resolve():
+        raise DataError(f"--out {path} is the run itself; choose another file (the run is kept)")
+    return path
+
+
+def _fixed_points(args) -> int:
+    import json
+    from pathlib import Path
+
+    from probdyn.fixed_point_posterior import fixed_points
+    from probdyn.models import from_spec
+
+    out = _output_path(Path(args.run), args.out, "-fixed-points.nc")
+    _, tree = _open_run(args.run)
     model = from_spec(json.loads(tree["posterior"].attrs["model"]))
     points = fixed_points(
         model, tree, seed=args.seed, num_draws=args.num_draws, num_starts=args.num_starts
@@ -72,6 +94,67 @@ def _fixed_points(args) -> int:
     points.attach(tree.load()).to_netcdf(out)
     print(points.describe())
     print(f"written: {out}")
+    return 0
+
+
+def _run_name(run, tree) -> str:
+    return str(tree.attrs.get("name", run.stem))
+
+
+def _report(args) -> int:
+    from pathlib import Path
+
+    from probdyn.report import run_sections, write_report
+
+    out = _output_path(Path(args.run), args.out, "-report.html")
+    run, tree = _open_run(args.run)
+    name = _run_name(run, tree)
+    path = write_report(out, f"probdyn run: {name}", run_sections(tree, name))
+    print(f"report: {path}")
+    return 0
+
+
+def _compare(args) -> int:
+    import html
+    from pathlib import Path
+
+    from probdyn.errors import DataError
+    from probdyn.inference import Evidence, comparison_table
+    from probdyn.report import evidence_figure, figure_html, write_report
+
+    evidences, trees = {}, {}
+    for path in args.runs:
+        run, tree = _open_run(path)
+        name = _run_name(run, tree)
+        if name in evidences:
+            raise DataError(f"two runs are named {name!r} ({run}); compare distinct models")
+        if "evidence" not in tree.children:
+            raise DataError(
+                f"{run} has no evidence group; estimate one with "
+                "probdyn.inference.log_evidence and save it with Evidence.to_dataset"
+            )
+        evidences[name] = Evidence.from_dataset(tree["evidence"].to_dataset())
+        if "log_likelihood" in tree.children:
+            trees[name] = tree.load()
+    table = comparison_table(evidences, trees=trees)
+    columns = ["model", "method", "log_evidence", "standard_error", "delta", "delta_se"]
+    columns += ["posterior_probability", "elpd_loo", "elpd_loo_se"]
+    shown = table[[c for c in columns if c in table]]
+    print(shown.to_string(index=False, float_format=lambda v: f"{v:.3f}"))
+    notes = sorted(set(table["note"]) - {""})
+    for note in notes:
+        print(f"note: {note}")
+    if args.out:
+        table.drop(columns=["note"]).to_csv(args.out, index=False)
+        print(f"table: {args.out}")
+    if args.report:
+        body = (
+            shown.to_html(index=False, float_format="%.3f", classes="evidence")
+            + "".join(f"<p>{html.escape(note)}</p>" for note in notes)
+            + figure_html(evidence_figure(table), "log evidence relative to the best model")
+        )
+        path = write_report(Path(args.report), "probdyn comparison", [("Evidence", body)])
+        print(f"report: {path}")
     return 0
 
 
@@ -98,6 +181,19 @@ def build_parser() -> argparse.ArgumentParser:
     points.add_argument("--num-starts", type=int, default=32, help="starts per draw")
     points.add_argument("--seed", type=int, default=0)
     points.set_defaults(handler=_fixed_points)
+    compare = commands.add_parser(
+        "compare", help="compare saved runs by their evidence (and PSIS-LOO where available)"
+    )
+    compare.add_argument(
+        "runs", nargs="+", help="runs saved by probdyn, e.g. probdyn-demo/runs/*.nc"
+    )
+    compare.add_argument("--out", help="write the table as CSV")
+    compare.add_argument("--report", help="write an HTML report of the comparison")
+    compare.set_defaults(handler=_compare)
+    report = commands.add_parser("report", help="HTML report of one saved run")
+    report.add_argument("run", help="a run saved by probdyn")
+    report.add_argument("--out", help="output file (default: RUN-report.html next to it)")
+    report.set_defaults(handler=_report)
     return parser
 
 

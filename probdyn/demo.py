@@ -20,6 +20,7 @@ joins the saved ArviZ tree ``winner.nc`` as its ``fixed_points`` group.
 from __future__ import annotations
 
 import math
+import re
 from pathlib import Path
 
 import jax.numpy as jnp
@@ -67,6 +68,11 @@ def simulate_demo_recording(*, seed: int, num_trials: int, num_timesteps: int) -
     )
 
 
+def run_file_stem(name: str) -> str:
+    """A file name for a model's display name: ``LDS(latent_dim=2)`` -> ``LDS_latent_dim_2``."""
+    return re.sub(r"[^A-Za-z0-9]+", "_", name).strip("_")
+
+
 def candidate_models(quick: bool = False) -> dict[str, Model]:
     """The demo's candidates by display name: LDS, an SDE RNN and an HMM.
 
@@ -99,6 +105,7 @@ def run_demo(
     from probdyn.report import (
         evidence_figure,
         figure_html,
+        fixed_point_html,
         loss_figure,
         trajectories_figure,
         write_report,
@@ -133,9 +140,18 @@ def run_demo(
         if family != "HMM"  # discrete states: no vector field, no fixed points
     }
     points = family_points.get(winner)  # None when an HMM wins
-    tree = fits[winner].to_arviz(num_samples=200, seed=seed)
-    if points is not None:
-        tree = points.attach(tree)
+    # Every candidate is saved as a run (posterior, predictive, evidence, fixed points where
+    # found), which `probdyn compare out/runs/*.nc` and `probdyn report RUN` read back.
+    (out / "runs").mkdir(exist_ok=True)
+    for name, fit in fits.items():
+        run = fit.to_arviz(num_samples=200, seed=seed)
+        run["evidence"] = xr.DataTree(evidences[name].to_dataset())
+        if name in family_points:
+            run = family_points[name].attach(run)
+        run.attrs["name"] = name
+        run.to_netcdf(out / "runs" / f"{run_file_stem(name)}.nc")
+        if name == winner:
+            tree = run
     tree.to_netcdf(out / "winner.nc")
     predicted = tree["posterior_predictive"]["y"].values[0]
     sections = [
@@ -171,7 +187,7 @@ def run_demo(
             "draws of its best model, matched across draws in observation space; latent "
             "coordinates are those of a reference draw. (The HMM has discrete states and no "
             "fixed points.)</p>"
-            + "".join(_fixed_point_html(name, found) for name, found in family_points.items()),
+            + "".join(fixed_point_html(name, found) for name, found in family_points.items()),
         ),
         (
             "Fit diagnostics",
@@ -183,20 +199,3 @@ def run_demo(
     report = write_report(out / "report.html", "probdyn demo", sections)
     table.drop(columns=["note"]).to_csv(out / "comparison.csv", index=False)
     return table, report, points
-
-
-def _fixed_point_html(name: str, points) -> str:
-    """One model's fixed-point posterior: tables, phase portrait and eigenvalues."""
-    import html
-
-    from probdyn.report import figure_html
-
-    return (
-        f"<h3>{html.escape(name)}</h3><pre>{html.escape(points.describe())}</pre>"
-        + points.summary()
-        .filter(regex=r"^(?!y\d)")
-        .to_html(float_format="%.3f", classes="fixed-points")
-        + points.count_distribution().to_html(float_format="%.3f")
-        + figure_html(points.phase_portrait(), f"fixed points of all draws of {name} by class")
-        + figure_html(points.eigenvalue_figure(), f"eigenvalues at the fixed points of {name}")
-    )

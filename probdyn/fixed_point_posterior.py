@@ -389,6 +389,12 @@ def fixed_points(
             "marginal_tol": float(marginal_tol),
         },
     )
+    # The reference draw's parameters travel with the result, so that a saved result can be
+    # drawn again (phase portrait) without the posterior it came from.
+    for name, value in reference_params.items():
+        value = np.asarray(value)
+        dims = tuple(f"reference_{name}_{axis}" for axis in range(value.ndim))
+        dataset[f"reference_{name}"] = (dims, value)
     dataset["stability"].attrs = {
         "flag_values": list(range(len(CLASSES))),
         "flag_meanings": " ".join(c.replace(" ", "_") for c in CLASSES),
@@ -581,6 +587,24 @@ class FixedPointPosterior:
             return np.einsum("...i,ij,...j->...", centred, precision, centred)
 
         return bool(distance(value) <= np.quantile(distance(draws), level))
+
+    @classmethod
+    def from_tree(cls, tree: xr.DataTree) -> FixedPointPosterior:
+        """The result saved in a run's ``fixed_points`` group (see :meth:`attach`)."""
+        import json
+
+        from probdyn.models import from_spec
+
+        if "fixed_points" not in tree.children:
+            raise ConfigError("the run has no fixed_points group; run probdyn fixed-points on it")
+        dataset = tree["fixed_points"].to_dataset().load()
+        model = from_spec(json.loads(tree["posterior"].attrs["model"]))
+        reference = {
+            name.removeprefix("reference_"): jnp.asarray(value.values)
+            for name, value in dataset.data_vars.items()
+            if name.startswith("reference_")
+        }
+        return cls(dataset, model, reference)
 
     def attach(self, tree: xr.DataTree) -> xr.DataTree:
         """A copy of an ArviZ DataTree with this result as its ``fixed_points`` group."""

@@ -188,6 +188,74 @@ def eigenvalue_figure(dataset, level: float = 0.9):
     return fig
 
 
+def fixed_point_html(name: str, points) -> str:
+    """One model's fixed-point posterior: description, tables, phase portrait, eigenvalues."""
+    return (
+        f"<h3>{html.escape(name)}</h3><pre>{html.escape(points.describe())}</pre>"
+        + points.summary()
+        .filter(regex=r"^(?!y\d)")
+        .to_html(float_format="%.3f", classes="fixed-points")
+        + points.count_distribution().to_html(float_format="%.3f")
+        + figure_html(points.phase_portrait(), f"fixed points of all draws of {name} by class")
+        + figure_html(points.eigenvalue_figure(), f"eigenvalues at the fixed points of {name}")
+    )
+
+
+def run_sections(tree, name: str) -> list[tuple[str, str]]:
+    """Report sections for one saved run (an ArviZ DataTree written by probdyn).
+
+    Data and posterior predictive, fit diagnostics (the SVI loss trace, or R-hat, ESS and
+    divergences of MCMC), the evidence when the run carries one, the fixed-point posterior when
+    it carries one.
+    """
+    import arviz as az
+
+    from probdyn.inference import Evidence
+
+    children = tree.children
+    sections = []
+    if "observed_data" in children:
+        observed_ds = tree["observed_data"].to_dataset()
+        site = next(iter(observed_ds.data_vars))
+        observed = observed_ds[site].values
+        predicted = None
+        if "posterior_predictive" in children and site in tree["posterior_predictive"]:
+            values = tree["posterior_predictive"][site].values
+            predicted = values.reshape(-1, *values.shape[2:])
+        dt = float(observed_ds.attrs.get("dt", 1.0))
+        shape = " x ".join(f"{size} {dim}s" for dim, size in observed_ds[site].sizes.items())
+        body = f"<p>Observed <code>{html.escape(site)}</code>: {html.escape(shape)}.</p>"
+        if observed.ndim == 3:
+            body += figure_html(
+                trajectories_figure(
+                    observed, predicted, dt, f"trial 0 and the predictive of {name}"
+                ),
+                "observed traces and the 90% posterior predictive band",
+            )
+        sections.append(("Data", body))
+    diagnostics = ""
+    if "optimization" in children:
+        losses = tree["optimization"]["loss"].values
+        diagnostics += figure_html(loss_figure(losses, f"SVI loss of {name}"), "SVI loss trace")
+    if "sample_stats" in children and "diverging" in tree["sample_stats"]:
+        divergences = int(tree["sample_stats"]["diverging"].values.sum())
+        summary = az.summary(tree, kind="diagnostics")
+        diagnostics += f"<p>{divergences} divergent transitions.</p>" + summary.to_html(
+            float_format="%.3f"
+        )
+    if diagnostics:
+        sections.append(("Fit diagnostics", diagnostics))
+    if "evidence" in children:
+        evidence = Evidence.from_dataset(tree["evidence"].to_dataset())
+        sections.append(("Evidence", f"<p>{html.escape(str(evidence))}</p>"))
+    if "fixed_points" in children:
+        from probdyn.fixed_point_posterior import FixedPointPosterior
+
+        points = FixedPointPosterior.from_tree(tree)
+        sections.append(("Fixed points", fixed_point_html(name, points)))
+    return sections
+
+
 def write_report(path: str | Path, title: str, sections: Sequence[tuple[str, str]]) -> Path:
     """Write one HTML file from (heading, html body) sections."""
     body = "\n".join(

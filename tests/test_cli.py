@@ -1,6 +1,7 @@
 import subprocess
 import sys
 
+import pandas as pd
 import pytest
 import xarray as xr
 
@@ -43,6 +44,18 @@ def test_quick_demo_writes_report_and_names_the_winner(tmp_path):
     again = xr.open_datatree(out / "winner-fixed-points.nc")
     assert again["fixed_points"].sizes["draw"] == 50
     assert xr.open_datatree(out / "winner.nc")["fixed_points"].sizes["draw"] == 200
+    # Every candidate was saved as a run: compare them and report one, from the files alone.
+    runs = sorted(str(p) for p in (out / "runs").glob("*.nc"))
+    assert len(runs) == 3
+    table, page_path = tmp_path / "table.csv", tmp_path / "comparison.html"
+    assert main(["compare", *runs, "--out", str(table), "--report", str(page_path)]) == 0
+    saved = pd.read_csv(table)
+    assert saved["model"].iloc[0] == "LDS(latent_dim=2)" and len(saved) == 3
+    assert saved["elpd_loo"].notna().all() and "<img" in page_path.read_text()
+    assert main(["report", str(out / "runs" / "SDERNN_num_units_8_rank_2.nc")]) == 0
+    run_page = (out / "runs" / "SDERNN_num_units_8_rank_2-report.html").read_text()
+    for heading in ("Data", "Fit diagnostics", "Evidence", "Fixed points"):
+        assert f"<h2>{heading}</h2>" in run_page
 
 
 def test_user_errors_are_one_line_and_nonzero(capsys, monkeypatch):
@@ -66,7 +79,13 @@ def test_fixed_points_command_errors_name_the_problem(tmp_path, capsys):
         "is the run itself": [str(tmp_path / "plain.nc"), "--out", str(tmp_path / "plain.nc")],
     }
     xr.Dataset({"x": ("t", [1.0, 2.0])}).to_netcdf(tmp_path / "plain.nc")
-    for expected, argv in cases.items():
-        assert main(["fixed-points", *argv]) == 2
-        err = capsys.readouterr().err.strip()
-        assert err.count("\n") == 0 and expected in err, err
+    (tmp_path / "notes.txt").write_text("not a run")
+    for command in ("fixed-points", "report", "compare"):
+        for expected, argv in cases.items():
+            if command == "compare" and "--out" in argv:
+                continue
+            assert main([command, *argv]) == 2
+            err = capsys.readouterr().err.strip()
+            assert err.count("\n") == 0 and expected in err, (command, err)
+        assert main([command, str(tmp_path / "notes.txt")]) == 2
+        assert "is not a netCDF run file" in capsys.readouterr().err

@@ -114,3 +114,20 @@ def test_evidence_picks_the_generating_latent_dimension():
             )
             correct[truth] += int(table["model"].iloc[0] == truth)
     assert correct[1] >= 9 and correct[2] >= 9, correct
+
+
+def test_evidence_survives_a_netcdf_round_trip(tmp_path):
+    original = Evidence(
+        log_evidence=-12.5,
+        standard_error=0.25,
+        method="smc",
+        is_bound=False,
+        error_source="spread of 4 repeats",
+        seconds=3.0,
+        likelihood_evaluations=1000,
+        diagnostics={"num_tempering_steps": 7},
+    )
+    original.to_dataset().to_netcdf(tmp_path / "evidence.nc")
+    assert Evidence.from_dataset(xr.open_dataset(tmp_path / "evidence.nc")) == original
+    with pytest.raises(ConfigError, match="evidence group lacks"):
+        Evidence.from_dataset(xr.Dataset({"x": 1.0}))
