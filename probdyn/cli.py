@@ -1,4 +1,6 @@
-"""The ``probdyn`` command line: ``demo``, ``fixed-points RUN``, ``compare RUN...``, ``report RUN``.
+"""The ``probdyn`` command line.
+
+Commands: ``demo``, ``fit CONFIG``, ``fixed-points RUN``, ``compare RUN...``, ``report RUN``.
 
 Errors a user can cause (bad data, priors, configuration) end with one line on stderr and exit
 status 2, never a traceback.
@@ -97,6 +99,82 @@ def _fixed_points(args) -> int:
     return 0
 
 
+def _fit(args) -> int:
+    import json
+    import platform
+    from importlib.metadata import version
+    from pathlib import Path
+
+    import xarray as xr
+
+    from probdyn.config import build_model, load_config, load_data
+    from probdyn.errors import ConfigError
+    from probdyn.inference import log_evidence, nuts, svi
+
+    config = load_config(args.config)
+    out = Path(args.out or config["out"])
+    run_path = out / "run.nc"
+    if run_path.exists():
+        raise ConfigError(f"{run_path} exists; runs are never overwritten: choose another out")
+    model = build_model(config)
+    data = model.prepare(load_data(config))
+    settings, seed = config["inference"], config["seed"]
+    out.mkdir(parents=True, exist_ok=True)
+    log = []
+
+    def say(line: str) -> None:
+        print(line)
+        log.append(line)
+
+    hyperparameters = ", ".join(f"{k}={v!r}" for k, v in config["model"]["hyperparameters"].items())
+    name = f"{config['model']['family']}({hyperparameters})"
+    say(f"fitting {name} to {data.num_trials} trials x {data.num_timesteps} bins")
+    if settings["method"] == "svi":
+        result = svi(
+            model,
+            data,
+            num_steps=settings.get("num_steps", 2000),
+            seed=seed,
+            guide=settings.get("guide", "auto"),
+            learning_rate=settings.get("learning_rate", 1e-2),
+            batch_size=settings.get("batch_size"),
+            checkpoint=out / "svi.ckpt",  # a killed run resumes from here
+            progress=not args.no_progress,
+        )
+        say(f"svi: final loss {result.losses[-1]:.4g} after {len(result.losses)} steps")
+        tree = result.to_arviz(num_samples=settings.get("num_draws", 500), seed=seed)
+    else:
+        result = nuts(
+            model,
+            data,
+            num_warmup=settings.get("num_warmup", 500),
+            num_samples=settings.get("num_samples", 500),
+            num_chains=settings.get("num_chains", 4),
+            seed=seed,
+            progress=not args.no_progress,
+        )
+        say(f"nuts: {result.diagnostics()}")
+        tree = result.to_arviz()
+    if settings["evidence"] != "none":
+        options = (
+            {"svi_result": result}
+            if settings["evidence"] == "iwae" and settings["method"] == "svi"
+            else {}
+        )
+        evidence = log_evidence(model, data, method=settings["evidence"], seed=seed, **options)
+        tree["evidence"] = xr.DataTree(evidence.to_dataset())
+        say(str(evidence))
+    tree.attrs["name"] = name
+    tree.to_netcdf(run_path)
+    (out / "config.toml").write_text(Path(args.config).read_text())
+    packages = ("probdyn", "jax", "numpyro", "arviz", "xarray", "optax", "blackjax")
+    versions = {"python": platform.python_version(), **{p: version(p) for p in packages}}
+    (out / "versions.json").write_text(json.dumps(versions, indent=2))
+    say(f"run: {run_path}")
+    (out / "fit.log").write_text("\n".join(log) + "\n")
+    return 0
+
+
 def _run_name(run, tree) -> str:
     return str(tree.attrs.get("name", run.stem))
 
@@ -181,6 +259,11 @@ def build_parser() -> argparse.ArgumentParser:
     points.add_argument("--num-starts", type=int, default=32, help="starts per draw")
     points.add_argument("--seed", type=int, default=0)
     points.set_defaults(handler=_fixed_points)
+    fit = commands.add_parser("fit", help="fit a model to data as a TOML config says")
+    fit.add_argument("config", help="a run configuration (see probdyn.config)")
+    fit.add_argument("--out", help="output directory (default: the config's out)")
+    fit.add_argument("--no-progress", action="store_true", help="no progress bars")
+    fit.set_defaults(handler=_fit)
     compare = commands.add_parser(
         "compare", help="compare saved runs by their evidence (and PSIS-LOO where available)"
     )

@@ -1,0 +1,140 @@
+"""`probdyn fit CONFIG.toml`: the prior grammar, the config checks and a run end to end."""
+
+import textwrap
+
+import jax.numpy as jnp
+import numpy as np
+import numpyro.distributions as dist
+import pytest
+import xarray as xr
+
+from probdyn.cli import main
+from probdyn.config import parse_prior
+from probdyn.errors import ConfigError
+
+GOOD = """
+seed = 3
+out = "{out}"
+
+[data]
+source = "simulate"
+simulator = "simulate_sde"
+[data.options]
+system = "ou"
+num_trials = 4
+num_timesteps = 30
+
+[model]
+family = "LDS"
+[model.hyperparameters]
+latent_dim = 2
+[model.priors]
+A = "Normal(0, 0.3)"
+r = "HalfNormal(scale=0.5)"
+
+[inference]
+method = "svi"
+num_steps = 200
+num_draws = 50
+evidence = "iwae"
+"""
+
+
+def test_prior_strings_become_distributions():
+    normal = parse_prior("Normal(0, 0.5)")
+    assert isinstance(normal, dist.Normal) and float(normal.scale) == 0.5
+    named = parse_prior(" HalfNormal( scale = 2e-1 ) ")
+    assert isinstance(named, dist.HalfNormal) and float(named.scale) == pytest.approx(0.2)
+    dirichlet = parse_prior("Dirichlet([1, 2.5, 3])")
+    np.testing.assert_allclose(dirichlet.concentration, jnp.array([1.0, 2.5, 3.0]))
+    assert isinstance(parse_prior("Exponential()"), dist.Exponential)
+
+
+@pytest.mark.parametrize(
+    ("text", "expected"),
+    [
+        ("Norma(0, 1)", "unknown distribution 'Norma'"),
+        ("Normal(0, __import__('os'))", "is not a number"),
+        ("Normal 0 1", "not of the form Name(arguments)"),
+        ("Normal(0, -1)", "Normal(0, -1)"),
+        ("Normal(loc=0, 1)", "positional argument after a named one"),
+        ("Dirichlet([[1, 2]])", "nested brackets"),
+        ("Normal(0, 1, 2, 3)", "Normal(0, 1, 2, 3)"),
+    ],
+)
+def test_bad_prior_strings_name_the_site_and_the_problem(text, expected):
+    with pytest.raises(ConfigError) as error:
+        parse_prior(text, "A")
+    message = str(error.value)
+    assert message.startswith("model.priors.A:") and expected in message, message
+
+
+def _write(tmp_path, text):
+    path = tmp_path / "fit.toml"
+    path.write_text(textwrap.dedent(text))
+    return path
+
+
+@pytest.mark.parametrize(
+    ("change", "expected"),
+    [
+        (("seed = 3", "seed = 3\ninferance = 1"), "unknown key(s) ['inferance']"),
+        (('family = "LDS"', 'family = "GRU"'), "model.family = 'GRU'"),
+        (('source = "simulate"', 'source = "csv"'), "data.source = 'csv'"),
+        (('source = "simulate"', 'source = "netcdf"'), "data.path is required"),
+        (("seed = 3", 'seed = "three"'), "seed = 'three'; expected a int"),
+        (('A = "Normal(0, 0.3)"', 'A = "Normal(0, 0.3"'), "model.priors.A"),
+        (('A = "Normal(0, 0.3)"', 'Z = "Normal(0, 1)"'), "unknown prior site(s) ['Z']"),
+        (('A = "Normal(0, 0.3)"', 'q = "Normal(0, 1)"'), "puts mass outside the site's support"),
+        (("num_steps = 200", "num_steps = 0"), "inference.num_steps = 0"),
+        (("latent_dim = 2", "latent_dims = 2"), "latent_dims"),
+        (('system = "ou"', 'system = "oo"'), "unknown SDE system 'oo'"),
+        (("[model]", "[model"), "is not valid TOML"),
+    ],
+)
+def test_config_errors_are_one_line_naming_the_key(tmp_path, capsys, change, expected):
+    path = _write(tmp_path, GOOD.format(out=tmp_path / "out").replace(*change))
+    assert main(["fit", str(path), "--no-progress"]) == 2
+    err = capsys.readouterr().err.strip()
+    assert err.count("\n") == 0 and err.startswith("probdyn: error:") and expected in err, err
+    assert not (tmp_path / "out" / "run.nc").exists()
+
+
+def test_data_errors_from_a_file_source_are_one_line(tmp_path, capsys):
+    spikes = np.ones((2, 5, 3))
+    spikes[1, 2, 0] = -1
+    xr.Dataset(
+        {"spikes": (("trial", "time", "neuron"), spikes)},
+        coords={"time": np.arange(5) * 0.01},
+        attrs={"dt": 0.01},
+    ).to_netcdf(tmp_path / "rec.nc")
+    text = GOOD.format(out=tmp_path / "out").replace(
+        'source = "simulate"', f'source = "netcdf"\npath = "{tmp_path / "rec.nc"}"'
+    )
+    text = text.replace('simulator = "simulate_sde"', "").replace('system = "ou"', "")
+    text = text.replace("num_trials = 4", "").replace("num_timesteps = 30", "")
+    text = text.replace("latent_dim = 2", 'latent_dim = 2\nobservation = "poisson"')
+    text = text.replace('r = "HalfNormal(scale=0.5)"', "")
+    assert main(["fit", str(_write(tmp_path, text)), "--no-progress"]) == 2
+    err = capsys.readouterr().err.strip()
+    assert err.count("\n") == 0 and "spikes[trial=1, time=2, neuron=0] = -1.0" in err, err
+    assert main(["fit", str(tmp_path / "missing.toml")]) == 2
+    assert "no config file" in capsys.readouterr().err
+
+
+@pytest.mark.slow
+def test_fit_writes_a_run_that_the_other_commands_read(tmp_path):
+    out = tmp_path / "out"
+    path = _write(tmp_path, GOOD.format(out=out))
+    assert main(["fit", str(path), "--no-progress"]) == 0
+    for name in ("run.nc", "config.toml", "versions.json", "fit.log"):
+        assert (out / name).is_file()
+    assert (out / "config.toml").read_text() == path.read_text()
+    tree = xr.open_datatree(out / "run.nc")
+    assert tree["posterior"].sizes["draw"] == 50 and "evidence" in tree.children
+    # The configured prior was used: A's draws sit inside the Normal(0, 0.3) scale.
+    assert np.abs(tree["posterior"]["A"].values).max() < 2.0
+    assert main(["report", str(out / "run.nc")]) == 0
+    assert main(["compare", str(out / "run.nc")]) == 0
+    # Runs are never overwritten.
+    assert main(["fit", str(path), "--no-progress"]) == 2
