@@ -30,6 +30,8 @@ NONLINEARITIES = {
     "linear": lambda x: x,
 }
 DIFFUSIONS = ("isotropic", "diagonal", "lowrank")
+#: diffrax solvers the non-centred latent path may use instead of the built-in Euler-Maruyama.
+DIFFRAX_SOLVERS = ("Euler", "Heun", "ReversibleHeun")
 
 
 @dataclasses.dataclass(frozen=True, kw_only=True)
@@ -114,6 +116,7 @@ class SDERNN(Model):
     input_dim: int = 0
     tau: float = 1.0
     substeps: int = 1
+    solver: str = "euler"
     priors: Mapping[str, dist.Distribution] | None = None
 
     def __post_init__(self):
@@ -140,6 +143,11 @@ class SDERNN(Model):
             raise PriorError(
                 f"SDERNN observation={self.observation!r}; expected 'gaussian', 'poisson' or "
                 "'latent'"
+            )
+        if self.solver != "euler" and self.solver not in DIFFRAX_SOLVERS:
+            raise PriorError(
+                f"SDERNN solver={self.solver!r}; expected 'euler' or one of {list(DIFFRAX_SOLVERS)}"
+                " (diffrax, pip install 'probdyn[ode]')"
             )
         if not self.tau > 0:
             raise PriorError(f"SDERNN tau={self.tau!r}; expected a positive time constant")
@@ -278,6 +286,8 @@ class SDERNN(Model):
         """
         k, D = self.substeps, self.latent_dim
         tril, h, drift = self.diffusion_tril(params), dt / k, self.drift(params)
+        if self.solver != "euler":
+            return self._diffrax_path(drift, tril, noise, dt, inputs)
 
         def bin_step(z, step):
             xis, u = step
@@ -292,6 +302,47 @@ class SDERNN(Model):
         steps = (noise[1:].reshape(num_bins, k, D), None if inputs is None else inputs[:-1])
         _, rest = jax.lax.scan(bin_step, noise[0], steps)
         return jnp.concatenate([noise[:1], rest])
+
+    def _diffrax_path(self, drift, tril, noise, dt, inputs):
+        r"""The same path by a diffrax solver.
+
+        The Brownian motion is the piecewise-linear path through
+        :math:`W(t_j) = \sqrt{h}\sum_{i \le j} \xi_i` on the substep grid, so ``solver="Euler"``
+        reproduces the built-in scheme and ``"Heun"`` integrates the same noise with a
+        second-order drift step.
+        """
+        import diffrax
+
+        k = self.substeps
+        h = dt / k
+        num_bins = (noise.shape[0] - 1) // k
+        grid = jnp.arange(num_bins * k + 1) * h
+        brownian = jnp.concatenate(
+            [jnp.zeros((1, noise.shape[1])), jnp.cumsum(math.sqrt(h) * noise[1:], axis=0)]
+        )
+        control = diffrax.LinearInterpolation(ts=grid, ys=brownian)
+
+        def field(t, y, args):
+            if inputs is None:
+                return drift(y, None)
+            held = jnp.clip(jnp.floor(t / dt + 1e-6).astype(int), 0, num_bins - 1)
+            return drift(y, inputs[held])
+
+        terms = diffrax.MultiTerm(
+            diffrax.ODETerm(field), diffrax.ControlTerm(lambda t, y, args: tril, control)
+        )
+        solution = diffrax.diffeqsolve(
+            terms,
+            getattr(diffrax, self.solver)(),
+            t0=0.0,
+            t1=grid[-1],
+            dt0=h,
+            y0=noise[0],
+            saveat=diffrax.SaveAt(ts=jnp.arange(num_bins + 1) * dt),
+            stepsize_controller=diffrax.ConstantStepSize(),
+            max_steps=num_bins * k + 1,
+        )
+        return solution.ys
 
     def program(self, data: ModelData, batch_size: int | None = None) -> None:
         """Parameters, then per trial the latent path (or its transition density) and data."""

@@ -179,3 +179,33 @@ def test_drift_diffusion_matching_recovers_the_double_well():
         row = found.loc[distance.idxmin()]
         assert distance.min() < 0.15
         assert row["class"] == name and row.p_class > 0.9
+
+
+def test_diffrax_solvers_integrate_the_same_noise():
+    pytest.importorskip("diffrax")
+    import jax.scipy.linalg
+
+    rng = np.random.default_rng(0)
+    noise = jnp.asarray(rng.normal(size=(1 + 9 * 4, 3)))
+    inputs = jnp.asarray(rng.normal(size=(10, 1)))
+    euler = SDERNN(num_units=3, input_dim=1, substeps=4)
+    params = _draw(euler, 1, seed=2)
+    built_in = euler.latent_path(params, noise, 0.1, inputs)
+    through_diffrax = SDERNN(num_units=3, input_dim=1, substeps=4, solver="Euler")
+    np.testing.assert_allclose(
+        through_diffrax.latent_path(params, noise, 0.1, inputs), built_in, atol=1e-10
+    )
+    # Without noise and with a linear unit, the path is exp((J - I) t) z0: Heun's error is
+    # second order in the step, Euler's first order.
+    linear = {**params, "b": jnp.zeros(3), "sigma": jnp.array(0.0)}
+    quiet = noise.at[1:].set(0.0)
+    exact = np.stack(
+        [jax.scipy.linalg.expm((linear["J"] - jnp.eye(3)) * 0.1 * t) @ noise[0] for t in range(10)]
+    )
+    errors = {}
+    for solver in ("euler", "Heun"):
+        model = SDERNN(num_units=3, nonlinearity="linear", substeps=4, solver=solver)
+        errors[solver] = np.abs(model.latent_path(linear, quiet, 0.1) - exact).max()
+    assert errors["Heun"] < errors["euler"] / 10
+    with pytest.raises(PriorError, match="solver='rk4'"):
+        SDERNN(num_units=3, solver="rk4")
