@@ -44,7 +44,11 @@ class SDERNN(Model):
         \tau\,dx = \big(-x + J\,\phi(x) + B u(t) + b\big)\,dt + \Sigma\,dW,
 
     with :math:`J` full (``rank=None``) or low rank, :math:`J = M N^\top / n`
-    (:math:`M, N \in \mathbb{R}^{n \times R}`).
+    (:math:`M, N \in \mathbb{R}^{n \times R}`). ``symmetric=True`` restricts :math:`J` to
+    :math:`J^\top = J`, the equilibrium baseline: full rank uses :math:`(J + J^\top)/2` of the
+    site ``J``; low rank sets :math:`N = M\,\mathrm{diag}(s)` (site ``s`` replaces ``N``).
+    With linear units and isotropic noise a symmetric network obeys detailed balance, so the
+    evidence for ``symmetric=False`` over ``True`` weighs the data's nonequilibrium currents.
 
     **Latent coordinates.** With full :math:`J` the latent state is the unit state
     (:math:`z = x`, dimension :math:`n`). With low rank the affine subspace
@@ -79,6 +83,7 @@ class SDERNN(Model):
     ``M``         (n, R)                  Normal(0, 1) (low rank)
     ``N``         (n, R)                  Normal(0, sqrt(n)): overlaps :math:`N^\top M/n`
                                           are O(1) a priori
+    ``s``         (R,)                    Normal(0, 2) (low rank, ``symmetric``)
     ``b``         (n,)                    Normal(0, 1)
     ``B``         (D, input)              Normal(0, 1) (with inputs)
     ``sigma``     () or (D,)              HalfNormal(1)
@@ -97,6 +102,7 @@ class SDERNN(Model):
         "J": ["unit", "unit_from"],
         "M": ["unit", "rank"],
         "N": ["unit", "rank"],
+        "s": ["rank"],
         "b": ["unit"],
         "B": ["latent", "input"],
         "F": ["latent", "diffusion_rank"],
@@ -108,6 +114,7 @@ class SDERNN(Model):
     }
     num_units: int
     rank: int | None = None
+    symmetric: bool = False
     nonlinearity: str = "tanh"
     diffusion: str = "isotropic"
     diffusion_rank: int = 1
@@ -120,6 +127,8 @@ class SDERNN(Model):
     priors: Mapping[str, dist.Distribution] | None = None
 
     def __post_init__(self):
+        if not isinstance(self.symmetric, bool):
+            raise PriorError(f"SDERNN symmetric={self.symmetric!r}; expected True or False")
         for name in ("num_units", "substeps", "diffusion_rank"):
             value = getattr(self, name)
             if not isinstance(value, int) or value < 1:
@@ -163,6 +172,11 @@ class SDERNN(Model):
         n, D, E = self.num_units, self.latent_dim, emission_dim
         if self.rank is None:
             priors = {"J": dist.Normal(jnp.zeros((n, n)), 1.0 / math.sqrt(n))}
+        elif self.symmetric:
+            priors = {
+                "M": dist.Normal(jnp.zeros((n, self.rank)), 1.0),
+                "s": dist.Normal(jnp.zeros(self.rank), 2.0),
+            }
         else:
             priors = {
                 "M": dist.Normal(jnp.zeros((n, self.rank)), 1.0),
@@ -195,11 +209,19 @@ class SDERNN(Model):
         _, offset = self._bias_split(params)
         return z @ params["M"].T + offset
 
+    def _right_vectors(self, params: Mapping[str, Array]) -> Array:
+        r""":math:`N`: the site, or :math:`M\,\mathrm{diag}(s)` when ``symmetric``."""
+        return params["M"] * params["s"] if self.symmetric else params["N"]
+
     def connectivity(self, params: Mapping[str, Array]) -> Array:
-        r"""The unit-space :math:`J` (n, n): given, or :math:`M N^\top / n`."""
+        r"""The unit-space :math:`J` (n, n).
+
+        The site ``J`` (its symmetric part when ``symmetric``), or :math:`M N^\top / n`.
+        """
         if self.rank is None:
-            return params["J"]
-        return params["M"] @ params["N"].T / self.num_units
+            J = params["J"]
+            return (J + J.T) / 2 if self.symmetric else J
+        return params["M"] @ self._right_vectors(params).T / self.num_units
 
     def vector_field(self, params: Mapping[str, Array], x: Array, u: Array | None = None) -> Array:
         r"""The latent drift :math:`g` at one state.
@@ -217,12 +239,12 @@ class SDERNN(Model):
         """
         phi = NONLINEARITIES[self.nonlinearity]
         if self.rank is None:
-            J, bias = params["J"], params["b"]
+            J, bias = self.connectivity(params), params["b"]
 
             def recurrent(z):
                 return J @ phi(z) + bias
         else:
-            M, N = params["M"], params["N"]
+            M, N = params["M"], self._right_vectors(params)
             c, offset = self._bias_split(params)
 
             def recurrent(z):

@@ -23,6 +23,8 @@ import numpyro.distributions as dist
 from jax import Array
 from numpyro.distributions import constraints
 
+from probdyn.errors import ConfigError
+
 
 class EulerMaruyamaPath(dist.Distribution):
     r"""Density of whole paths (event shape (time, dim)) under the Euler-Maruyama scheme.
@@ -130,11 +132,13 @@ def matching_errors(
     states: Array,
     *,
     points_per_dim: int = 15,
+    on: str = "grid",
 ) -> dict[str, float]:
     r"""How well fitted latent dynamics carry a target SDE's drift and diffusion.
 
     The drift is compared on a grid spanning the 5-95% quantiles of ``states`` (..., D) per
-    dimension (``points_per_dim`` per axis; for D > 3, 2000 of the states themselves):
+    dimension (``points_per_dim`` per axis), or, with ``on="states"`` and always for D > 3, on
+    2000 of the states themselves (for attractors, whose box holds mostly unvisited states):
 
     .. math::
         e_g = \frac{\|\bar g - f\|}{\|f\|},\qquad \bar g = \text{posterior mean drift},
@@ -145,9 +149,11 @@ def matching_errors(
     ``vector_field`` and ``diffusion_tril`` (:class:`probdyn.models.SDERNN`); ``draws`` have a
     leading draw axis.
     """
+    if on not in ("grid", "states"):
+        raise ConfigError(f"on={on!r}; expected 'grid' or 'states'")
     states = jnp.asarray(states).reshape(-1, jnp.shape(states)[-1])
     dim = states.shape[-1]
-    if dim <= 3:
+    if dim <= 3 and on == "grid":
         low, high = jnp.percentile(states, 5, axis=0), jnp.percentile(states, 95, axis=0)
         axes = [jnp.linspace(low[i], high[i], points_per_dim) for i in range(dim)]
         grid = jnp.stack(jnp.meshgrid(*axes, indexing="ij"), -1).reshape(-1, dim)

@@ -66,6 +66,31 @@ def test_full_rank_field_and_connectivity():
     assert model.latent_dim == 4
 
 
+def test_symmetric_networks_have_symmetric_connectivity_and_no_currents():
+    from probdyn.nonequilibrium import ou_entropy_production_rate
+
+    full = SDERNN(num_units=3, nonlinearity="linear", symmetric=True)
+    params = _draw(full, 1, seed=4)
+    J = full.connectivity(params)
+    np.testing.assert_allclose(J, (params["J"] + params["J"].T) / 2, atol=1e-15)
+    # Linear units, isotropic noise: drift -(I - J)x with J symmetric is in detailed balance.
+    B = -jax.jacobian(lambda x: full.vector_field(params, x))(jnp.zeros(3))
+    np.testing.assert_allclose(B, jnp.eye(3) - J, atol=1e-12)
+    # (shifted by 3I so that every eigenvalue is positive: a stationary state exists)
+    shifted = B + 3 * jnp.eye(3)
+    assert np.linalg.eigvalsh(shifted).min() > 0
+    assert ou_entropy_production_rate(shifted, jnp.eye(3)) == pytest.approx(0, abs=1e-9)
+    low = SDERNN(num_units=8, rank=2, symmetric=True)
+    params = _draw(low, 1, seed=5)
+    assert "N" not in params and params["s"].shape == (2,)
+    J = low.connectivity(params)
+    np.testing.assert_allclose(J, J.T, atol=1e-12)
+    expected = params["M"] @ jnp.diag(params["s"]) @ params["M"].T / 8
+    np.testing.assert_allclose(J, expected, atol=1e-12)
+    with pytest.raises(PriorError, match="symmetric"):
+        SDERNN(num_units=3, symmetric="yes")
+
+
 def test_transition_density_equals_the_gaussian_steps_written_out():
     rng = np.random.default_rng(0)
     paths = jnp.asarray(rng.normal(size=(3, 6, 2)))
