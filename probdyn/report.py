@@ -195,6 +195,8 @@ def fixed_point_html(name: str, points) -> str:
         + points.summary()
         .filter(regex=r"^(?!y\d)")
         .to_html(float_format="%.3f", classes="fixed-points")
+        + "<p>Posterior probability of each number of fixed points: by class (columns) and in "
+        "total (last column); rows are the number.</p>"
         + points.count_distribution().to_html(float_format="%.3f")
         + figure_html(points.phase_portrait(), f"fixed points of all draws of {name} by class")
         + figure_html(points.eigenvalue_figure(), f"eigenvalues at the fixed points of {name}")
@@ -265,7 +267,7 @@ def write_report(path: str | Path, title: str, sections: Sequence[tuple[str, str
     page = f"""<!DOCTYPE html>
 <html lang="en"><head><meta charset="utf-8"><title>{html.escape(title)}</title>
 <style>body{{font-family:sans-serif;max-width:60em;margin:2em auto;}}
-table{{border-collapse:collapse}}td,th{{border:1px solid #ccc;padding:2px 6px;text-align:right}}
+table{{border-collapse:collapse;display:block;overflow-x:auto;max-width:100%}}td,th{{border:1px solid #ccc;padding:2px 6px;text-align:right}}
 figure{{margin:1em 0}}img{{max-width:100%}}</style></head>
 <body><h1>{html.escape(title)}</h1>
 {body}

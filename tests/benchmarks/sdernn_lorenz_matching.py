@@ -158,13 +158,17 @@ def main():
     beta, rho = PARAMETERS["beta"], PARAMETERS["rho"]
     wing = np.sqrt(beta * (rho - 1))
     truth = np.array([[0.0, 0.0, 0.0], [wing, wing, rho - 1], [-wing, -wing, rho - 1]])
-    print("Lorenz fixed points (standardised):")
-    for point in (truth - mean) / scale:
-        print("  ", np.round(point, 2))
+    print("Lorenz fixed points (standardised) and the eigenvalues of the Jacobian there:")
+    for point in truth:
+        jacobian = jax.jacobian(lambda x: systems.lorenz(x, PARAMETERS))(jnp.asarray(point))
+        eigenvalues = np.sort_complex(np.linalg.eigvals(np.asarray(jacobian)))
+        print(f"  {np.round((point - mean) / scale, 2)}  {np.round(eigenvalues, 2)}")
     points = probdyn.fixed_points(
         model, result.sample_posterior(100, seed=2), states=ds.y.values, seed=0
     )
     print(points.describe())
+    summary = points.summary().filter(regex=r"^(p_exists|class|p_class|x\d_mean|lead_\w+_mean)$")
+    print(summary.to_string(float_format="%.2f"))
 
 
 if __name__ == "__main__":
