@@ -267,7 +267,8 @@ def write_report(path: str | Path, title: str, sections: Sequence[tuple[str, str
     page = f"""<!DOCTYPE html>
 <html lang="en"><head><meta charset="utf-8"><title>{html.escape(title)}</title>
 <style>body{{font-family:sans-serif;max-width:60em;margin:2em auto;}}
-table{{border-collapse:collapse;display:block;overflow-x:auto;max-width:100%}}td,th{{border:1px solid #ccc;padding:2px 6px;text-align:right}}
+table{{border-collapse:collapse;display:block;overflow-x:auto;max-width:100%}}
+td,th{{border:1px solid #ccc;padding:2px 6px;text-align:right}}
 figure{{margin:1em 0}}img{{max-width:100%}}</style></head>
 <body><h1>{html.escape(title)}</h1>
 {body}
