@@ -3,6 +3,8 @@
 - :func:`svi` -> :class:`SVIResult` (guides, minibatches, checkpoints that resume exactly);
 - :func:`nuts` -> :class:`MCMCResult` (diagnostics surfaced, :class:`DiagnosticWarning`);
 - :func:`log_evidence` -> :class:`Evidence` (``"smc"``, ``"iwae"``, ``"laplace"``, ``"exact"``);
+- :func:`fit_sinkhorn` -> :class:`SinkhornResult` (sequence generators matched by Sinkhorn
+  divergence, as Torre et al. train HMM emulators);
 - :func:`compare` -> a table of log evidence, Bayes factors, model probabilities, elpd_loo
   (:func:`comparison_table` builds it from saved evidence).
 """
@@ -11,6 +13,7 @@ from probdyn.inference.compare import MixedEvidenceWarning, compare, comparison_
 from probdyn.inference.density import Density, bind
 from probdyn.inference.evidence import Evidence, find_mode, log_evidence
 from probdyn.inference.mcmc import DiagnosticWarning, MCMCResult, nuts
+from probdyn.inference.sinkhorn import SinkhornResult, fit_sinkhorn
 from probdyn.inference.svi import SVIResult, svi
 
 __all__ = [
@@ -20,10 +23,12 @@ __all__ = [
     "MCMCResult",
     "MixedEvidenceWarning",
     "SVIResult",
+    "SinkhornResult",
     "bind",
     "compare",
     "comparison_table",
     "find_mode",
+    "fit_sinkhorn",
     "log_evidence",
     "nuts",
     "svi",

@@ -2,11 +2,12 @@
 
 from probdyn.models.hmm import HMM
 from probdyn.models.lds import LDS
+from probdyn.models.rnn_emulator import RNNEmulator
 from probdyn.models.sdernn import SDERNN
 
 from probdyn.errors import ConfigError
 
-FAMILIES = {"HMM": HMM, "LDS": LDS, "SDERNN": SDERNN}
+FAMILIES = {"HMM": HMM, "LDS": LDS, "RNNEmulator": RNNEmulator, "SDERNN": SDERNN}
 
 
 def from_spec(spec: dict):
@@ -21,4 +22,4 @@ def from_spec(spec: dict):
         raise ConfigError(f"bad hyperparameters for {family}: {error}") from None
 
 
-__all__ = ["FAMILIES", "HMM", "LDS", "SDERNN", "from_spec"]
+__all__ = ["FAMILIES", "HMM", "LDS", "SDERNN", "RNNEmulator", "from_spec"]

@@ -129,10 +129,7 @@ class SDERNN(Model):
     def __post_init__(self):
         if not isinstance(self.symmetric, bool):
             raise PriorError(f"SDERNN symmetric={self.symmetric!r}; expected True or False")
-        for name in ("num_units", "substeps", "diffusion_rank"):
-            value = getattr(self, name)
-            if not isinstance(value, int) or value < 1:
-                raise PriorError(f"SDERNN {name}={value!r}; expected a positive integer")
+        self._require_positive_ints("num_units", "substeps", "diffusion_rank")
         if self.rank is not None and not (isinstance(self.rank, int) and 1 <= self.rank):
             raise PriorError(f"SDERNN rank={self.rank!r}; expected None or a positive integer")
         if self.rank is not None and self.rank > self.num_units:

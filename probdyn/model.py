@@ -137,6 +137,15 @@ class Model(abc.ABC):
                 + self._describe_sites(valid)
             )
 
+    def _require_positive_ints(self, *names: str) -> None:
+        """Raise a :class:`PriorError` naming the first hyperparameter that is not an int >= 1."""
+        for name in names:
+            value = getattr(self, name)
+            if not isinstance(value, int) or isinstance(value, bool) or value < 1:
+                raise PriorError(
+                    f"{type(self).__name__} {name}={value!r}; expected a positive integer"
+                )
+
     def _placeholder_emission_dim(self) -> int:
         return getattr(self, "emission_dim", None) or 1
 

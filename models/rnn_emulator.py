@@ -1,0 +1,188 @@
+r"""Noise-driven RNN that emulates an HMM's symbol sequences (family 3).
+
+Torre, Viscione, Pompe, Grewe & Mante (NeurIPS 2025), *Mechanistic interpretability of RNNs
+emulating hidden Markov models*.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import math
+from collections.abc import Mapping
+from typing import ClassVar
+
+import jax
+import jax.numpy as jnp
+import numpy as np
+import numpyro
+import numpyro.distributions as dist
+import xarray as xr
+from jax import Array
+
+from probdyn import particle_filter
+from probdyn.errors import DataError, PriorError
+from probdyn.model import Model, ModelData
+
+
+@dataclasses.dataclass(frozen=True, kw_only=True)
+class RNNEmulator(Model):
+    r"""A ReLU network driven by Gaussian noise, read out as symbol probabilities.
+
+    .. math::
+        \xi_t \sim N(0, I_{\text{noise}}),\quad
+        h_t = \mathrm{ReLU}(W_{\text{in}}\,\xi_t + W_{hh}\,h_{t-1}),\quad h_{-1} = 0,\quad
+        y_t \sim \mathrm{Categorical}(\mathrm{softmax}(W_{\text{out}} h_t)),
+
+    no biases. The noise is the network's only input: without it the activity decays to (or
+    stays at) a fixed point of :math:`h \mapsto \mathrm{ReLU}(W_{hh}h)`, which always has
+    :math:`h = 0`; under it the network generates symbol sequences whose statistics can match an
+    HMM's.
+
+    ==============  ====================  =====================================
+    site            shape                 default prior
+    ==============  ====================  =====================================
+    ``W_in``        (hidden, noise_dim)   Normal(0, 1/sqrt(noise_dim))
+    ``W_hh``        (hidden, hidden)      Normal(0, 1/sqrt(hidden))
+    ``W_out``       (symbols, hidden)     Normal(0, 1/sqrt(hidden))
+    ``noise``       (trial, time, noise)  Normal(0, 1) (latent)
+    ==============  ====================  =====================================
+
+    The likelihood of observed sequences integrates over the noise; the program samples it
+    (non-centred), :meth:`log_likelihood` estimates it by a particle filter, unbiased in
+    :math:`p(y)`. Fit as the paper does with :func:`probdyn.inference.fit_sinkhorn`.
+    """
+
+    kind: ClassVar[str] = "map"
+    site_dims: ClassVar[dict[str, list[str]]] = {
+        "W_in": ["unit", "noise_dim"],
+        "W_hh": ["unit", "unit_from"],
+        "W_out": ["symbol", "unit"],
+        "noise": ["trial", "time", "noise_dim"],
+    }
+    hidden: int = 150
+    noise_dim: int = 100
+    num_symbols: int = 3
+    observation: str = "categorical"
+    priors: Mapping[str, dist.Distribution] | None = None
+
+    def __post_init__(self):
+        self._require_positive_ints("hidden", "noise_dim", "num_symbols")
+        if self.observation != "categorical":
+            raise PriorError(
+                f"RNNEmulator observation={self.observation!r}; it emits symbols: 'categorical'"
+            )
+        super().__post_init__()
+
+    @property
+    def latent_dim(self) -> int:
+        """The hidden units: the network's state."""
+        return self.hidden
+
+    def _placeholder_emission_dim(self) -> int:
+        return self.num_symbols
+
+    def default_priors(self, emission_dim: int) -> dict[str, dist.Distribution]:
+        """Input, recurrent and readout weights."""
+        H, X, S = self.hidden, self.noise_dim, self.num_symbols
+        return {
+            "W_in": dist.Normal(jnp.zeros((H, X)), 1.0 / math.sqrt(X)),
+            "W_hh": dist.Normal(jnp.zeros((H, H)), 1.0 / math.sqrt(H)),
+            "W_out": dist.Normal(jnp.zeros((S, H)), 1.0 / math.sqrt(H)),
+        }
+
+    # -- dynamics ----------------------------------------------------------------------------
+    def vector_field(self, params: Mapping[str, Array], x: Array, u: Array | None = None) -> Array:
+        r"""The map :math:`h \mapsto \mathrm{ReLU}(W_{hh}h + W_{\text{in}}u)` (noise ``u``)."""
+        drive = params["W_hh"] @ x
+        if u is not None:
+            drive = drive + params["W_in"] @ u
+        return jax.nn.relu(drive)
+
+    def emission_mean(self, params: Mapping[str, Array], x: Array) -> Array:
+        r"""Symbol probabilities :math:`\mathrm{softmax}(W_{out} h)`."""
+        return jax.nn.softmax(params["W_out"] @ x)
+
+    def hidden_path(self, params: Mapping[str, Array], noise: Array) -> Array:
+        """Hidden states (time, hidden) driven by ``noise`` (time, noise_dim), from h = 0."""
+
+        def step(h, xi):
+            h = self.vector_field(params, h, xi)
+            return h, h
+
+        _, path = jax.lax.scan(step, jnp.zeros(self.hidden, noise.dtype), noise)
+        return path
+
+    def generate(
+        self, params: Mapping[str, Array], key: Array, num_trials: int, num_timesteps: int
+    ) -> tuple[Array, Array]:
+        """Symbols (trial, time) and hidden states (trial, time, hidden) of new sequences."""
+        key_noise, key_symbols = jax.random.split(key)
+        noise = jax.random.normal(key_noise, (num_trials, num_timesteps, self.noise_dim))
+        hidden = jax.vmap(lambda xi: self.hidden_path(params, xi))(noise)
+        symbols = jax.random.categorical(key_symbols, hidden @ params["W_out"].T)
+        return symbols, hidden
+
+    # -- the program -------------------------------------------------------------------------
+    def prepare(self, ds: xr.Dataset) -> ModelData:
+        """As :meth:`probdyn.Model.prepare`; the data's symbols must fit ``num_symbols``."""
+        data = super().prepare(ds)
+        if data.mask is not None:
+            raise DataError("RNNEmulator needs every symbol; the sequences have missing bins")
+        largest = int(jnp.max(data.observations))
+        if largest >= self.num_symbols:
+            raise DataError(
+                f"symbols go up to {largest} but the model has num_symbols={self.num_symbols}"
+            )
+        return data
+
+    def program(self, data: ModelData, batch_size: int | None = None) -> None:
+        """Weights, then per trial the driving noise and the symbols."""
+        p = self.sample_parameters(data)
+        with self.trial_plate(data, batch_size) as index:
+            batch = data if batch_size is None else data.take(index)
+            noise = numpyro.sample(
+                "noise",
+                dist.Normal(0.0, 1.0).expand([data.num_timesteps, self.noise_dim]).to_event(2),
+            )
+            hidden = jax.vmap(lambda xi: self.hidden_path(p, xi))(noise)
+            numpyro.sample(
+                "symbols",
+                dist.Categorical(logits=hidden @ p["W_out"].T).to_event(1),
+                obs=batch.observations,
+            )
+
+    def log_likelihood(
+        self,
+        params: Mapping[str, Array],
+        symbols,
+        *,
+        num_particles: int = 1000,
+        num_repeats: int = 4,
+        seed: int = 0,
+    ) -> tuple[np.ndarray, np.ndarray]:
+        r"""Per-sequence :math:`\log p(y \mid W)` by a particle filter, and its standard error.
+
+        The particles are hidden states; the noise is the proposal (bootstrap filter). See
+        :func:`probdyn.particle_filter.log_likelihood`.
+        """
+        params = {name: jnp.asarray(params[name]) for name in ("W_in", "W_hh", "W_out")}
+        drift = jax.vmap(lambda h, xi: self.vector_field(params, h, xi))
+
+        def initial(key, num):
+            return transition(key, jnp.zeros((num, self.hidden)))
+
+        def transition(key, states):
+            return drift(states, jax.random.normal(key, (states.shape[0], self.noise_dim)))
+
+        def log_observation(states, y):
+            return jax.nn.log_softmax(states @ params["W_out"].T)[:, y]
+
+        return particle_filter.log_likelihood(
+            initial,
+            transition,
+            log_observation,
+            jnp.asarray(symbols),
+            num_particles=num_particles,
+            num_repeats=num_repeats,
+            seed=seed,
+        )

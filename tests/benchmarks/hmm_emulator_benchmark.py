@@ -1,0 +1,124 @@
+"""An RNN emulator trained on a 3-state linear-chain HMM, as Torre et al. (2025) train theirs.
+
+Trains ``RNNEmulator(hidden=150, noise_dim=100)`` by Sinkhorn divergence (blur 0.2, straight
+-through Gumbel-softmax) on HMM symbol sequences and prints:
+
+- the output statistics of generated sequences against the HMM's (frequencies, volatility,
+  transition matrix), each with its standard error over trials;
+- the fixed points of the noise-free network (``probdyn.fixed_points``);
+- held-out log likelihood per sequence of the true HMM (forward algorithm, exact) and of the
+  RNN (particle filter), with standard errors: one evidence scale for both.
+
+    python tests/benchmarks/hmm_emulator_benchmark.py [--steps 3000] [--seed 0]
+"""
+
+import argparse
+import time
+
+import jax
+import jax.numpy as jnp
+import numpy as np
+from probdyn.inference import fit_sinkhorn
+from probdyn.models import RNNEmulator
+
+import probdyn
+from probdyn.data import hmm_architecture, simulate_hmm
+from probdyn.hmm import DiscreteHMM
+from probdyn.symbols import symbol_statistics
+
+
+def main():
+    parser = argparse.ArgumentParser()
+    parser.add_argument("--steps", type=int, default=3000)
+    parser.add_argument("--trials", type=int, default=2000)
+    parser.add_argument("--timesteps", type=int, default=50)
+    parser.add_argument("--batch-size", type=int, default=256)
+    parser.add_argument("--learning-rate", type=float, default=1e-3)
+    parser.add_argument("--particles", type=int, default=500)
+    parser.add_argument("--seed", type=int, default=0)
+    args = parser.parse_args()
+    T = args.timesteps
+    train = simulate_hmm("linear", num_trials=args.trials, num_timesteps=T, seed=args.seed)
+    test = simulate_hmm("linear", num_trials=100, num_timesteps=T, seed=1000 + args.seed)
+    model = RNNEmulator(hidden=150, noise_dim=100, num_symbols=3)
+    start = time.perf_counter()
+    result = fit_sinkhorn(
+        model,
+        train,
+        seed=args.seed,
+        num_steps=args.steps,
+        batch_size=args.batch_size,
+        learning_rate=args.learning_rate,
+        progress=False,
+    )
+    seconds = time.perf_counter() - start
+    print(
+        f"trained {args.steps} steps in {seconds:.0f} s; divergence {result.losses[:50].mean():.3f}"
+        f" (first 50) -> {result.losses[-50:].mean():.3f} (last 50)"
+    )
+
+    symbols, hidden = model.generate(result.params, jax.random.key(7), 2000, T)
+    fitted = symbol_statistics(np.asarray(symbols), 3)
+    reference = symbol_statistics(test.symbols.values, 3)
+    truth = symbol_statistics(
+        simulate_hmm("linear", num_trials=20000, num_timesteps=T, seed=2000).symbols.values, 3
+    )
+    print("\n            RNN (2000 seqs)        HMM held-out (100)    HMM (20000)")
+    for name in ("frequency", "volatility"):
+        for index in np.ndindex(fitted[name].shape):
+            print(
+                f"{name}{list(index) or ''}: {float(fitted[name][index]):.4f} ± "
+                f"{float(fitted[name + '_se'][index]):.4f}   {float(reference[name][index]):.4f} ± "
+                f"{float(reference[name + '_se'][index]):.4f}   {float(truth[name][index]):.4f}"
+            )
+    difference = np.abs(fitted.transition.values - truth.transition.values)
+    print("output transition matrix, RNN:\n", np.round(fitted.transition.values, 3))
+    print("output transition matrix, HMM:\n", np.round(truth.transition.values, 3))
+    print(
+        f"max |difference| {difference.max():.4f} (RNN se up to {fitted.transition_se.max():.4f})"
+    )
+
+    states = np.asarray(hidden[:50, ::5]).reshape(-1, model.hidden)
+    points = probdyn.fixed_points(model, result.draws(), states=states, seed=0)
+    print("\nnoise-free network:", points.describe())
+
+    initial, transition, emission = hmm_architecture("linear")
+    # z_0 ~ initial: DiscreteHMM starts at z_{-1}, so step 0's rows are all the start vector.
+    K = len(initial)
+
+    def log(p):
+        return jnp.log(jnp.clip(jnp.asarray(p), 1e-30))  # the chain's zero entries stay finite
+
+    steps = jnp.concatenate(
+        [
+            jnp.broadcast_to(log(initial), (1, K, K)),
+            jnp.broadcast_to(log(transition), (T - 1, K, K)),
+        ]
+    )
+    hmm = DiscreteHMM(
+        jnp.zeros(K),
+        steps,
+        probdyn.hmm.dist.Categorical(probs=jnp.asarray(emission)),
+        num_steps=T,
+    )
+    exact = np.asarray(hmm.log_prob(jnp.asarray(test.symbols.values)))
+    start = time.perf_counter()
+    rnn, rnn_se = model.log_likelihood(
+        result.params, test.symbols.values, num_particles=args.particles
+    )
+    n = exact.shape[0]
+    print(
+        f"\nheld-out log likelihood per sequence ({n} sequences of {T}; particle filter "
+        f"{time.perf_counter() - start:.0f} s):"
+    )
+    print(f"  true HMM (exact)     {exact.mean():.3f} ± {exact.std(ddof=1) / np.sqrt(n):.3f}")
+    print(
+        f"  RNN (particle filter) {rnn.mean():.3f} ± {rnn.std(ddof=1) / np.sqrt(n):.3f} "
+        f"(Monte Carlo se per sequence up to {rnn_se.max():.3f})"
+    )
+    gap = rnn - exact
+    print(f"  RNN - HMM, paired: {gap.mean():.3f} ± {gap.std(ddof=1) / np.sqrt(n):.3f} nats/seq")
+
+
+if __name__ == "__main__":
+    main()

@@ -1,0 +1,160 @@
+"""HMM emulators: Sinkhorn divergence, particle filter, the RNN emulator, symbol statistics."""
+
+import itertools
+
+import jax
+import jax.numpy as jnp
+import numpy as np
+import pytest
+from probdyn.models import RNNEmulator
+
+import probdyn
+from probdyn import particle_filter
+from probdyn.errors import DataError, PriorError
+from probdyn.hmm import DiscreteHMM
+from probdyn.optimal_transport import sinkhorn_divergence
+from probdyn.symbols import symbol_statistics
+
+
+# -- Sinkhorn divergence ---------------------------------------------------------------------
+def test_sinkhorn_divergence_of_two_diracs_is_half_the_squared_distance():
+    x, y = jnp.array([[0.0, 1.0, 2.0]]), jnp.array([[1.0, -1.0, 0.5]])
+    assert float(sinkhorn_divergence(x, y)) == pytest.approx(0.5 * 7.25, rel=1e-6)
+    assert float(sinkhorn_divergence(x, x)) == pytest.approx(0.0, abs=1e-9)
+
+
+def test_sinkhorn_divergence_tends_to_the_optimal_assignment_as_the_blur_vanishes():
+    rng = np.random.default_rng(0)
+    x, y = rng.normal(size=(5, 2)), rng.normal(size=(5, 2)) + 1.0
+    cost = 0.5 * ((x[:, None] - y[None]) ** 2).sum(-1)
+    exact = min(np.mean(cost[np.arange(5), list(p)]) for p in itertools.permutations(range(5)))
+    got = float(sinkhorn_divergence(jnp.asarray(x), jnp.asarray(y), blur=0.01, num_iterations=200))
+    assert got == pytest.approx(exact, rel=1e-3)
+
+
+def test_sinkhorn_gradient_matches_finite_differences():
+    rng = np.random.default_rng(1)
+    x, y = jnp.asarray(rng.normal(size=(6, 3))), jnp.asarray(rng.normal(size=(7, 3)))
+
+    def value(x):
+        return sinkhorn_divergence(x, y, blur=0.3, num_iterations=3000)
+
+    grad = np.asarray(jax.grad(value)(x))
+    h, index = 1e-5, (2, 1)
+    step = jnp.zeros_like(x).at[index].set(h)
+    numeric = (float(value(x + step)) - float(value(x - step))) / (2 * h)
+    assert grad[index] == pytest.approx(numeric, rel=1e-6)
+
+
+# -- particle filter -------------------------------------------------------------------------
+def test_particle_filter_matches_the_forward_algorithm_on_an_hmm():
+    initial = jnp.array([0.6, 0.3, 0.1])
+    transition = jnp.array([[0.8, 0.15, 0.05], [0.1, 0.8, 0.1], [0.05, 0.15, 0.8]])
+    emission = jnp.array([[0.7, 0.2, 0.1], [0.2, 0.6, 0.2], [0.1, 0.2, 0.7]])
+    hmm = DiscreteHMM(
+        jnp.log(initial),
+        jnp.log(transition),
+        probdyn.hmm.dist.Categorical(probs=emission),
+        num_steps=12,
+    )
+    symbols = hmm.sample(jax.random.key(0), (6,))  # (sequence, time)
+    exact = np.asarray(hmm.log_prob(symbols))
+
+    def first(key, num):
+        # Pyro's convention, which DiscreteHMM keeps: `initial` is the state at time -1.
+        key_start, key_move = jax.random.split(key)
+        return move(key_move, jax.random.categorical(key_start, jnp.log(initial), shape=(num,)))
+
+    def move(key, states):
+        return jax.random.categorical(key, jnp.log(transition)[states])
+
+    def observe(states, y):
+        return jnp.log(emission)[states, y]
+
+    estimate, se = particle_filter.log_likelihood(
+        first, move, observe, symbols, num_particles=2000, num_repeats=8, seed=1
+    )
+    assert np.all(se < 0.05)
+    np.testing.assert_allclose(estimate, exact, atol=4 * se.max() + 1e-3)
+
+
+def test_particle_filter_is_exact_when_every_particle_agrees():
+    # No input weights: the hidden state stays at zero and every symbol has probability 1/S.
+    model = RNNEmulator(hidden=4, noise_dim=2, num_symbols=3)
+    params = {"W_in": jnp.zeros((4, 2)), "W_hh": jnp.eye(4), "W_out": jnp.ones((3, 4))}
+    symbols = jnp.array([[0, 1, 2, 2, 1], [1, 1, 1, 0, 0]])
+    estimate, se = model.log_likelihood(params, symbols, num_particles=10)
+    np.testing.assert_allclose(estimate, -5 * np.log(3), atol=1e-12)
+    np.testing.assert_allclose(se, 0.0, atol=1e-12)
+
+
+def test_rnn_likelihood_matches_quadrature_for_independent_steps():
+    # W_hh = 0: h_t = relu(w xi_t) independently per step, so p(y) is a product of 1-D
+    # integrals over xi ~ N(0, 1), done here by Gauss-Hermite quadrature.
+    model = RNNEmulator(hidden=1, noise_dim=1, num_symbols=2)
+    params = {
+        "W_in": jnp.array([[1.5]]),
+        "W_hh": jnp.zeros((1, 1)),
+        "W_out": jnp.array([[2.0], [-1.0]]),
+    }
+    nodes, weights = np.polynomial.hermite_e.hermegauss(80)
+    h = np.maximum(1.5 * nodes, 0.0)
+    logits = np.stack([2.0 * h, -1.0 * h], axis=-1)
+    probs = np.exp(logits - np.logaddexp(logits[:, 0], logits[:, 1])[:, None])
+    per_symbol = weights @ probs / weights.sum()
+    symbols = np.array([[0, 0, 1, 0, 1, 1, 0], [1, 1, 1, 0, 0, 0, 0]])
+    exact = np.log(per_symbol)[symbols].sum(axis=1)
+    estimate, se = model.log_likelihood(params, symbols, num_particles=4000, num_repeats=8)
+    np.testing.assert_allclose(estimate, exact, atol=4 * se.max() + 1e-3)
+
+
+# -- the emulator ----------------------------------------------------------------------------
+def test_emulator_program_and_generation():
+    model = RNNEmulator(hidden=6, noise_dim=3, num_symbols=3)
+    ds = probdyn.data.simulate_hmm("linear", num_trials=4, num_timesteps=12, seed=0)
+    draws = probdyn.prior_predictive(model, data=ds, num_samples=2, seed=0)
+    assert draws["symbols"].shape == (2, 4, 12)
+    params = {name: draws[name][0] for name in ("W_in", "W_hh", "W_out")}
+    symbols, hidden = model.generate(params, jax.random.key(1), 5, 8)
+    assert symbols.shape == (5, 8) and hidden.shape == (5, 8, 6) and (hidden >= 0).all()
+    # Zero is a fixed point of the noise-free map.
+    np.testing.assert_array_equal(model.vector_field(params, jnp.zeros(6)), 0.0)
+
+
+def test_emulator_errors_name_the_problem():
+    with pytest.raises(PriorError, match="hidden"):
+        RNNEmulator(hidden=0)
+    with pytest.raises(PriorError, match="categorical"):
+        RNNEmulator(observation="poisson")
+    ds = probdyn.data.simulate_hmm("linear", num_trials=2, num_timesteps=5, seed=0)
+    with pytest.raises(DataError, match="num_symbols=2"):
+        RNNEmulator(num_symbols=2).prepare(ds)
+
+
+# -- symbol statistics -----------------------------------------------------------------------
+def test_symbol_statistics_count_what_they_say():
+    symbols = np.array([[0, 0, 1, 1, 1, 0], [2, 2, 2, 2, 0, 0]])
+    stats = symbol_statistics(symbols, 3)
+    np.testing.assert_allclose(stats.frequency, [5 / 12, 3 / 12, 4 / 12])
+    # pairs: trial 0: 00, 01, 11, 11, 10; trial 1: 22, 22, 22, 20, 00
+    np.testing.assert_allclose(stats.transition.sel(symbol=0), [2 / 3, 1 / 3, 0])
+    np.testing.assert_allclose(stats.transition.sel(symbol=1), [1 / 3, 2 / 3, 0])
+    np.testing.assert_allclose(stats.transition.sel(symbol=2), [1 / 4, 0, 3 / 4])
+    assert float(stats.volatility) == pytest.approx(3 / 10)
+    with pytest.raises(DataError, match="non-negative"):
+        symbol_statistics(-symbols)
+
+
+def test_symbol_statistics_standard_errors_cover_the_truth():
+    ds = probdyn.data.simulate_hmm("linear", num_trials=400, num_timesteps=50, seed=3)
+    stats = symbol_statistics(ds.symbols.values, 3)
+    truth = symbol_statistics(
+        probdyn.data.simulate_hmm(
+            "linear", num_trials=8000, num_timesteps=50, seed=4
+        ).symbols.values,
+        3,
+    )
+    z = np.abs(stats.volatility - truth.volatility) / stats.volatility_se
+    assert float(z) < 4 and float(stats.volatility_se) > 0
+    z = np.abs(stats.frequency - truth.frequency) / stats.frequency_se
+    assert float(z.max()) < 4
