@@ -298,7 +298,7 @@ def _use_compilation_cache() -> None:
         base = os.environ.get("XDG_CACHE_HOME") or Path.home() / ".cache"
         place = str(Path(base) / "probdyn" / "jax")
     jax.config.update("jax_compilation_cache_dir", place)
-    jax.config.update("jax_persistent_cache_min_compile_time_secs", 0.2)
+    jax.config.update("jax_persistent_cache_min_compile_time_secs", 0.0)
 
 
 def main(argv: list[str] | None = None) -> int:
