@@ -32,7 +32,6 @@ PROBE = """<script>window.addEventListener('load', () => {
 });</script>"""
 
 
-
 def render(page, tmp_path) -> dict:
     """What chromium shows of ``page``: counts of images (decoded or not), tables, headings."""
     probe = tmp_path / f"probe-{page.name}"

@@ -5,6 +5,8 @@ Trains ``RNNEmulator(hidden=150, noise_dim=100)`` by Sinkhorn divergence (blur 0
 
 - the output statistics of generated sequences against the HMM's (frequencies, volatility,
   transition matrix), each with its standard error over trials;
+- the residency groups of generated and held-out sequences, the variance of the hidden states
+  along their first principal components;
 - the fixed points of the noise-free network (``probdyn.fixed_points``);
 - held-out log likelihood per sequence of the true HMM (forward algorithm, exact) and of the
   RNN (particle filter), with standard errors: one evidence scale for both.
@@ -24,6 +26,7 @@ from probdyn.models import RNNEmulator
 import probdyn
 from probdyn.data import hmm_architecture, simulate_hmm
 from probdyn.hmm import DiscreteHMM
+from probdyn.mechanism import GROUPS, orbit_pca, residency_groups
 from probdyn.symbols import symbol_statistics
 
 
@@ -76,6 +79,19 @@ def main():
     print("output transition matrix, HMM:\n", np.round(truth.transition.values, 3))
     print(
         f"max |difference| {difference.max():.4f} (RNN se up to {fitted.transition_se.max():.4f})"
+    )
+
+    groups = {
+        "RNN": residency_groups(np.asarray(symbols)),
+        "HMM": residency_groups(test.symbols.values),
+    }
+    for label, group in groups.items():
+        shares = ", ".join(f"{name} {np.mean(group == i):.3f}" for i, name in enumerate(GROUPS))
+        print(f"residency groups, {label}: {shares}")
+    pca = orbit_pca(np.asarray(hidden[:200]))
+    print(
+        "hidden states under noise: variance explained by 3 PCs",
+        np.round(pca.explained_variance_ratio.values, 3),
     )
 
     states = np.asarray(hidden[:50, ::5]).reshape(-1, model.hidden)

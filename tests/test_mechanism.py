@@ -1,0 +1,35 @@
+"""Run lengths, residency groups and the orbit's principal components."""
+
+import numpy as np
+import pytest
+
+from probdyn.errors import DataError
+from probdyn.mechanism import orbit_pca, residency_groups, run_lengths
+
+
+def test_run_lengths_and_groups_by_hand():
+    symbols = np.array([[0, 1, 1, 1, 2, 2, 2, 2, 2, 2, 2, 2, 2, 0]])
+    np.testing.assert_array_equal(
+        run_lengths(symbols), [[1, 3, 3, 3, 9, 9, 9, 9, 9, 9, 9, 9, 9, 1]]
+    )
+    np.testing.assert_array_equal(
+        residency_groups(symbols), [[0, 1, 1, 1, 2, 2, 2, 2, 2, 2, 2, 2, 2, 0]]
+    )
+    with pytest.raises(DataError, match="trial, time"):
+        run_lengths(np.zeros(5))
+
+
+def test_orbit_pca_finds_the_plane_of_a_noisy_circle():
+    rng = np.random.default_rng(0)
+    angle = rng.uniform(0, 2 * np.pi, size=(10, 200))
+    basis = np.linalg.qr(rng.normal(size=(20, 2)))[0]  # an orthonormal plane in 20 units
+    states = 3.0 * np.stack([np.cos(angle), np.sin(angle)], -1) @ basis.T
+    states = states + 0.05 * rng.normal(size=states.shape) + 1.0
+    pca = orbit_pca(states, num_components=3)
+    ratio = pca.explained_variance_ratio.values
+    assert ratio[:2].sum() > 0.99 and ratio[2] < 0.01
+    # The first two components span the circle's plane.
+    overlap = pca.components.values[:2] @ basis
+    np.testing.assert_allclose(np.abs(np.linalg.det(overlap)), 1.0, atol=1e-3)
+    assert pca.projection.shape == (10, 200, 3)
+    np.testing.assert_allclose(np.linalg.norm(pca.projection[..., :2], axis=-1), 3.0, atol=0.3)
