@@ -26,6 +26,7 @@ import optax
 import xarray as xr
 from jax import Array
 from numpyro.infer import SVI, Trace_ELBO, autoguide
+from probdyn.inference.amortised import AMORTISED_GUIDES, AmortisedGuide, amortised_guide
 from probdyn.inference.arviz import to_datatree
 from probdyn.inference.density import Density, bind
 from tqdm.auto import tqdm
@@ -62,14 +63,17 @@ def make_guide(
         return guide
     if guide == "auto":
         guide = "mvn" if density.dim <= MVN_MAX_DIM and not subsampled else "normal"
-    if guide not in GUIDES:
+    if guide not in GUIDES and guide not in AMORTISED_GUIDES:
         raise ConfigError(
-            f"guide={guide!r}; expected 'auto', one of {sorted(GUIDES)} or a callable"
+            f"guide={guide!r}; expected 'auto', one of {sorted(GUIDES | AMORTISED_GUIDES)} or a "
+            "callable"
         )
     values = dict(init_values) if init_values else _prior_medians(density)
     options = {"init_loc_fn": functools.partial(_start_at, values=values)}
-    if init_scale is not None and guide in ("normal", "mvn"):
+    if init_scale is not None and guide in ("normal", "mvn", "amortised"):
         options["init_scale"] = init_scale
+    if guide in AMORTISED_GUIDES:
+        return amortised_guide(guide, model, density.program, **options)
     if guide in ("normal", "delta"):
         options["create_plates"] = model.trial_plate
     elif subsampled:
@@ -121,22 +125,33 @@ class SVIResult:
     losses: np.ndarray
     resumed_from: int = 0
 
-    def sample_posterior(self, num_samples: int, *, seed: int) -> dict[str, np.ndarray]:
+    def sample_posterior(self, num_samples: int, *, seed: int, data=None) -> dict[str, np.ndarray]:
         """Draws of every parameter (free and fixed) and deterministic site from the guide.
 
         The Laplace guide draws from its Gaussian at the MAP point (run as a program it would
-        give the point itself); every other guide is run as a program.
+        give the point itself); every other guide is run as a program. ``data`` (a Dataset or
+        ModelData; default: the fitted data) may hold new trials (held-out or evaluation sets)
+        when the guide is amortised: its encoder infers their per-trial sites.
         """
+        if data is None:
+            data = self.density.data
+        elif not isinstance(self.guide, AmortisedGuide):
+            raise ConfigError(
+                "new trials need an amortised guide (guide='amortised' or 'amortised-delta'); "
+                "other guides hold per-trial parameters only for the trials they were fitted to"
+            )
+        else:
+            data = self.model.as_data(data)
         key_guide, key_sites = jax.random.split(jax.random.key(seed))
         sites = [*self.density.shapes, *self.density.deterministic]
         if isinstance(self.guide, numpyro.infer.autoguide.AutoLaplaceApproximation):
             latent = self.guide.sample_posterior(
-                key_guide, self.params, self.density.data, sample_shape=(num_samples,)
+                key_guide, self.params, data, sample_shape=(num_samples,)
             )
             predictive = numpyro.infer.Predictive(
                 self.density.program, posterior_samples=latent, return_sites=sites
             )
-            draws = {**predictive(key_sites, self.density.data), **latent}
+            draws = {**predictive(key_sites, data), **latent}
         else:
             predictive = numpyro.infer.Predictive(
                 self.density.program,
@@ -145,7 +160,7 @@ class SVIResult:
                 num_samples=num_samples,
                 return_sites=sites,
             )
-            draws = predictive(key_guide, self.density.data)
+            draws = predictive(key_guide, data)
         draws = {name: value for name, value in draws.items() if name in sites}
         for name, value in self.density.fixed.items():
             draws[name] = np.broadcast_to(value, (num_samples, *np.shape(value)))
@@ -220,8 +235,10 @@ def svi(
     ----------
     guide
         ``"auto"`` (full-covariance Gaussian up to 400 free dims, else mean-field), ``"normal"``,
-        ``"mvn"``, ``"delta"`` (MAP), ``"laplace"``, or a NumPyro guide callable taking the
-        same arguments as the model.
+        ``"mvn"``, ``"delta"`` (MAP), ``"laplace"``, ``"amortised"`` / ``"amortised-delta"``
+        (Gaussian / MAP weights and the model's encoder over its per-trial site, see
+        :mod:`probdyn.inference.amortised`), or a NumPyro guide callable taking the same
+        arguments as the model.
     optimizer
         An optax transformation; default Adam with ``learning_rate``.
     batch_size

@@ -2,12 +2,13 @@
 
 from probdyn.models.hmm import HMM
 from probdyn.models.lds import LDS
+from probdyn.models.node import NODE
 from probdyn.models.rnn_emulator import RNNEmulator
 from probdyn.models.sdernn import SDERNN
 
 from probdyn.errors import ConfigError
 
-FAMILIES = {"HMM": HMM, "LDS": LDS, "RNNEmulator": RNNEmulator, "SDERNN": SDERNN}
+FAMILIES = {"HMM": HMM, "LDS": LDS, "NODE": NODE, "RNNEmulator": RNNEmulator, "SDERNN": SDERNN}
 
 
 def from_spec(spec: dict):
@@ -22,4 +23,4 @@ def from_spec(spec: dict):
         raise ConfigError(f"bad hyperparameters for {family}: {error}") from None
 
 
-__all__ = ["FAMILIES", "HMM", "LDS", "SDERNN", "RNNEmulator", "from_spec"]
+__all__ = ["FAMILIES", "HMM", "LDS", "NODE", "SDERNN", "RNNEmulator", "from_spec"]

@@ -14,7 +14,7 @@ from jax import Array
 
 from probdyn.data.validate import OBSERVATION_VARIABLES
 from probdyn.errors import PriorError
-from probdyn.kalman import LinearGaussianStateSpace
+from probdyn.kalman import LinearGaussianStateSpace, kalman_smoother
 from probdyn.model import Model, ModelData
 
 
@@ -82,6 +82,23 @@ class LDS(Model):
     def marginalized(self) -> bool:
         """Whether the latent path is integrated out (Gaussian emissions, not switched off)."""
         return self.observation == "gaussian" and self.marginalize is not False
+
+    def smoothed_latents(
+        self, params: Mapping[str, Array], observations: Array, mask: Array | None = None
+    ) -> tuple[Array, Array]:
+        r"""Moments of :math:`p(x_t \mid y_{0:T-1}, \theta)` of one trial (time, emission).
+
+        The Rauch-Tung-Striebel smoother (:func:`probdyn.kalman.kalman_smoother`): means
+        (time, latent), covariances (time, latent, latent). Gaussian emissions only.
+        """
+        if self.observation != "gaussian":
+            raise PriorError(
+                "smoothed_latents needs observation='gaussian' (a linear-Gaussian model)"
+            )
+        p = params
+        return kalman_smoother(
+            p["A"], p["b"], jnp.diag(p["q"] ** 2), p["C"], p["d"], p["r"] ** 2, observations, mask
+        )
 
     def default_priors(self, emission_dim: int) -> dict[str, dist.Distribution]:
         """Sites ``A, b, q, C, d`` (and ``r`` for Gaussian emissions) with their defaults."""

@@ -1,6 +1,7 @@
 """The ``probdyn`` command line.
 
-Commands: ``demo``, ``fit CONFIG``, ``fixed-points RUN``, ``compare RUN...``, ``report RUN``.
+Commands: ``demo``, ``fit CONFIG``, ``fixed-points RUN``, ``compare RUN...``, ``report RUN``,
+``nlb --train --eval-input --out`` (co-smoothing).
 
 Errors a user can cause (bad data, priors, configuration) end with one line on stderr and exit
 status 2, never a traceback.
@@ -175,6 +176,51 @@ def _fit(args) -> int:
     return 0
 
 
+def _nlb(args) -> int:
+    from probdyn import nlb
+    from probdyn.data import load_nlb
+    from probdyn.errors import DataError
+    from probdyn.metrics import co_bps
+
+    train = load_nlb(args.train, split="train")
+    num_heldout = int(train.heldout.sum())
+    evaluate = nlb.load_eval_input(args.eval_input, num_heldout)
+    if (
+        evaluate.sizes["neuron"] != train.sizes["neuron"]
+        or evaluate.sizes["time"] != train.sizes["time"]
+    ):
+        raise DataError(
+            f"{args.eval_input} has {evaluate.sizes['neuron'] - num_heldout} held-in neurons and "
+            f"{evaluate.sizes['time']} bins; the training file has "
+            f"{train.sizes['neuron'] - num_heldout} and {train.sizes['time']}"
+        )
+    model, result = nlb.fit_node(
+        train,
+        latent_dim=args.latent_dim,
+        tau=args.tau,
+        num_steps=args.steps,
+        seed=args.seed,
+        progress=not args.no_progress,
+    )
+    heldout = train.heldout.values
+    train_rates = nlb.predict_rates(model, result, train, seed=args.seed)
+    eval_rates = nlb.predict_rates(model, result, evaluate, seed=args.seed)
+    path = nlb.write_submission(
+        args.out,
+        args.dataset or nlb.dataset_name(args.train),
+        {
+            "train_rates_heldin": train_rates[..., ~heldout],
+            "train_rates_heldout": train_rates[..., heldout],
+            "eval_rates_heldin": eval_rates[..., ~heldout],
+            "eval_rates_heldout": eval_rates[..., heldout],
+        },
+    )
+    fitted = co_bps(train.spikes.values[..., heldout], train_rates[..., heldout])
+    print(f"co-bps on the training trials (in sample): {fitted:.3f}")
+    print(f"predicted rates: {path}")
+    return 0
+
+
 def _run_name(run, tree) -> str:
     return str(tree.attrs.get("name", run.stem))
 
@@ -277,6 +323,25 @@ def build_parser() -> argparse.ArgumentParser:
     report.add_argument("run", help="a run saved by probdyn")
     report.add_argument("--out", help="output file (default: RUN-report.html next to it)")
     report.set_defaults(handler=_report)
+    cosmoothing = commands.add_parser(
+        "nlb", help="Neural Latents Benchmark co-smoothing: fit a NODE, write predicted rates"
+    )
+    cosmoothing.add_argument("--train", required=True, help="e.g. mc_maze_small_train.h5")
+    cosmoothing.add_argument(
+        "--eval-input", required=True, help="h5 file with eval_spikes_heldin (trials to predict)"
+    )
+    cosmoothing.add_argument("--out", required=True, help="h5 file of predicted rates to write")
+    cosmoothing.add_argument(
+        "--dataset", help="h5 group name (default: the training file's name without _train)"
+    )
+    cosmoothing.add_argument("--latent-dim", type=int, default=8)
+    cosmoothing.add_argument(
+        "--tau", type=float, default=0.02, help="time constant of the dynamics in seconds"
+    )
+    cosmoothing.add_argument("--steps", type=int, default=3000, help="optimisation steps")
+    cosmoothing.add_argument("--seed", type=int, default=0)
+    cosmoothing.add_argument("--no-progress", action="store_true", help="no progress bars")
+    cosmoothing.set_defaults(handler=_nlb)
     return parser
 
 

@@ -1,4 +1,4 @@
-r"""Exact marginal likelihood of a linear-Gaussian state-space model (Kalman filter).
+r"""Exact inference in a linear-Gaussian state-space model (Kalman filter and RTS smoother).
 
 For one trial
 
@@ -32,7 +32,7 @@ from numpyro.distributions import constraints
 _LOG_2PI = jnp.log(2.0 * jnp.pi)
 
 
-def kalman_log_marginal(
+def kalman_filter(
     A: Array,
     b: Array,
     Q: Array,
@@ -43,8 +43,12 @@ def kalman_log_marginal(
     mask: Array | None = None,
     m0: Array | None = None,
     P0: Array | None = None,
-) -> Array:
-    r"""Return :math:`\log p(y_{0:T-1})` for one trial ``y`` of shape (time, emission)."""
+) -> tuple[Array, Array, Array]:
+    r"""Filtered moments and the log marginal of one trial ``y`` (time, emission).
+
+    Returns ``(means, covariances, log_marginal)``: :math:`m_{t|t}` (time, latent),
+    :math:`P_{t|t}` (time, latent, latent) and :math:`\log p(y_{0:T-1})`.
+    """
     latent_dim = A.shape[0]
     m0 = jnp.zeros(latent_dim, y.dtype) if m0 is None else m0
     P0 = jnp.eye(latent_dim, dtype=y.dtype) if P0 is None else P0
@@ -71,11 +75,52 @@ def kalman_log_marginal(
     def step(carry, inputs):
         y_t, observed_t = inputs
         (m, P, total), _ = jax.lax.scan(assimilate, carry, (C, d, R_diag, y_t, observed_t))
-        P = A @ P @ A.T + Q
-        return (A @ m + b, 0.5 * (P + P.T), total), None
+        P_next = A @ P @ A.T + Q
+        return (A @ m + b, 0.5 * (P_next + P_next.T), total), (m, P)
 
-    (_, _, total), _ = jax.lax.scan(step, (m0, P0, jnp.zeros((), y.dtype)), (y, mask))
-    return total
+    initial = (m0, P0, jnp.zeros((), y.dtype))
+    (_, _, total), (means, covariances) = jax.lax.scan(step, initial, (y, mask))
+    return means, covariances, total
+
+
+def kalman_log_marginal(A, b, Q, C, d, R_diag, y, mask=None, m0=None, P0=None) -> Array:
+    r"""Return :math:`\log p(y_{0:T-1})` for one trial ``y`` of shape (time, emission)."""
+    return kalman_filter(A, b, Q, C, d, R_diag, y, mask, m0, P0)[2]
+
+
+def kalman_smoother(
+    A: Array, b: Array, Q: Array, C: Array, d: Array, R_diag: Array, y: Array, mask=None
+) -> tuple[Array, Array]:
+    r"""Smoothed moments :math:`p(x_t \mid y_{0:T-1}) = N(m_{t|T}, P_{t|T})` of one trial.
+
+    Rauch-Tung-Striebel backward pass over :func:`kalman_filter`: with the prediction
+    :math:`P_{t+1|t} = A P_{t|t} A^\top + Q` and gain :math:`G_t = P_{t|t} A^\top
+    P_{t+1|t}^{-1}`,
+
+    .. math::
+        m_{t|T} = m_{t|t} + G_t (m_{t+1|T} - A m_{t|t} - b),\quad
+        P_{t|T} = P_{t|t} + G_t (P_{t+1|T} - P_{t+1|t}) G_t^\top.
+
+    Returns means (time, latent) and covariances (time, latent, latent).
+    """
+    means, covariances, _ = kalman_filter(A, b, Q, C, d, R_diag, y, mask)
+
+    def back(carry, filtered):
+        m_next, P_next = carry
+        m, P = filtered
+        predicted = A @ P @ A.T + Q
+        gain = jnp.linalg.solve(predicted, A @ P).T
+        m_smooth = m + gain @ (m_next - A @ m - b)
+        P_smooth = P + gain @ (P_next - predicted) @ gain.T
+        P_smooth = 0.5 * (P_smooth + P_smooth.T)
+        return (m_smooth, P_smooth), (m_smooth, P_smooth)
+
+    last = (means[-1], covariances[-1])
+    _, (m_rest, P_rest) = jax.lax.scan(back, last, (means[:-1], covariances[:-1]), reverse=True)
+    return (
+        jnp.concatenate([m_rest, means[-1:]]),
+        jnp.concatenate([P_rest, covariances[-1:]]),
+    )
 
 
 class LinearGaussianStateSpace(dist.Distribution):

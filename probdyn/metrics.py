@@ -1,8 +1,8 @@
-r"""How close generated trajectories come to a reference sample of a dynamical system.
+r"""Scores of a fitted dynamics model against ground truth or held-out data.
 
-Both measures compare distributions, not paths, so they apply to chaotic and noisy systems where
-trajectories diverge however good the model (Koppe et al. 2019, PLoS Comput. Biol. 15 e1007263;
-Mikhaeil, Monfared & Durstewitz 2022, NeurIPS; Gilpin 2021, NeurIPS Datasets and Benchmarks).
+**Distributions of generated states** (chaotic and noisy systems, where trajectories diverge
+however good the model; Koppe et al. 2019, PLoS Comput. Biol. 15 e1007263; Mikhaeil, Monfared &
+Durstewitz 2022, NeurIPS; Gilpin 2021, NeurIPS Datasets and Benchmarks):
 
 - :func:`state_space_kl`: :math:`D_{KL}(p \,\|\, q)` between the occupation histograms of the
   reference states :math:`p` and the generated states :math:`q` on a common grid.
@@ -10,6 +10,16 @@ Mikhaeil, Monfared & Durstewitz 2022, NeurIPS; Gilpin 2021, NeurIPS Datasets and
   per state dimension, averaged.
 
 Each is reported against its floor: the same measure between two independent reference samples.
+
+**Recovery of known latents and rates** (Sedler, Versteeg & Pandarinath 2023):
+
+- :func:`rate_r2`: :math:`R^2` of inferred against true rates, no fitting, averaged over neurons.
+- :func:`state_r2`: :math:`R^2` of an affine regression from true to inferred latents, per
+  inferred dimension, clamped at -10, averaged (:func:`affine_map` gives the map itself).
+
+**Held-out prediction** (Pei et al. 2021, Neural Latents Benchmark):
+
+- :func:`co_bps`: co-smoothing bits per spike of predicted rates for held-out neurons.
 """
 
 from __future__ import annotations
@@ -101,3 +111,102 @@ def power_spectrum_hellinger(reference, sample, *, smoothing: float = 2.0) -> fl
     p, q = _spectra(p_paths, smoothing), _spectra(q_paths, smoothing)
     overlap = np.sum(np.sqrt(p * q), axis=1)
     return float(np.mean(np.sqrt(np.clip(1.0 - overlap, 0.0, 1.0))))
+
+
+def _paired(name_a: str, a, name_b: str, b) -> tuple[np.ndarray, np.ndarray]:
+    """Both arrays flattened to (points, dim), checked finite and of matching points."""
+    a, b = _states(name_a, a), _states(name_b, b)
+    if a.shape[0] != b.shape[0]:
+        raise DataError(
+            f"{name_a} has {a.shape[0]} points and {name_b} {b.shape[0]}; they must be paired "
+            "(same trials and bins)"
+        )
+    return a, b
+
+
+def _r2(target: np.ndarray, prediction: np.ndarray) -> np.ndarray:
+    """Coefficient of determination per column, :math:`1 - SS_{res}/SS_{tot}`."""
+    residual = np.sum((target - prediction) ** 2, axis=0)
+    total = np.sum((target - target.mean(axis=0)) ** 2, axis=0)
+    return 1.0 - residual / total
+
+
+def rate_r2(rates_true, rates) -> float:
+    r"""Mean over neurons of :math:`R^2` of inferred ``rates`` against ``rates_true``.
+
+    Both (..., neuron), in the same unit (per bin); no regression is fitted, so a wrong scale or
+    offset counts against the model.
+    """
+    truth, inferred = _paired("rates_true", rates_true, "rates", rates)
+    if truth.shape[1] != inferred.shape[1]:
+        raise DataError(f"rates_true has {truth.shape[1]} neurons and rates {inferred.shape[1]}")
+    return float(np.mean(_r2(truth, inferred)))
+
+
+def affine_map(source, target) -> tuple[np.ndarray, np.ndarray]:
+    r"""Least-squares :math:`(A, b)` with :math:`\text{target} \approx \text{source}\,A + b`.
+
+    ``source`` (..., d_s), ``target`` (..., d_t) paired point by point; returns A (d_s, d_t) and
+    b (d_t,).
+    """
+    x, y = _paired("source", source, "target", target)
+    design = np.concatenate([x, np.ones((x.shape[0], 1))], axis=1)
+    solution, *_ = np.linalg.lstsq(design, y, rcond=None)
+    return solution[:-1], solution[-1]
+
+
+def state_r2(latents_true, latents, *, fit_on=None, floor: float = -10.0) -> float:
+    r"""How well the true latents explain the inferred ones.
+
+    An affine map from ``latents_true`` (..., d) to ``latents`` (..., D) is fitted by least
+    squares, on these same points or on ``fit_on = (latents_true, latents)`` of other trials
+    (fit on training trials, score on validation trials); the :math:`R^2` of each inferred
+    dimension, clamped below at ``floor``, is averaged. Inferred dimensions that the true
+    system does not explain (extra or spurious dynamics) score low, which is what distinguishes
+    this from regressing the other way. Scored out of sample, :math:`R^2` can be very negative,
+    hence the clamp.
+    """
+    A, b = affine_map(*(fit_on or (latents_true, latents)))
+    x, y = _paired("latents_true", latents_true, "latents", latents)
+    return float(np.mean(np.maximum(_r2(y, x @ A + b), floor)))
+
+
+def co_bps(spikes, rates) -> float:
+    r"""Co-smoothing bits per spike of predicted ``rates`` (per bin) for held-out ``spikes``.
+
+    .. math::
+        \text{co-bps} = \frac{\log L(y \mid r) - \log L(y \mid \bar r)}{\ln 2 \sum y},
+
+    with :math:`\log L` the Poisson log likelihood summed over trials, bins and neurons and
+    :math:`\bar r` each neuron's mean count per bin over the evaluated data. Bins where the
+    spikes are NaN (missing) are left out of every sum.
+    """
+    y, r = _paired_counts(spikes, rates)
+    observed = np.isfinite(y)
+    if (r[observed] <= 0).any() or not np.isfinite(r[observed]).all():
+        raise DataError("rates must be positive and finite wherever spikes are observed")
+    counts = np.where(observed, y, 0.0)
+    null = counts.sum(axis=0) / observed.sum(axis=0)
+
+    def log_likelihood(rate):
+        rate = np.where(observed, rate, 1.0)
+        return np.sum(np.where(observed, counts * np.log(rate) - rate, 0.0))
+
+    total = counts.sum()
+    if total <= 0:
+        raise DataError("the held-out spikes contain no spike; co-bps is undefined")
+    null_rates = np.broadcast_to(null, counts.shape)
+    return float((log_likelihood(r) - log_likelihood(null_rates)) / (np.log(2) * total))
+
+
+def _paired_counts(spikes, rates) -> tuple[np.ndarray, np.ndarray]:
+    """Spikes and rates as (points, neuron) float arrays of the same shape (NaN spikes kept)."""
+    y = np.asarray(spikes, dtype=np.float64)
+    r = np.asarray(rates, dtype=np.float64)
+    if y.shape != r.shape or y.ndim < 2:
+        raise DataError(
+            f"spikes have shape {y.shape} and rates {r.shape}; expected the same (..., neuron)"
+        )
+    if (y[np.isfinite(y)] < 0).any():
+        raise DataError("spikes must be non-negative counts")
+    return y.reshape(-1, y.shape[-1]), r.reshape(-1, r.shape[-1])

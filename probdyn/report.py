@@ -72,6 +72,63 @@ def trajectories_figure(observed: np.ndarray, predicted: np.ndarray | None, dt: 
     return fig
 
 
+def latent_draws(tree, trial: int = 0, max_draws: int = 200, seed: int = 0):
+    r"""Posterior draws (draw, time, latent) of one trial's latent path, or None.
+
+    From the posterior's ``latents`` site where the run recorded it; for a linear-Gaussian run
+    (latents integrated out) one draw per parameter draw from the smoothed marginals
+    :math:`p(x_t \mid y, \theta)`, which gives the exact marginal posterior of each
+    :math:`x_t`.
+    """
+    import json
+
+    import jax
+
+    from probdyn.models import from_spec
+
+    posterior = tree["posterior"]
+    if "latents" in posterior:
+        values = posterior["latents"].values
+        return values.reshape(-1, *values.shape[2:])[:max_draws, trial]
+    model = from_spec(json.loads(posterior.attrs["model"]))
+    if not hasattr(model, "smoothed_latents") or "observed_data" not in tree.children:
+        return None
+    if model.observation != "gaussian":
+        return None
+    observed = next(iter(tree["observed_data"].to_dataset().data_vars.values())).values[trial]
+    stacked = posterior.to_dataset().stack(sample=("chain", "draw"))
+    names = set(model.default_priors(observed.shape[-1]))
+    params = {
+        k: np.moveaxis(v.values, -1, 0)[:max_draws]
+        for k, v in stacked.data_vars.items()
+        if k in names
+    }
+    mask = np.isfinite(observed)
+    means, covariances = jax.vmap(
+        lambda p: model.smoothed_latents(p, np.where(mask, observed, 0.0), mask)
+    )(params)
+    chol = np.linalg.cholesky(np.asarray(covariances))
+    noise = np.random.default_rng(seed).normal(size=np.shape(means))
+    return np.asarray(means) + np.einsum("dtij,dtj->dti", chol, noise)
+
+
+def latent_figure(draws: np.ndarray, dt: float, title: str):
+    """Median and 90% credible band of each latent coordinate (up to 4) over time."""
+    plt = _pyplot()
+    dims = min(draws.shape[-1], 4)
+    fig, axes = plt.subplots(dims, 1, figsize=(7, 1.4 * dims), sharex=True, squeeze=False)
+    time = np.arange(draws.shape[1]) * dt
+    for j, ax in enumerate(axes[:, 0]):
+        low, mid, high = np.quantile(draws[..., j], [0.05, 0.5, 0.95], axis=0)
+        ax.fill_between(time, low, high, color="#ccbb44", alpha=0.5, label="90% credible")
+        ax.plot(time, mid, color="#996600", lw=1, label="median")
+        ax.set_ylabel(f"latent {j}")
+    axes[0, 0].set_title(title)
+    axes[0, 0].legend(loc="upper right", fontsize=7)
+    axes[-1, 0].set_xlabel("time")
+    return fig
+
+
 def loss_figure(losses: np.ndarray, title: str):
     """SVI loss (negative ELBO) trace."""
     plt = _pyplot()
@@ -235,6 +292,19 @@ def run_sections(tree, name: str) -> list[tuple[str, str]]:
                 "observed traces and the 90% posterior predictive band",
             )
         sections.append(("Data", body))
+        draws = latent_draws(tree)
+        if draws is not None:
+            sections.append(
+                (
+                    "Latent trajectories",
+                    figure_html(
+                        latent_figure(draws, dt, f"trial 0: latents of {name}"),
+                        f"posterior median and 90% credible band of each latent coordinate "
+                        f"({draws.shape[0]} draws); latent coordinates are identified only up "
+                        "to the model's symmetries (for linear readouts, an invertible map)",
+                    ),
+                )
+            )
     diagnostics = ""
     if "optimization" in children:
         losses = tree["optimization"]["loss"].values

@@ -9,13 +9,12 @@ from probdyn.models import LDS
 from scipy.stats import multivariate_normal
 
 from probdyn import PriorError, prior_predictive
-from probdyn.kalman import kalman_log_marginal
+from probdyn.kalman import kalman_log_marginal, kalman_smoother
 
 
-def dense_observation_moments(A, b, Q, C, d, R, T):
-    """Mean and covariance of all observations stacked (time-major), built densely."""
+def dense_latent_moments(A, b, Q, T):
+    """Mean and covariance of the stacked latent path (time-major), x_0 ~ N(0, I)."""
     D = A.shape[0]
-    # Latent means and covariances by the recursion x_{t+1} = A x_t + b + w_t, x_0 ~ N(0, I).
     means, marg = [np.zeros(D)], [np.eye(D)]
     for _ in range(T - 1):
         means.append(A @ means[-1] + b)
@@ -26,8 +25,14 @@ def dense_observation_moments(A, b, Q, C, d, R, T):
             block = np.linalg.matrix_power(A, t - s) @ marg[s]
             cov[t * D : (t + 1) * D, s * D : (s + 1) * D] = block
             cov[s * D : (s + 1) * D, t * D : (t + 1) * D] = block.T
+    return np.concatenate(means), cov
+
+
+def dense_observation_moments(A, b, Q, C, d, R, T):
+    """Mean and covariance of all observations stacked (time-major), built densely."""
+    mean_x, cov = dense_latent_moments(A, b, Q, T)
     big_c = np.kron(np.eye(T), C)
-    mean_y = big_c @ np.concatenate(means) + np.tile(d, T)
+    mean_y = big_c @ mean_x + np.tile(d, T)
     cov_y = big_c @ cov @ big_c.T + np.kron(np.eye(T), np.diag(R))
     return mean_y, cov_y
 
@@ -54,17 +59,42 @@ def test_kalman_equals_dense_joint_gaussian(latent_dim, emission_dim, T):
     assert abs(float(ours) - dense_log_marginal(A, b, Q, C, d, R, y)) < 1e-8
 
 
-def test_kalman_missing_entries_equal_dense_marginal_of_observed():
-    rng = np.random.default_rng(3)
-    D, N, T = 2, 3, 5
-    A = 0.6 * np.eye(D) + 0.1 * rng.normal(size=(D, D))
+def partly_observed_case(seed: int, T: int):
+    """A 2-latent, 3-channel model, data and a mask hiding about 30% of the entries."""
+    rng = np.random.default_rng(seed)
+    D, N = 2, 3
+    A = 0.6 * np.eye(D) + 0.2 * rng.normal(size=(D, D))
     b, Q = rng.normal(size=D), np.diag([0.3, 0.5])
     C, d, R = rng.normal(size=(N, D)), rng.normal(size=N), np.array([0.4, 0.7, 1.1])
     y = rng.normal(size=(T, N))
     mask = rng.uniform(size=(T, N)) > 0.3
+    return (A, b, Q, C, d, R, y), mask
+
+
+def test_kalman_missing_entries_equal_dense_marginal_of_observed():
+    (A, b, Q, C, d, R, y), mask = partly_observed_case(3, T=5)
     ours = kalman_log_marginal(*map(jnp.asarray, (A, b, Q, C, d, R, y)), mask=jnp.asarray(mask))
     reference = dense_log_marginal(A, b, Q, C, d, R, y, mask)
     assert abs(float(ours) - reference) < 1e-8
+
+
+def test_rts_smoother_equals_the_dense_gaussian_conditional():
+    (A, b, Q, C, d, R, y), mask = partly_observed_case(5, T=6)
+    T, D = y.shape[0], A.shape[0]
+    means, covariances = kalman_smoother(
+        *map(jnp.asarray, (A, b, Q, C, d, R, y)), mask=jnp.asarray(mask)
+    )
+    mean_x, cov_x = dense_latent_moments(A, b, Q, T)
+    big_c = np.kron(np.eye(T), C)[mask.reshape(-1)]
+    mean_y = big_c @ mean_x + np.tile(d, T)[mask.reshape(-1)]
+    cov_y = big_c @ cov_x @ big_c.T + np.diag(np.tile(R, T)[mask.reshape(-1)])
+    gain = cov_x @ big_c.T @ np.linalg.inv(cov_y)
+    post_mean = mean_x + gain @ (y.reshape(-1)[mask.reshape(-1)] - mean_y)
+    post_cov = cov_x - gain @ big_c @ cov_x
+    np.testing.assert_allclose(means, post_mean.reshape(T, D), atol=1e-9)
+    for t in range(T):
+        block = post_cov[t * D : (t + 1) * D, t * D : (t + 1) * D]
+        np.testing.assert_allclose(covariances[t], block, atol=1e-9)
 
 
 def _dataset(y, dt=0.1):

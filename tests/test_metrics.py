@@ -1,10 +1,18 @@
-"""Distribution-level trajectory metrics against closed forms."""
+"""Metrics against closed forms and scipy."""
 
 import numpy as np
 import pytest
+import scipy.stats
 
 from probdyn.errors import DataError
-from probdyn.metrics import power_spectrum_hellinger, state_space_kl
+from probdyn.metrics import (
+    affine_map,
+    co_bps,
+    power_spectrum_hellinger,
+    rate_r2,
+    state_r2,
+    state_space_kl,
+)
 
 
 def test_state_space_kl_is_the_discrete_kl_of_the_bin_occupancies():
@@ -53,3 +61,52 @@ def test_power_spectrum_hellinger_bounds():
 def test_power_spectrum_hellinger_needs_matching_paths():
     with pytest.raises(DataError, match="same time and dim"):
         power_spectrum_hellinger(np.zeros((2, 10, 1)), np.zeros((2, 12, 1)))
+
+
+def test_rate_r2_is_one_for_the_truth_and_counts_a_wrong_scale():
+    rng = np.random.default_rng(0)
+    rates = rng.gamma(2.0, 1.0, size=(5, 30, 4))
+    assert rate_r2(rates, rates) == 1.0
+    # No regression is fitted: doubling the rates costs 1 - R^2 = sum(r^2) / SS_tot per neuron.
+    flat = rates.reshape(-1, 4)
+    expected = np.mean(1 - (flat**2).sum(0) / ((flat - flat.mean(0)) ** 2).sum(0))
+    np.testing.assert_allclose(rate_r2(rates, 2 * rates), expected)
+
+
+def test_state_r2_is_invariant_to_affine_maps_and_penalises_unexplained_dims():
+    rng = np.random.default_rng(1)
+    truth = rng.normal(size=(4, 50, 3))
+    mixed = truth @ rng.normal(size=(3, 3)) + rng.normal(size=3)
+    np.testing.assert_allclose(state_r2(truth, mixed), 1.0, atol=1e-12)
+    A, b = affine_map(truth, mixed)
+    np.testing.assert_allclose(truth.reshape(-1, 3) @ A + b, mixed.reshape(-1, 3), atol=1e-10)
+    # An extra inferred dimension of pure noise scores ~0, and the mean drops to ~3/4.
+    noisy = np.concatenate([mixed, rng.normal(size=(4, 50, 1))], axis=-1)
+    assert 0.7 < state_r2(truth, noisy) < 0.76
+    # Out of sample (map fitted on other trials) a wrong map scores below 0, down to the floor.
+    other = truth @ rng.normal(size=(3, 3))
+    assert state_r2(truth, mixed, fit_on=(truth, mixed)) == pytest.approx(1.0)
+    assert state_r2(truth, mixed, fit_on=(truth, other + 100.0)) == -10.0
+
+
+def test_co_bps_against_poisson_log_likelihoods_from_scipy():
+    rng = np.random.default_rng(2)
+    rates = rng.gamma(2.0, 0.5, size=(6, 20, 3))
+    spikes = rng.poisson(rates).astype(float)
+    null = spikes.reshape(-1, 3).mean(axis=0)
+    expected = (
+        scipy.stats.poisson.logpmf(spikes, rates).sum()
+        - scipy.stats.poisson.logpmf(spikes, np.broadcast_to(null, spikes.shape)).sum()
+    ) / (np.log(2) * spikes.sum())
+    np.testing.assert_allclose(co_bps(spikes, rates), expected, rtol=1e-12)
+    assert co_bps(spikes, np.broadcast_to(null, spikes.shape)) == 0.0
+    # Missing bins are left out of every sum, the null rate included.
+    spikes[0, :5, 1] = np.nan
+    observed = np.isfinite(spikes)
+    null = np.nansum(spikes, axis=(0, 1)) / observed.sum(axis=(0, 1))
+    ll = scipy.stats.poisson.logpmf(np.nan_to_num(spikes), rates)
+    ll0 = scipy.stats.poisson.logpmf(np.nan_to_num(spikes), np.broadcast_to(null, spikes.shape))
+    expected = ((ll - ll0) * observed).sum() / (np.log(2) * np.nansum(spikes))
+    np.testing.assert_allclose(co_bps(spikes, rates), expected, rtol=1e-12)
+    with pytest.raises(DataError, match="positive and finite"):
+        co_bps(spikes, np.zeros_like(rates))

@@ -73,10 +73,16 @@ def run_reports(tmp_path_factory):
 @pytest.mark.slow
 def test_run_report_renders_every_figure_and_table(run_reports, tmp_path):
     shown = render(run_reports / "run.html", tmp_path)
-    # data with predictive band, loss trace, phase portrait, eigenvalue spectra
-    assert shown["images"] == 4 and shown["decoded"] == 4
+    # data with predictive band, smoothed latents, loss trace, phase portrait, eigenvalues
+    assert shown["images"] == 5 and shown["decoded"] == 5
     assert shown["tables"] >= 2
-    assert shown["headings"][:4] == ["Data", "Fit diagnostics", "Evidence", "Fixed points"]
+    assert shown["headings"][:5] == [
+        "Data",
+        "Latent trajectories",
+        "Fit diagnostics",
+        "Evidence",
+        "Fixed points",
+    ]
 
 
 @pytest.mark.slow
