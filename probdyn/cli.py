@@ -199,6 +199,7 @@ def _nlb(args) -> int:
         latent_dim=args.latent_dim,
         tau=args.tau,
         num_steps=args.steps,
+        guide=args.guide,
         seed=args.seed,
         progress=not args.no_progress,
     )
@@ -339,6 +340,12 @@ def build_parser() -> argparse.ArgumentParser:
         "--tau", type=float, default=0.02, help="time constant of the dynamics in seconds"
     )
     cosmoothing.add_argument("--steps", type=int, default=3000, help="optimisation steps")
+    cosmoothing.add_argument(
+        "--guide",
+        choices=["amortised-delta", "amortised"],
+        default="amortised-delta",
+        help="MAP weights, or a Gaussian posterior over them",
+    )
     cosmoothing.add_argument("--seed", type=int, default=0)
     cosmoothing.add_argument("--no-progress", action="store_true", help="no progress bars")
     cosmoothing.set_defaults(handler=_nlb)

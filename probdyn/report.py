@@ -88,8 +88,9 @@ def latent_draws(tree, trial: int = 0, max_draws: int = 200, seed: int = 0):
 
     posterior = tree["posterior"]
     if "latents" in posterior:
-        values = posterior["latents"].values
-        return values.reshape(-1, *values.shape[2:])[:max_draws, trial]
+        latents = posterior["latents"]
+        values = latents.isel({latents.dims[2]: trial}).values  # (chain, draw, time, latent)
+        return values.reshape(-1, *values.shape[2:])[:max_draws]
     model = from_spec(json.loads(posterior.attrs["model"]))
     if not hasattr(model, "smoothed_latents") or "observed_data" not in tree.children:
         return None

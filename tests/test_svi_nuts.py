@@ -13,6 +13,7 @@ import pytest
 import xarray as xr
 from lds_cases import ou_dataset, ou_exact, ou_model
 from probdyn.inference import nuts, svi
+from probdyn.inference.svi import _curriculum
 from probdyn.models import LDS
 from scipy import stats
 
@@ -39,6 +40,24 @@ def test_svi_same_seed_same_result_and_loss_decreases():
     assert a.losses[-50:].mean() < a.losses[:50].mean()
     draws = a.sample_posterior(20, seed=0)
     assert set(draws) == {"A", "b", "q", "C", "d", "r"} and draws["C"].shape == (20, 2, 1)
+
+
+def test_curriculum_stage_equals_a_fit_to_the_first_bins_only():
+    ds = small_dataset()
+    staged = svi(LDS(latent_dim=1), ds, num_steps=60, seed=1, curriculum=(4, 100), progress=False)
+    hidden = ds.copy(deep=True)
+    hidden["y"][:, 4:] = np.nan  # the stage's view: bins 4.. missing
+    direct = svi(LDS(latent_dim=1), hidden, num_steps=60, seed=1, progress=False)
+    np.testing.assert_allclose(staged.losses, direct.losses, rtol=1e-6)
+    # Stages grow by 4 bins every 100 steps up to all 20; chunks stop at stage boundaries.
+    data = LDS(latent_dim=1).prepare(ds)
+    at = _curriculum(data, (4, 100))
+    visible = [int(at(step).mask[0, :, 0].sum()) for step in (0, 99, 100, 250, 1000)]
+    assert visible == [4, 4, 8, 12, 20]
+    grown = svi(LDS(latent_dim=1), ds, num_steps=130, seed=1, curriculum=(4, 50), progress=False)
+    assert grown.losses.shape == (130,) and np.isfinite(grown.losses).all()
+    with pytest.raises(ConfigError, match="curriculum"):
+        svi(LDS(latent_dim=1), ds, num_steps=5, seed=1, curriculum=(0, 10), progress=False)
 
 
 def test_laplace_draws_have_the_inverse_hessian_spread_and_init_starts_a_guide():

@@ -48,6 +48,8 @@ def main():
     parser.add_argument("--steps", type=int, default=3000)
     parser.add_argument("--latent-dim", type=int, default=8)
     parser.add_argument("--seeds", type=int, default=1)
+    parser.add_argument("--guide", default="amortised-delta")
+    parser.add_argument("--tau", default="0.02")
     args = parser.parse_args()
     source = Path(args.data) / "mc_maze_small" / "mc_maze_small_train.h5"
     full = load_nlb(source, split="train")
@@ -67,6 +69,8 @@ def main():
                     "--steps", str(args.steps),
                     "--latent-dim", str(args.latent_dim),
                     "--seed", str(seed),
+                    "--guide", args.guide,
+                    "--tau", args.tau,
                     "--no-progress",
                 ]
             )  # fmt: skip

@@ -68,6 +68,7 @@ def fit_and_score(ds, dynamics: str, args, seed: int) -> dict:
         guide=args.guide,
         optimizer=optimizer,
         batch_size=args.batch_size,
+        curriculum=tuple(args.curriculum) if args.curriculum else None,
         progress=False,
     )
     seconds = time.perf_counter() - start
@@ -134,6 +135,13 @@ def main():
     parser.add_argument("--substeps", type=int, default=1)
     parser.add_argument("--tau", type=float, default=1.0, help="time constant, system units")
     parser.add_argument("--guide", default="amortised-delta")
+    parser.add_argument(
+        "--curriculum",
+        type=int,
+        nargs=2,
+        metavar=("BINS", "EVERY"),
+        help="grow by BINS every EVERY steps",
+    )
     parser.add_argument("--num-samples", type=int, default=20)
     args = parser.parse_args()
 
