@@ -52,7 +52,7 @@ def test_nlb_command_writes_the_submission_layout(tmp_path, capsys):
     train, evaluate, spikes = write_nlb_files(tmp_path)
     out = tmp_path / "rates.h5"
     args = ["nlb", "--train", str(train), "--eval-input", str(evaluate), "--out", str(out)]
-    status = main([*args, "--steps", "30", "--latent-dim", "2", "--tau", "0.05", "--no-progress"])
+    status = main([*args, "--steps", "10", "--latent-dim", "2", "--tau", "0.05", "--no-progress"])
     assert status == 0, capsys.readouterr().err
     with h5py.File(out, "r") as file:
         group = file["toy"]

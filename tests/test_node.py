@@ -113,7 +113,7 @@ def test_amortised_fit_lowers_the_loss_and_infers_new_trials(guide):
     result = svi(
         model,
         train,
-        num_steps=150,
+        num_steps=60,
         seed=0,
         guide=guide,
         batch_size=16,
