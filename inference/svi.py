@@ -26,7 +26,12 @@ import optax
 import xarray as xr
 from jax import Array
 from numpyro.infer import SVI, Trace_ELBO, autoguide
-from probdyn.inference.amortised import AMORTISED_GUIDES, AmortisedGuide, amortised_guide
+from probdyn.inference.amortised import (
+    AMORTISED_GUIDES,
+    AmortisedGuide,
+    amortised_guide,
+    refine_local,
+)
 from probdyn.inference.arviz import to_datatree
 from probdyn.inference.density import Density, bind
 from tqdm.auto import tqdm
@@ -125,17 +130,25 @@ class SVIResult:
     losses: np.ndarray
     resumed_from: int = 0
 
-    def sample_posterior(self, num_samples: int, *, seed: int, data=None) -> dict[str, np.ndarray]:
+    def sample_posterior(
+        self, num_samples: int, *, seed: int, data=None, refine: int = 0
+    ) -> dict[str, np.ndarray]:
         """Draws of every parameter (free and fixed) and deterministic site from the guide.
 
         The Laplace guide draws from its Gaussian at the MAP point (run as a program it would
         give the point itself); every other guide is run as a program. ``data`` (a Dataset or
         ModelData; default: the fitted data) may hold new trials (held-out or evaluation sets)
-        when the guide is amortised: its encoder infers their per-trial sites.
+        when the guide is amortised: its encoder infers their per-trial sites, and ``refine``
+        (a number of optimisation steps; 0: none) moves each from the encoder's draw to a
+        draw from the Laplace approximation of the trial's own posterior
+        (:func:`probdyn.inference.amortised.refine_local`).
         """
+        amortised = isinstance(self.guide, AmortisedGuide)
+        if refine and not amortised:
+            raise ConfigError("refine needs an amortised guide (it refines the encoder's draws)")
         if data is None:
             data = self.density.data
-        elif not isinstance(self.guide, AmortisedGuide):
+        elif not amortised:
             raise ConfigError(
                 "new trials need an amortised guide (guide='amortised' or 'amortised-delta'); "
                 "other guides hold per-trial parameters only for the trials they were fitted to"
@@ -161,6 +174,22 @@ class SVIResult:
                 return_sites=sites,
             )
             draws = predictive(key_guide, data)
+        if refine:
+            site = self.model.local_site
+            weights = {name: draws[name] for name in self.density.shapes if name != site}
+            local = refine_local(
+                self.density.program,
+                site,
+                weights,
+                draws[site],
+                data,
+                num_steps=refine,
+                key=jax.random.fold_in(key_sites, 1),
+            )
+            predictive = numpyro.infer.Predictive(
+                self.density.program, posterior_samples={**weights, site: local}, return_sites=sites
+            )
+            draws = {**predictive(key_sites, data), **weights, site: local}
         draws = {name: value for name, value in draws.items() if name in sites}
         for name, value in self.density.fixed.items():
             draws[name] = np.broadcast_to(value, (num_samples, *np.shape(value)))

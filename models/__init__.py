@@ -1,5 +1,6 @@
 """Model families, each a generative NumPyro program behind :class:`probdyn.Model`."""
 
+from probdyn.models.facrnn import FacRNN
 from probdyn.models.hmm import HMM
 from probdyn.models.lds import LDS
 from probdyn.models.node import NODE
@@ -8,7 +9,14 @@ from probdyn.models.sdernn import SDERNN
 
 from probdyn.errors import ConfigError
 
-FAMILIES = {"HMM": HMM, "LDS": LDS, "NODE": NODE, "RNNEmulator": RNNEmulator, "SDERNN": SDERNN}
+FAMILIES = {
+    "FacRNN": FacRNN,
+    "HMM": HMM,
+    "LDS": LDS,
+    "NODE": NODE,
+    "RNNEmulator": RNNEmulator,
+    "SDERNN": SDERNN,
+}
 
 
 def from_spec(spec: dict):
@@ -23,4 +31,4 @@ def from_spec(spec: dict):
         raise ConfigError(f"bad hyperparameters for {family}: {error}") from None
 
 
-__all__ = ["FAMILIES", "HMM", "LDS", "NODE", "SDERNN", "RNNEmulator", "from_spec"]
+__all__ = ["FAMILIES", "HMM", "LDS", "NODE", "SDERNN", "FacRNN", "RNNEmulator", "from_spec"]

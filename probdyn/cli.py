@@ -176,6 +176,21 @@ def _fit(args) -> int:
     return 0
 
 
+def _count(minimum: int):
+    """An argparse type: an integer of at least ``minimum``."""
+
+    def parse(text: str) -> int:
+        try:
+            value = int(text)
+        except ValueError:
+            raise argparse.ArgumentTypeError(f"expected an integer, got {text!r}") from None
+        if value < minimum:
+            raise argparse.ArgumentTypeError(f"expected an integer >= {minimum}, got {value}")
+        return value
+
+    return parse
+
+
 def _nlb(args) -> int:
     from probdyn import nlb
     from probdyn.data import load_nlb
@@ -204,8 +219,8 @@ def _nlb(args) -> int:
         progress=not args.no_progress,
     )
     heldout = train.heldout.values
-    train_rates = nlb.predict_rates(model, result, train, seed=args.seed)
-    eval_rates = nlb.predict_rates(model, result, evaluate, seed=args.seed)
+    train_rates = nlb.predict_rates(model, result, train, seed=args.seed, refine=args.refine)
+    eval_rates = nlb.predict_rates(model, result, evaluate, seed=args.seed, refine=args.refine)
     path = nlb.write_submission(
         args.out,
         args.dataset or nlb.dataset_name(args.train),
@@ -302,8 +317,8 @@ def build_parser() -> argparse.ArgumentParser:
     points.add_argument(
         "--out", help="output file (default: RUN-fixed-points.nc next to it; RUN is never changed)"
     )
-    points.add_argument("--num-draws", type=int, default=200, help="posterior draws searched")
-    points.add_argument("--num-starts", type=int, default=32, help="starts per draw")
+    points.add_argument("--num-draws", type=_count(1), default=200, help="posterior draws searched")
+    points.add_argument("--num-starts", type=_count(1), default=32, help="starts per draw")
     points.add_argument("--seed", type=int, default=0)
     points.set_defaults(handler=_fixed_points)
     fit = commands.add_parser("fit", help="fit a model to data as a TOML config says")
@@ -335,16 +350,22 @@ def build_parser() -> argparse.ArgumentParser:
     cosmoothing.add_argument(
         "--dataset", help="h5 group name (default: the training file's name without _train)"
     )
-    cosmoothing.add_argument("--latent-dim", type=int, default=8)
+    cosmoothing.add_argument("--latent-dim", type=_count(1), default=8)
     cosmoothing.add_argument(
         "--tau", type=float, default=0.02, help="time constant of the dynamics in seconds"
     )
-    cosmoothing.add_argument("--steps", type=int, default=3000, help="optimisation steps")
+    cosmoothing.add_argument("--steps", type=_count(1), default=3000, help="optimisation steps")
     cosmoothing.add_argument(
         "--guide",
         choices=["amortised-delta", "amortised"],
         default="amortised-delta",
         help="MAP weights, or a Gaussian posterior over them",
+    )
+    cosmoothing.add_argument(
+        "--refine",
+        type=_count(0),
+        default=150,
+        help="steps that refine each trial's initial state beyond the encoder (0: none)",
     )
     cosmoothing.add_argument("--seed", type=int, default=0)
     cosmoothing.add_argument("--no-progress", action="store_true", help="no progress bars")

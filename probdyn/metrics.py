@@ -17,6 +17,14 @@ Each is reported against its floor: the same measure between two independent ref
 - :func:`state_r2`: :math:`R^2` of an affine regression from true to inferred latents, per
   inferred dimension, clamped at -10, averaged (:func:`affine_map` gives the map itself).
 
+**Groups of latents and connectivity** (FacRNN, Li et al. 2025; the partial and total
+correlation of an aggregated posterior are in :mod:`probdyn.independence`):
+
+- :func:`group_latent_r2`: each true group of latents regressed (affine) on each inferred
+  group, groups matched one to one by the Hungarian algorithm on :math:`R^2`.
+- :func:`component_latent_r2`: the same for single dimensions.
+- :func:`connectivity_similarity`: correlation and relative error of a connectivity matrix.
+
 **Held-out prediction** (Pei et al. 2021, Neural Latents Benchmark):
 
 - :func:`co_bps`: co-smoothing bits per spike of predicted rates for held-out neurons.
@@ -25,6 +33,7 @@ Each is reported against its floor: the same measure between two independent ref
 from __future__ import annotations
 
 import numpy as np
+import scipy.optimize
 
 from probdyn.errors import DataError
 
@@ -169,6 +178,66 @@ def state_r2(latents_true, latents, *, fit_on=None, floor: float = -10.0) -> flo
     A, b = affine_map(*(fit_on or (latents_true, latents)))
     x, y = _paired("latents_true", latents_true, "latents", latents)
     return float(np.mean(np.maximum(_r2(y, x @ A + b), floor)))
+
+
+def _pooled_r2(target: np.ndarray, source: np.ndarray) -> float:
+    """:math:`R^2` of an affine fit from ``source`` to ``target``, pooled over target columns."""
+    A, b = affine_map(source, target)
+    residual = np.sum((target - source @ A - b) ** 2)
+    return float(1.0 - residual / np.sum((target - target.mean(axis=0)) ** 2))
+
+
+def _matched(table: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+    """For each row, the column the Hungarian algorithm gives it (-1: none) and its score."""
+    rows, cols = scipy.optimize.linear_sum_assignment(-table)
+    match = np.full(table.shape[0], -1)
+    match[rows] = cols
+    scores = np.where(match >= 0, table[np.arange(table.shape[0]), np.maximum(match, 0)], 0.0)
+    return match, scores
+
+
+def group_latent_r2(latents_true, latents, groups_true, groups) -> dict:
+    r"""How well each true group of latents is carried by one inferred group.
+
+    ``latents_true`` (..., d) and ``latents`` (..., K) are paired point by point; ``groups_true``
+    (d,) and ``groups`` (K,) label their dimensions. ``table[g, h]`` is the :math:`R^2` of the
+    affine regression of true group g on inferred group h (pooled over g's dimensions); groups
+    are matched one to one maximising the total :math:`R^2`, and ``r2[g]`` is true group g's
+    score under that matching (0 where more true than inferred groups leave it unmatched).
+    Returns ``{"r2", "mean", "match", "table"}``.
+    """
+    x, y = _paired("latents_true", latents_true, "latents", latents)
+    labels_true, labels = np.asarray(groups_true), np.asarray(groups)
+    if labels_true.shape != (x.shape[1],) or labels.shape != (y.shape[1],):
+        raise DataError(
+            f"groups_true has shape {labels_true.shape} and groups {labels.shape}; expected one "
+            f"label per dimension: ({x.shape[1]},) and ({y.shape[1]},)"
+        )
+    true_ids, ids = np.unique(labels_true), np.unique(labels)
+    table = np.array(
+        [[_pooled_r2(x[:, labels_true == g], y[:, labels == h]) for h in ids] for g in true_ids]
+    )
+    match, scores = _matched(table)
+    return {"r2": scores, "mean": float(scores.mean()), "match": match, "table": table}
+
+
+def component_latent_r2(latents_true, latents) -> dict:
+    """:func:`group_latent_r2` with every dimension its own group (1-D affine fits)."""
+    x, y = _paired("latents_true", latents_true, "latents", latents)
+    return group_latent_r2(x, y, np.arange(x.shape[1]), np.arange(y.shape[1]))
+
+
+def connectivity_similarity(connectivity_true, connectivity) -> dict:
+    r"""Entry-wise correlation and relative error :math:`\|J - J^*\|_F / \|J^*\|_F`."""
+    truth, estimate = np.asarray(connectivity_true, float), np.asarray(connectivity, float)
+    if truth.shape != estimate.shape:
+        raise DataError(
+            f"connectivity_true has shape {truth.shape} and connectivity {estimate.shape}; "
+            "they must match"
+        )
+    correlation = np.corrcoef(truth.ravel(), estimate.ravel())[0, 1]
+    error = np.linalg.norm(estimate - truth) / np.linalg.norm(truth)
+    return {"correlation": float(correlation), "relative_error": float(error)}
 
 
 def co_bps(spikes, rates) -> float:

@@ -231,7 +231,8 @@ class Model(abc.ABC):
         """Validate a recording and extract the arrays this model reads.
 
         NaN bins become a False ``mask`` entry and their value 0 (so gradients stay finite);
-        nothing else is changed.
+        bins where ``fit_bins`` is False become False ``mask`` entries with their values kept.
+        Nothing else is changed.
         """
         validate(ds, self.observation)
         name = OBSERVATION_VARIABLES[self.observation]
@@ -245,9 +246,14 @@ class Model(abc.ABC):
             )
         self.site_priors(emission_dim)  # shape errors now, before any inference starts
         missing = np.isnan(values) if np.issubdtype(values.dtype, np.floating) else None
-        mask = None if missing is None or not missing.any() else jnp.asarray(~missing)
+        observed = np.ones(values.shape, bool) if missing is None else ~missing
+        if "fit_bins" in ds:
+            fitted = ds["fit_bins"].broadcast_like(ds[name].isel(time=0, drop=True).trial)
+            fitted = fitted.transpose("trial", "time").values
+            observed = observed & fitted.reshape(fitted.shape + (1,) * (values.ndim - 2))
+        mask = None if observed.all() else jnp.asarray(observed)
         dtype = jnp.int32 if self.observation == "categorical" else jnp.result_type(float)
-        observations = jnp.asarray(np.where(missing, 0, values) if mask is not None else values)
+        observations = jnp.asarray(values if missing is None else np.where(missing, 0, values))
         inputs = (
             jnp.asarray(ds["inputs"].values, dtype=jnp.result_type(float))
             if "inputs" in ds

@@ -101,9 +101,15 @@ def fit_node(
     return model, result
 
 
-def predict_rates(model, result, ds: xr.Dataset, *, num_samples: int = 20, seed: int = 0):
-    """Posterior-mean rates per bin (trial, time, neuron) of the trials in ``ds``."""
-    draws = result.sample_posterior(num_samples, seed=seed, data=ds)
+def predict_rates(
+    model, result, ds: xr.Dataset, *, num_samples: int = 20, seed: int = 0, refine: int = 0
+):
+    """Posterior-mean rates per bin (trial, time, neuron) of the trials in ``ds``.
+
+    ``refine``: optimisation steps that carry each trial's initial state from the encoder's
+    draw to the Laplace approximation of its own posterior (see ``SVIResult.sample_posterior``).
+    """
+    draws = result.sample_posterior(num_samples, seed=seed, data=ds, refine=refine)
     sites = model.default_priors(model.num_neurons)
     rates = [
         model.emission_mean({name: draws[name][i] for name in sites}, draws["latents"][i])

@@ -8,6 +8,9 @@ from probdyn.errors import DataError
 from probdyn.metrics import (
     affine_map,
     co_bps,
+    component_latent_r2,
+    connectivity_similarity,
+    group_latent_r2,
     power_spectrum_hellinger,
     rate_r2,
     state_r2,
@@ -110,3 +113,35 @@ def test_co_bps_against_poisson_log_likelihoods_from_scipy():
     np.testing.assert_allclose(co_bps(spikes, rates), expected, rtol=1e-12)
     with pytest.raises(DataError, match="positive and finite"):
         co_bps(spikes, np.zeros_like(rates))
+
+
+def test_group_latent_r2_matches_permuted_groups_and_scores_a_mixed_one_low():
+    rng = np.random.default_rng(0)
+    truth = rng.normal(size=(500, 4))
+    # Inferred: group 0 carries true group 1 affinely, group 1 true group 0 mixed with noise.
+    inferred = np.concatenate(
+        [truth[:, 2:] @ rng.normal(size=(2, 2)) + 3.0, truth[:, :2] + rng.normal(size=(500, 2))],
+        axis=1,
+    )
+    result = group_latent_r2(truth, inferred, [0, 0, 1, 1], [0, 0, 1, 1])
+    np.testing.assert_array_equal(result["match"], [1, 0])
+    assert result["r2"][1] == pytest.approx(1.0)
+    assert result["r2"][0] == pytest.approx(0.5, abs=0.06)  # signal variance 1 of 2
+    assert result["table"][1, 1] < 0.05  # true group 1 is not in inferred group 1
+    single = group_latent_r2(truth, inferred, [0, 0, 1, 1], [0, 0, 0, 0])
+    # One inferred group to share: it goes to the true group it explains best, the other scores 0.
+    np.testing.assert_array_equal(single["match"], [-1, 0])
+    assert single["r2"][0] == 0.0 and single["r2"][1] == pytest.approx(1.0)
+    components = component_latent_r2(truth[:, :2], truth[:, [1, 0]] * [2.0, -1.0])
+    np.testing.assert_array_equal(components["match"], [1, 0])
+    assert components["mean"] == pytest.approx(1.0)
+    with pytest.raises(DataError, match="one label per dimension"):
+        group_latent_r2(truth, inferred, [0, 1], [0, 0, 1, 1])
+
+
+def test_connectivity_similarity():
+    J = np.arange(9.0).reshape(3, 3)
+    assert connectivity_similarity(J, 2 * J + 1)["correlation"] == pytest.approx(1.0)
+    assert connectivity_similarity(J, 1.1 * J)["relative_error"] == pytest.approx(0.1)
+    with pytest.raises(DataError, match="must match"):
+        connectivity_similarity(J, J[:2])

@@ -52,7 +52,8 @@ def test_nlb_command_writes_the_submission_layout(tmp_path, capsys):
     train, evaluate, spikes = write_nlb_files(tmp_path)
     out = tmp_path / "rates.h5"
     args = ["nlb", "--train", str(train), "--eval-input", str(evaluate), "--out", str(out)]
-    status = main([*args, "--steps", "10", "--latent-dim", "2", "--tau", "0.05", "--no-progress"])
+    options = ["--steps", "10", "--latent-dim", "2", "--tau", "0.05", "--refine", "5"]
+    status = main([*args, *options, "--no-progress"])
     assert status == 0, capsys.readouterr().err
     with h5py.File(out, "r") as file:
         group = file["toy"]
@@ -67,6 +68,15 @@ def test_nlb_command_writes_the_submission_layout(tmp_path, capsys):
     assert np.isfinite(eval_heldout).all() and (eval_heldout > 0).all()
     assert np.isfinite(co_bps(spikes[10:, :, 5:], eval_heldout))
     assert "co-bps on the training trials" in capsys.readouterr().out
+
+
+def test_nlb_command_rejects_negative_counts_of_steps(tmp_path, capsys):
+    train, evaluate, _ = write_nlb_files(tmp_path)
+    args = ["nlb", "--train", str(train), "--eval-input", str(evaluate), "--out", "r.h5"]
+    with pytest.raises(SystemExit) as exit_info:
+        main([*args, "--refine", "-3"])
+    assert exit_info.value.code == 2
+    assert "--refine: expected an integer >= 0, got -3" in capsys.readouterr().err
 
 
 def test_nlb_command_rejects_an_eval_file_of_another_shape(tmp_path, capsys):

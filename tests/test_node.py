@@ -130,3 +130,11 @@ def test_amortised_fit_lowers_the_loss_and_infers_new_trials(guide):
         {k: draws[k][0] for k in model.default_priors(6)}, draws["latents"][0]
     )
     assert np.isfinite(np.asarray(rates)).all() and (np.asarray(rates) > 0).all()
+    refined = result.sample_posterior(5, seed=1, data=new, refine=20)
+    for name in model.default_priors(6):
+        np.testing.assert_array_equal(refined[name], draws[name])  # the weights stay
+    assert not np.allclose(refined["initial"], draws["initial"])
+    weights = {k: jnp.asarray(refined[k][2]) for k in model.default_priors(6)}
+    dt = model.as_data(new).dt
+    path = model.rollout(weights, jnp.asarray(refined["initial"][2, 0]), 20, dt)
+    np.testing.assert_allclose(refined["latents"][2, 0], path, rtol=1e-5, atol=1e-5)

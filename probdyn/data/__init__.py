@@ -1,7 +1,13 @@
 """Recordings in probdyn's data convention: validation, loaders, writers and simulators."""
 
 from probdyn.data.loaders import bin_spike_times, load, load_nlb, load_nwb, save
-from probdyn.data.simulate import hmm_architecture, simulate_attractor, simulate_hmm, simulate_sde
+from probdyn.data.simulate import (
+    hmm_architecture,
+    simulate_attractor,
+    simulate_facrnn_teacher,
+    simulate_hmm,
+    simulate_sde,
+)
 from probdyn.data.validate import observation_variable, validate
 
 __all__ = [
@@ -13,6 +19,7 @@ __all__ = [
     "observation_variable",
     "save",
     "simulate_attractor",
+    "simulate_facrnn_teacher",
     "simulate_hmm",
     "simulate_sde",
     "validate",

@@ -5,6 +5,8 @@ r"""Simulators that return recordings in the data convention together with their
 - :func:`simulate_hmm`: symbol sequences from the HMM architectures of Torre et al. (2025).
 - :func:`simulate_sde`: sample paths of a stochastic system observed directly (plus optional
   Gaussian noise), for drift-diffusion matching.
+- :func:`simulate_facrnn_teacher`: two independent attractors (Lorenz, Thomas) carried by a
+  low-rank teacher RNN, the synthetic benchmark of FacRNN (Li et al. 2025).
 
 Ground truth travels with the data as variables with a ``_true`` suffix (``latents_true``,
 ``rates_true``, ``readout_true``, ``transition_matrix_true``, ...), so it survives netCDF.
@@ -18,7 +20,9 @@ from functools import partial
 import jax
 import jax.numpy as jnp
 import numpy as np
+import optax
 import xarray as xr
+from jax import Array
 
 from probdyn.data.validate import validate
 from probdyn.errors import DataError
@@ -276,6 +280,125 @@ def simulate_sde(
             "seed": int(seed),
             "observation_noise": float(observation_noise),
             **{f"parameter_{k}": float(v) for k, v in params.items()},
+        },
+    )
+    return validate(ds, "gaussian")
+
+
+def _attractor_trajectory(system: str, num_points: int, interval: float, key) -> np.ndarray:
+    """``num_points`` states of ``system`` ``interval`` apart, after 10 periods of burn-in."""
+    attractor = ATTRACTORS[system]
+    substeps = max(1, math.ceil(interval / (attractor.period / 1500)))
+    x0 = jnp.asarray(attractor.initial_condition) * (1.0 + 0.05 * jax.random.normal(key, (3,)))
+    burn_in = max(2, math.ceil(10 * attractor.period / interval))
+    field = partial(attractor.vector_field, p=attractor.parameters)
+    path = _integrate_attractor(field, x0, num_points + burn_in, interval, substeps)
+    return np.asarray(path[burn_in:], dtype=np.float64)
+
+
+@partial(jax.jit, static_argnums=(2,))
+def _fit_low_rank_teacher(z: Array, init: dict, num_steps: int) -> tuple[dict, Array]:
+    r"""Least squares for :math:`z_{t+1} \approx B \tanh(A z_t + a) + b` by Adam."""
+
+    def loss(p):
+        predicted = jnp.tanh(z[:-1] @ p["A"].T + p["a"]) @ p["B"].T + p["b"]
+        return jnp.mean((z[1:] - predicted) ** 2)
+
+    schedule = optax.cosine_decay_schedule(1e-2, num_steps, alpha=0.01)
+    optimiser = optax.adam(schedule)
+
+    def step(carry, _):
+        p, state = carry
+        value, grad = jax.value_and_grad(loss)(p)
+        updates, state = optimiser.update(grad, state)
+        return (optax.apply_updates(p, updates), state), value
+
+    (p, _), losses = jax.lax.scan(step, (init, optimiser.init(init)), None, length=num_steps)
+    return p, losses
+
+
+def simulate_facrnn_teacher(
+    *,
+    num_trials: int = 40,
+    num_timesteps: int = 100,
+    num_neurons: int = 20,
+    noise: float = 0.1,
+    fit_steps: int = 3000,
+    seed: int,
+) -> xr.Dataset:
+    r"""Two independent attractors carried by a low-rank teacher RNN (FacRNN's synthetic data).
+
+    Lorenz and Thomas (dysts' scaled form) are integrated by RK4 and sampled every
+    :math:`\Delta = 0.1` time units, each from a jittered start after 10 periods, and z-scored
+    per coordinate: :math:`z_t = (z^{(1)}_t, z^{(2)}_t) \in \mathbb{R}^6`, two 3-D groups
+    independent by construction. A rank-6 teacher on ``num_neurons`` units,
+    :math:`z_{t+1} \approx B \tanh(A z_t + a) + b` (:math:`A` (N, 6), :math:`B` (6, N)), is
+    fitted to carry them (least squares on one-step transitions, Adam, ``fit_steps`` steps), and
+    the recording is its activity
+
+    .. math::
+        x_t = A z_t + a + \texttt{noise}\,\epsilon_t,\qquad \epsilon_t \sim N(0, I_N).
+
+    The trajectory is cut into ``num_trials`` trials of ``num_timesteps`` bins. Returns ``y``,
+    ``latents_true`` (with the coordinate ``latent_group``: 0 Lorenz, 1 Thomas), the teacher's
+    ``A_true``, ``a_true``, ``B_true``, ``b_true``, ``connectivity_true`` :math:`J = AB` and
+    ``subconnectivity_true`` :math:`A_g B_g` (group, neuron, neuron_from), and ``fit_bins``:
+    True on even time steps (fitting), False on odd ones (testing). ``attrs["teacher_r2"]`` is
+    the teacher's one-step :math:`R^2` on the latents.
+    """
+    num_trials = _positive_int(num_trials, "num_trials")
+    num_timesteps = _positive_int(num_timesteps, "num_timesteps")
+    num_neurons = _positive_int(num_neurons, "num_neurons")
+    fit_steps = _positive_int(fit_steps, "fit_steps")
+    if not noise >= 0:
+        raise DataError(f"noise = {noise!r}; expected a non-negative standard deviation")
+    interval, total = 0.1, num_trials * num_timesteps
+    keys = jax.random.split(jax.random.key(seed), 5)
+    z = np.concatenate(
+        [
+            _attractor_trajectory("Lorenz", total, interval, keys[0]),
+            _attractor_trajectory("Thomas", total, interval, keys[1]),
+        ],
+        axis=1,
+    )
+    z = (z - z.mean(0)) / z.std(0)
+    k_a, k_bias, k_b = jax.random.split(keys[2], 3)
+    init = {
+        "A": jax.random.normal(k_a, (num_neurons, 6)) / math.sqrt(6),
+        "a": 0.5 * jax.random.normal(k_bias, (num_neurons,)),
+        "B": jax.random.normal(k_b, (6, num_neurons)) / math.sqrt(num_neurons),
+        "b": jnp.zeros(6),
+    }
+    teacher, losses = _fit_low_rank_teacher(jnp.asarray(z), init, fit_steps)
+    teacher = {k: np.asarray(v, dtype=np.float64) for k, v in teacher.items()}
+    residual = float(losses[-1]) / float(np.mean((z[1:] - z[1:].mean(0)) ** 2))
+    x = z @ teacher["A"].T + teacher["a"]
+    x = x + noise * np.asarray(jax.random.normal(keys[3], x.shape), dtype=np.float64)
+    groups = np.repeat([0, 1], 3)
+    A, B = teacher["A"], teacher["B"]
+    sub = np.stack([A[:, groups == g] @ B[groups == g] for g in (0, 1)])
+    ds = xr.Dataset(
+        {
+            "y": (("trial", "time", "neuron"), x.reshape(num_trials, num_timesteps, num_neurons)),
+            "latents_true": (("trial", "time", "latent"), z.reshape(num_trials, num_timesteps, 6)),
+            "A_true": (("neuron", "latent"), A),
+            "a_true": (("neuron",), teacher["a"]),
+            "B_true": (("latent", "neuron"), B),
+            "b_true": (("latent",), teacher["b"]),
+            "connectivity_true": (("neuron", "neuron_from"), A @ B),
+            "subconnectivity_true": (("group", "neuron", "neuron_from"), sub),
+            "fit_bins": (("time",), np.arange(num_timesteps) % 2 == 0),
+        },
+        coords={
+            "time": np.arange(num_timesteps) * interval,
+            "latent_group": ("latent", groups),
+        },
+        attrs={
+            "dt": interval,
+            "systems": "Lorenz, Thomas",
+            "seed": int(seed),
+            "noise": float(noise),
+            "teacher_r2": 1.0 - residual,
         },
     )
     return validate(ds, "gaussian")

@@ -4,7 +4,10 @@ The convention (docs/data.md): one ``xarray.Dataset`` per recording, observation
 (counts) or ``y`` (real values) with dims ``("trial", "time", "neuron")``, or ``symbols`` with dims
 ``("trial", "time")``; a ``time`` coordinate in seconds and the bin width in ``attrs["dt"]``;
 optional ``inputs`` ``("trial", "time", "input")``, ``behavior`` ``("trial", "time",
-"behavior_dim")`` and ``condition`` ``("trial",)``. NaN in a float observation marks a missing bin.
+"behavior_dim")`` and ``condition`` ``("trial",)``. NaN in a float observation marks a missing bin;
+an optional boolean ``fit_bins`` (dims ``("time",)`` or ``("trial", "time")``) keeps the bins
+where it is False out of the likelihood without removing their values (bin-wise
+cross-validation; a model that reads past observations as inputs still reads them).
 
 :func:`validate` never changes the data: it returns it unchanged or raises
 :class:`probdyn.DataError` naming the variable, the first offending index and what was expected.
@@ -122,6 +125,15 @@ def _check_observation(da: xr.DataArray, allow_missing: bool) -> None:
             )
 
 
+def _check_fit_bins(da: xr.DataArray) -> None:
+    if da.dims not in (("time",), ("trial", "time")):
+        raise DataError(f"fit_bins has dims {da.dims}; expected ('time',) or ('trial', 'time')")
+    if da.dtype != bool:
+        raise DataError(f"fit_bins has dtype {da.dtype}; expected bool (True: a fitted bin)")
+    if not bool(da.any()):
+        raise DataError("fit_bins is False everywhere: no bin is left to fit")
+
+
 def _check_time(ds: xr.Dataset) -> None:
     if "dt" not in ds.attrs:
         raise DataError("the dataset has no attrs['dt']; expected the bin width in seconds")
@@ -168,6 +180,8 @@ def validate(
     _check_dims(ds[name])
     _check_observation(ds[name], allow_missing)
     _check_time(ds)
+    if "fit_bins" in ds.data_vars:
+        _check_fit_bins(ds["fit_bins"])
     for extra in ("inputs", "behavior", "condition"):
         if extra in ds.data_vars:
             _check_dims(ds[extra])

@@ -6,7 +6,8 @@ command ``probdyn nlb`` fits a NODE and writes predicted rates, and co-bps of it
 on the 15 trials is set against the benchmark's smoothing baseline (Gaussian-smoothed held-in
 spikes, Poisson GLM) computed in the same run.
 
-    python tests/benchmarks/nlb_cosmoothing.py [--data ../shared/data] [--steps 3000]
+    python tests/benchmarks/nlb_cosmoothing.py [--data ../shared/data] [--steps 2000] [--seeds 3]
+        [--refine 150]
 """
 
 from __future__ import annotations
@@ -45,7 +46,8 @@ def main():
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     default = os.environ.get("PROBDYN_DATA", "../shared/data")
     parser.add_argument("--data", default=default, help="folder holding mc_maze_small/")
-    parser.add_argument("--steps", type=int, default=3000)
+    parser.add_argument("--steps", type=int, default=2000)
+    parser.add_argument("--refine", type=int, default=150, help="0: the encoder's draws only")
     parser.add_argument("--latent-dim", type=int, default=8)
     parser.add_argument("--seeds", type=int, default=1)
     parser.add_argument("--guide", default="amortised-delta")
@@ -71,6 +73,7 @@ def main():
                     "--seed", str(seed),
                     "--guide", args.guide,
                     "--tau", args.tau,
+                    "--refine", str(args.refine),
                     "--no-progress",
                 ]
             )  # fmt: skip

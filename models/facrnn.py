@@ -1,0 +1,269 @@
+r"""Factorised low-rank RNNs (family 4): latent groups kept independent.
+
+Li, Wang, Wang, Li, Jaeger & Wu (FacRNN, 2025) read a low-rank RNN as a variational autoencoder
+and penalise the partial correlation between groups of latent dimensions, so that each group
+evolves on its own while the dimensions inside a group may be entangled.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import math
+from collections.abc import Mapping
+from typing import ClassVar
+
+import jax
+import jax.numpy as jnp
+import numpy as np
+import numpyro
+import numpyro.distributions as dist
+import xarray as xr
+from jax import Array
+
+from probdyn.errors import DataError, PriorError
+from probdyn.independence import partial_correlation
+from probdyn.model import Model, ModelData
+
+NONLINEARITIES = {"tanh": jnp.tanh, "relu": jax.nn.relu}
+DECODERS = ("linear", "relu")
+CORRELATIONS = ("pc", "block", None)
+
+
+@dataclasses.dataclass(frozen=True, kw_only=True)
+class FacRNN(Model):
+    r"""A low-rank RNN whose :math:`K = GH` latent dimensions form G groups of H.
+
+    .. math::
+        z_t \mid x_{t-1} \sim N\big(B\,\phi(x_{t-1}) + b,\ s^2 I_K\big),\qquad
+        x_t \mid z_t \sim N\big(A z_t + a,\ \mathrm{diag}\,\sigma^2\big),
+
+    :math:`\phi` the ``nonlinearity``, so that the activity follows the rank-K network
+    :math:`x_t = J\phi(x_{t-1}) + Ab + a + \text{noise}` with connectivity
+    :math:`J = AB = \sum_g A_g B_g` (:math:`A_g` the columns, :math:`B_g` the rows of group g).
+    ``decoder="relu"`` reads :math:`x_t \sim N(\mathrm{ReLU}(A z_t + a), \mathrm{diag}\,\sigma^2)`.
+    Each transition :math:`x_{t-1} \to x_t` is scored given the recorded :math:`x_{t-1}` (the
+    first bin of a trial is conditioned on). With the linear decoder :math:`z_t` is integrated
+    out exactly,
+
+    .. math::
+        x_t \mid x_{t-1} \sim N\big(A(B\phi(x_{t-1}) + b) + a,\ s^2 A A^\top
+        + \mathrm{diag}\,\sigma^2\big),
+
+    so the log density is the marginal likelihood; with the ReLU decoder :math:`z_t` is the
+    sampled site ``latents`` (trial, transition, latent).
+
+    **Independence of groups.** ``correlation="pc"`` adds the seed's penalty,
+    ``numpyro.factor("partial_correlation", -beta * N * PC)``, with PC the partial correlation of
+    the codes' aggregated posterior :math:`\frac1N\sum_n N(\mu_n, s^2 I)`,
+    :math:`\mu_n = B\phi(x_{n-1}) + b`, estimated on each minibatch
+    (:func:`probdyn.independence.partial_correlation`, N the fitted transitions, the draws
+    :math:`\mu_n + s\epsilon_n` with fixed :math:`\epsilon` so that the log density stays a
+    deterministic function of the parameters, as NUTS and SMC need). ``beta`` weighs PC against
+    the log likelihood per transition, as the seed's loss (averaged over samples) does.
+    ``correlation="block"`` is the seed's simpler baseline: ``-beta * N`` times the squared
+    Frobenius norm of the cross-group blocks of :math:`BA` (the latent coupling of the
+    linearised dynamics); ``None``: no penalty (a plain low-rank RNN of rank K).
+
+    **Reading of the seed.** The seed's VAE has the prior :math:`p(z) = N(0, I)` and the
+    transition as its encoder :math:`q(z_t \mid x_{t-1})`; its reconstruction term is the
+    expected log likelihood above. Here the transition is the generative distribution of
+    :math:`z_t` (a stochastic low-rank RNN, as in Pals et al. 2024), every weight has a prior,
+    and the seed's :math:`KL(q \| N(0, I))`, a shrinkage of the codes, is left to those priors.
+    ``bandwidth``: :math:`s`; None applies the seed's rule :math:`s = N^{-1/(K+4)}` (N the
+    fitted transitions), ``"learned"`` makes it the site ``s``.
+
+    ============  ==============================  ==========================================
+    site          shape                           default prior
+    ============  ==============================  ==========================================
+    ``A``         (N, K)                          Normal(0, 1/sqrt(K))
+    ``a``         (N,)                            Normal(0, 1)
+    ``B``         (K, N)                          Normal(0, 1/sqrt(N))
+    ``b``         (K,)                            Normal(0, 1)
+    ``sigma``     (N,)                            HalfNormal(1)
+    ``s``         ()                              HalfNormal(1) (``bandwidth="learned"``)
+    ``latents``   (trial, transition, K)          the transition above (``decoder="relu"``)
+    ============  ==============================  ==========================================
+
+    As dynamics this is a map on the latents, :math:`F(z) = B\phi(Az + a) + b` (the noise-free
+    network seen through its low-rank subspace); :meth:`emission_mean` is :math:`Az + a`.
+    Recordings must be complete (each bin is the next one's input): NaN bins are refused; leave
+    bins out of the fit with ``fit_bins`` instead.
+    """
+
+    kind: ClassVar[str] = "map"
+    site_dims: ClassVar[dict[str, list[str]]] = {
+        "A": ["neuron", "latent"],
+        "a": ["neuron"],
+        "B": ["latent", "neuron_from"],
+        "b": ["latent"],
+        "sigma": ["neuron"],
+        "latents": ["trial", "transition", "latent"],
+    }
+    num_neurons: int
+    num_groups: int
+    group_rank: int
+    nonlinearity: str = "tanh"
+    decoder: str = "linear"
+    correlation: str | None = "pc"
+    beta: float = 1.0
+    bandwidth: float | str | None = None
+    observation: str = "gaussian"
+    priors: Mapping[str, dist.Distribution] | None = None
+
+    def __post_init__(self):
+        self._require_positive_ints("num_neurons", "num_groups", "group_rank")
+        for name, value, allowed in (
+            ("nonlinearity", self.nonlinearity, tuple(NONLINEARITIES)),
+            ("decoder", self.decoder, DECODERS),
+            ("correlation", self.correlation, CORRELATIONS),
+            ("observation", self.observation, ("gaussian",)),
+        ):
+            if value not in allowed:
+                raise PriorError(f"FacRNN {name}={value!r}; expected one of {list(allowed)}")
+        if not (isinstance(self.beta, int | float) and self.beta >= 0):
+            raise PriorError(f"FacRNN beta={self.beta!r}; expected a non-negative weight")
+        fixed = isinstance(self.bandwidth, int | float) and self.bandwidth > 0
+        if not (self.bandwidth is None or self.bandwidth == "learned" or fixed):
+            raise PriorError(
+                f"FacRNN bandwidth={self.bandwidth!r}; expected None (the rule), 'learned' or a "
+                "positive number"
+            )
+        super().__post_init__()
+
+    @property
+    def latent_dim(self) -> int:
+        """:math:`K = GH`."""
+        return self.num_groups * self.group_rank
+
+    @property
+    def groups(self) -> np.ndarray:
+        """The group of each latent dimension: (0,)*H + (1,)*H + ..."""
+        return np.repeat(np.arange(self.num_groups), self.group_rank)
+
+    @property
+    def emission_dim(self) -> int:
+        """The neurons: the activity is both the input and the observation."""
+        return self.num_neurons
+
+    def default_priors(self, emission_dim: int) -> dict[str, dist.Distribution]:
+        """Loadings and biases, observation noise, and the bandwidth when learned."""
+        K, N = self.latent_dim, emission_dim
+        priors = {
+            "A": dist.Normal(jnp.zeros((N, K)), 1 / math.sqrt(K)),
+            "a": dist.Normal(jnp.zeros(N), 1.0),
+            "B": dist.Normal(jnp.zeros((K, N)), 1 / math.sqrt(N)),
+            "b": dist.Normal(jnp.zeros(K), 1.0),
+            "sigma": dist.HalfNormal(jnp.ones(N)),
+        }
+        if self.bandwidth == "learned":
+            priors["s"] = dist.HalfNormal(1.0)
+        return priors
+
+    def prepare(self, ds: xr.Dataset) -> ModelData:
+        """As every model, but a missing bin is refused (it would be the next bin's input)."""
+        if "y" in ds and np.isnan(np.asarray(ds["y"].values, dtype=float)).any():
+            first = np.argwhere(np.isnan(np.asarray(ds["y"].values, dtype=float)))[0]
+            raise DataError(
+                f"y[trial={first[0]}, time={first[1]}, neuron={first[2]}] is NaN: FacRNN reads "
+                "each bin as the next bin's input, so recordings must be complete; drop or "
+                "impute those trials, or leave bins out of the fit with fit_bins"
+            )
+        return super().prepare(ds)
+
+    # -- dynamics ---------------------------------------------------------------------------
+    def codes(self, params: Mapping[str, Array], activity: Array) -> Array:
+        r""":math:`\mu_t = B\phi(x_{t-1}) + b` for activity (..., N): the latents it drives."""
+        return NONLINEARITIES[self.nonlinearity](activity) @ params["B"].T + params["b"]
+
+    def vector_field(self, params: Mapping[str, Array], x: Array, u: Array | None = None) -> Array:
+        r""":math:`F(z) = B\phi(Az + a) + b` (``u`` is ignored: no inputs)."""
+        return self.codes(params, self.emission_mean(params, x))
+
+    def emission_mean(self, params: Mapping[str, Array], x: Array) -> Array:
+        r""":math:`Az + a`, or :math:`\mathrm{ReLU}(Az + a)` for the ReLU decoder."""
+        mean = x @ params["A"].T + params["a"]
+        return jax.nn.relu(mean) if self.decoder == "relu" else mean
+
+    def connectivity(self, params: Mapping[str, Array]) -> tuple[Array, Array]:
+        r""":math:`J = AB` (N, N) and the groups' :math:`A_g B_g` (G, N, N)."""
+        A = params["A"].reshape(-1, self.num_groups, self.group_rank)
+        B = params["B"].reshape(self.num_groups, self.group_rank, -1)
+        sub = jnp.einsum("ngh,ghm->gnm", A, B)
+        return sub.sum(0), sub
+
+    def _bandwidth(self, params: Mapping[str, Array], population: Array) -> Array:
+        if self.bandwidth == "learned":
+            return params["s"]
+        if self.bandwidth is None:
+            return population ** (-1.0 / (self.latent_dim + 4))
+        return jnp.asarray(float(self.bandwidth))
+
+    # -- the program ------------------------------------------------------------------------
+    def program(self, data: ModelData, batch_size: int | None = None) -> None:
+        """Weights, then each trial's transitions; the PC penalty over the minibatch."""
+        p = self.sample_parameters(data)
+        if data.observations is None:
+            return self._simulate(p, data, batch_size)
+        fitted_all = (
+            jnp.ones((data.num_trials, data.num_timesteps - 1))
+            if data.mask is None
+            else data.mask[:, 1:].all(-1).astype(float)
+        )
+        population = jnp.sum(fitted_all)
+        scale = self._bandwidth(p, population)
+        with self.trial_plate(data, batch_size) as index:
+            x = data.observations if batch_size is None else data.observations[index]
+            fitted = fitted_all if batch_size is None else fitted_all[index]
+            codes = self.codes(p, x[:, :-1])
+            if self.decoder == "linear":
+                emission = dist.LowRankMultivariateNormal(
+                    self.emission_mean(p, codes), scale * p["A"], p["sigma"] ** 2
+                )
+            else:
+                z = numpyro.sample("latents", dist.Normal(codes, scale).to_event(2))
+                emission = dist.Normal(self.emission_mean(p, z), p["sigma"]).to_event(1)
+            if data.mask is not None:
+                emission = emission.mask(fitted > 0)
+            numpyro.sample("y", emission.to_event(1), obs=x[:, 1:])
+        if self.correlation == "pc" and self.beta > 0:
+            means = codes.reshape(-1, self.latent_dim)
+            noise = jax.random.normal(jax.random.key(0), means.shape, means.dtype)
+            pc = partial_correlation(
+                means + scale * noise,
+                means,
+                scale,
+                self.groups,
+                population=population,
+                weights=fitted.reshape(-1),
+            )
+            numpyro.deterministic("partial_correlation", pc)
+            numpyro.factor("pc_penalty", -self.beta * population * pc)
+        elif self.correlation == "block" and self.beta > 0:
+            coupling = p["B"] @ p["A"]
+            cross = self.groups[:, None] != self.groups[None, :]
+            numpyro.factor("block_penalty", -self.beta * population * jnp.sum(cross * coupling**2))
+
+    def _simulate(self, p: Mapping[str, Array], data: ModelData, batch_size: int | None):
+        r"""Prior predictive: the network run from :math:`x_0 \sim N(0, I)` with its noise."""
+        T, N, K = data.num_timesteps, data.emission_dim, self.latent_dim
+        scale = self._bandwidth(p, jnp.asarray(float(data.num_trials * (T - 1))))
+        with self.trial_plate(data, batch_size):
+            x0 = numpyro.sample("initial_activity", dist.Normal(jnp.zeros(N), 1.0).to_event(1))
+            kicks = numpyro.sample(
+                "latent_noise", dist.Normal(jnp.zeros((T - 1, K)), 1.0).to_event(2)
+            )
+            jitter = numpyro.sample(
+                "observation_noise", dist.Normal(jnp.zeros((T - 1, N)), 1.0).to_event(2)
+            )
+
+            def advance(x, noise):
+                kick, wobble = noise
+                x = self.emission_mean(p, self.codes(p, x) + scale * kick) + p["sigma"] * wobble
+                return x, x
+
+            def run(start, kick, wobble):
+                return jnp.concatenate(
+                    [start[None], jax.lax.scan(advance, start, (kick, wobble))[1]]
+                )
+
+            numpyro.deterministic("y", jax.vmap(run)(x0, kicks, jitter))
