@@ -10,7 +10,8 @@ the bijections onto their supports. On that vector
     \qquad \log L(z) = \log p(y \mid \theta(z)),
 
 so that :math:`\int \pi_0(z) L(z)\, dz = p(y)`, the evidence. ``log L`` sums the observed sites
-(``numpyro.factor`` terms included, so penalties are tempered with the likelihood).
+(``numpyro.factor`` terms included, so penalties are tempered with the likelihood); fixed and
+given sites, conditioned on, count in :math:`\log \pi_0` (a point mass adds 0).
 """
 
 from __future__ import annotations
@@ -27,6 +28,7 @@ from jax.flatten_util import ravel_pytree
 from numpyro.distributions.transforms import biject_to
 from numpyro.infer.util import log_density
 
+from probdyn.errors import ConfigError
 from probdyn.model import Model, ModelData
 
 
@@ -78,7 +80,11 @@ class Density:
         params = self.constrain(z)
         log_joint, trace = log_density(self.program, (self.data,), {}, params)
         log_lik = sum(
-            (_site_log_prob(site) for site in trace.values() if _is_observed(site)),
+            (
+                _site_log_prob(site)
+                for name, site in trace.items()
+                if _is_observed(site) and name not in self.fixed
+            ),
             start=jnp.zeros(()),
         )
         return log_joint - log_lik + self.log_jacobian(z), log_lik
@@ -117,14 +123,37 @@ def _site_log_prob(site) -> Array:
     return jnp.sum(log_prob)
 
 
-def bind(model: Model, data: ModelData, *, key: Array | None = None) -> Density:
-    """Bind ``model`` to ``data``: condition away point-mass priors, find the free sites."""
+def bind(
+    model: Model,
+    data: ModelData,
+    *,
+    key: Array | None = None,
+    given: dict[str, Array] | None = None,
+) -> Density:
+    """Bind ``model`` to ``data``: condition away point-mass priors, find the free sites.
+
+    ``given`` holds values of other sites to condition on as well (a NODE's per-trial initial
+    states from an amortised fit, say): like point masses they leave the free sites, and their
+    prior density enters the log prior, not the likelihood.
+    """
     key = jax.random.key(0) if key is None else key  # the trace's values are not used
     trace = numpyro.handlers.trace(numpyro.handlers.seed(model.program, key)).get_trace(data)
-    fixed, shapes, supports = {}, {}, {}
+    given = {name: jnp.asarray(value) for name, value in (given or {}).items()}
+    for name, value in given.items():
+        site = trace.get(name)
+        if site is None or site["type"] != "sample" or site["is_observed"]:
+            raise ConfigError(
+                f"given site {name!r} is not a latent sample site of {type(model).__name__}"
+            )
+        if jnp.shape(value) != jnp.shape(site["value"]):
+            raise ConfigError(
+                f"given site {name!r} has shape {jnp.shape(value)}; the site has shape "
+                f"{jnp.shape(site['value'])}"
+            )
+    fixed, shapes, supports = dict(given), {}, {}
     deterministic = tuple(name for name, site in trace.items() if site["type"] == "deterministic")
     for name, site in trace.items():
-        if site["type"] != "sample" or site["is_observed"]:
+        if site["type"] != "sample" or site["is_observed"] or name in given:
             continue
         value = _point_mass_value(site["fn"])
         if value is not None:

@@ -97,12 +97,16 @@ def nuts(
     dense_mass: bool = False,
     target_accept_prob: float = 0.8,
     max_tree_depth: int = 10,
+    given: dict | None = None,
     progress: bool = True,
 ) -> MCMCResult:
     """Sample the posterior of ``model`` given ``data`` with the No-U-Turn sampler.
 
     ``init`` may be an :class:`~probdyn.inference.svi.SVIResult`: each chain then starts from a
-    draw of its guide. A :class:`DiagnosticWarning` is raised when divergences, R-hat or ESS
+    draw of its guide. ``given`` conditions on values of other sites too, e.g. NUTS over a
+    NODE's weights with its initial states fixed at an amortised fit's encoder means
+    (``given={"initial": svi_result.encode()[0]}``): their values travel with the draws. A
+    :class:`DiagnosticWarning` is raised when divergences, R-hat or ESS
     are bad; the numbers are in :meth:`MCMCResult.diagnostics` either way.
     """
     if chain_method not in ("vectorized", "parallel", "sequential"):
@@ -110,7 +114,7 @@ def nuts(
             f"chain_method={chain_method!r}; expected 'vectorized', 'parallel' or 'sequential'"
         )
     prepared = model.as_data(data)
-    density = bind(model, prepared)
+    density = bind(model, prepared, given=given)
 
     kernel = NUTS(
         density.program,

@@ -195,6 +195,22 @@ class SVIResult:
             draws[name] = np.broadcast_to(value, (num_samples, *np.shape(value)))
         return self.model.identify({k: np.asarray(v) for k, v in draws.items()})
 
+    def encode(self, data=None) -> tuple[np.ndarray, np.ndarray]:
+        """The amortised guide's Gaussian over each trial's local site: (loc, scale) arrays.
+
+        ``data`` (default: the fitted data) may hold new trials.
+        """
+        if not isinstance(self.guide, AmortisedGuide):
+            raise ConfigError(
+                "encode needs an amortised guide (guide='amortised' or 'amortised-delta')"
+            )
+        data = self.density.data if data is None else self.model.as_data(data)
+        guide = numpyro.handlers.substitute(numpyro.handlers.seed(self.guide, 0), self.params)
+        fn = numpyro.handlers.trace(guide).get_trace(data)[self.model.local_site]["fn"]
+        while isinstance(fn, numpyro.distributions.Independent):
+            fn = fn.base_dist
+        return np.asarray(fn.loc), np.asarray(fn.scale)
+
     def to_arviz(self, *, num_samples: int = 500, seed: int = 0) -> xr.DataTree:
         """ArviZ DataTree of guide draws (one chain); its ``optimization`` group: the loss trace."""
         draws = self.sample_posterior(num_samples, seed=seed)

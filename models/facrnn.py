@@ -26,7 +26,7 @@ from probdyn.model import Model, ModelData
 
 NONLINEARITIES = {"tanh": jnp.tanh, "relu": jax.nn.relu}
 DECODERS = ("linear", "relu")
-CORRELATIONS = ("pc", "block", None)
+CORRELATIONS = ("pc", "block", "prior", None)
 
 
 @dataclasses.dataclass(frozen=True, kw_only=True)
@@ -64,6 +64,21 @@ class FacRNN(Model):
     Frobenius norm of the cross-group blocks of :math:`BA` (the latent coupling of the
     linearised dynamics); ``None``: no penalty (a plain low-rank RNN of rank K).
 
+    ``correlation="prior"`` makes independence a posterior statement instead of a penalty.
+    :math:`B` is reparameterised by the latent coupling :math:`M = BA` it implies,
+
+    .. math::
+        B = M A^{+} + R\,(I - A A^{+}),\qquad A^{+} = (A^\top A)^{-1}A^\top,
+
+    (so :math:`BA = M` exactly, :math:`R` the part of :math:`B` that :math:`A` does not see),
+    with a horseshoe on the cross-group entries of :math:`M` (Carvalho, Polson & Scott 2010):
+    :math:`M_{ij} = \tau\lambda_{ij}\tilde M_{ij}`, :math:`\lambda_{ij} \sim C^+(0, 1)`,
+    :math:`\tau \sim C^+(0, \tau_0)` (``tau_scale``, 0.1), and :math:`M_{ij} = \tilde
+    M_{ij} \sim N(0, 1)` within groups. The prior is proper, so ``compare`` can weigh G groups
+    against one by evidence; the deterministic site ``cross_coupling``,
+    :math:`\|M_\text{cross}\|_F / \|M\|_F`, is recorded under every variant, and its
+    posterior says how sure the data make the independence.
+
     **Reading of the seed.** The seed's VAE has the prior :math:`p(z) = N(0, I)` and the
     transition as its encoder :math:`q(z_t \mid x_{t-1})`; its reconstruction term is the
     expected log likelihood above. Here the transition is the generative distribution of
@@ -81,6 +96,10 @@ class FacRNN(Model):
     ``b``         (K,)                            Normal(0, 1)
     ``sigma``     (N,)                            HalfNormal(1)
     ``s``         ()                              HalfNormal(1) (``bandwidth="learned"``)
+    ``M_raw``     (K, K)                          Normal(0, 1) (``"prior"``, replaces ``B``)
+    ``R``         (K, N)                          Normal(0, 1/sqrt(N)) (``"prior"``)
+    ``tau``       ()                              HalfCauchy(tau_scale) (``"prior"``, G > 1)
+    ``lam``       (cross entries,)                HalfCauchy(1) (``"prior"``, G > 1)
     ``latents``   (trial, transition, K)          the transition above (``decoder="relu"``)
     ============  ==============================  ==========================================
 
@@ -97,6 +116,9 @@ class FacRNN(Model):
         "B": ["latent", "neuron_from"],
         "b": ["latent"],
         "sigma": ["neuron"],
+        "M_raw": ["latent", "latent_from"],
+        "R": ["latent", "neuron_from"],
+        "lam": ["cross_entry"],
         "latents": ["trial", "transition", "latent"],
     }
     num_neurons: int
@@ -106,6 +128,7 @@ class FacRNN(Model):
     decoder: str = "linear"
     correlation: str | None = "pc"
     beta: float = 1.0
+    tau_scale: float = 0.1
     bandwidth: float | str | None = None
     observation: str = "gaussian"
     priors: Mapping[str, dist.Distribution] | None = None
@@ -122,6 +145,13 @@ class FacRNN(Model):
                 raise PriorError(f"FacRNN {name}={value!r}; expected one of {list(allowed)}")
         if not (isinstance(self.beta, int | float) and self.beta >= 0):
             raise PriorError(f"FacRNN beta={self.beta!r}; expected a non-negative weight")
+        if self.correlation == "prior" and self.num_neurons < self.latent_dim:
+            raise PriorError(
+                f"FacRNN correlation='prior' needs num_neurons >= num_groups * group_rank; got "
+                f"{self.num_neurons} < {self.latent_dim}"
+            )
+        if not (isinstance(self.tau_scale, int | float) and self.tau_scale > 0):
+            raise PriorError(f"FacRNN tau_scale={self.tau_scale!r}; expected a positive scale")
         fixed = isinstance(self.bandwidth, int | float) and self.bandwidth > 0
         if not (self.bandwidth is None or self.bandwidth == "learned" or fixed):
             raise PriorError(
@@ -155,6 +185,14 @@ class FacRNN(Model):
             "b": dist.Normal(jnp.zeros(K), 1.0),
             "sigma": dist.HalfNormal(jnp.ones(N)),
         }
+        if self.correlation == "prior":
+            del priors["B"]
+            priors["M_raw"] = dist.Normal(jnp.zeros((K, K)), 1.0)
+            priors["R"] = dist.Normal(jnp.zeros((K, N)), 1 / math.sqrt(N))
+            num_cross = int(self._cross_mask().sum())
+            if num_cross:
+                priors["tau"] = dist.HalfCauchy(self.tau_scale)
+                priors["lam"] = dist.HalfCauchy(jnp.ones(num_cross))
         if self.bandwidth == "learned":
             priors["s"] = dist.HalfNormal(1.0)
         return priors
@@ -171,9 +209,30 @@ class FacRNN(Model):
         return super().prepare(ds)
 
     # -- dynamics ---------------------------------------------------------------------------
+    def _cross_mask(self) -> np.ndarray:
+        """(K, K) True where row and column dimensions lie in different groups."""
+        return self.groups[:, None] != self.groups[None, :]
+
+    def read_in(self, params: Mapping[str, Array]) -> Array:
+        """:math:`B`: the site itself, or built from the coupling under ``"prior"``."""
+        if "B" in params:
+            return params["B"]
+        A, M = params["A"], params["M_raw"]
+        if "lam" in params:
+            rows, cols = np.nonzero(self._cross_mask())
+            M = M.at[rows, cols].set(M[rows, cols] * params["tau"] * params["lam"])
+        pseudo_inverse = jnp.linalg.solve(A.T @ A, A.T)
+        return M @ pseudo_inverse + params["R"] @ (jnp.eye(A.shape[0]) - A @ pseudo_inverse)
+
+    def cross_coupling(self, params: Mapping[str, Array]) -> Array:
+        r""":math:`\|M_\text{cross}\|_F / \|M\|_F` of the latent coupling :math:`M = BA`."""
+        M = self.read_in(params) @ params["A"]
+        return jnp.sqrt(jnp.sum(jnp.where(self._cross_mask(), M**2, 0.0)) / jnp.sum(M**2))
+
     def codes(self, params: Mapping[str, Array], activity: Array) -> Array:
         r""":math:`\mu_t = B\phi(x_{t-1}) + b` for activity (..., N): the latents it drives."""
-        return NONLINEARITIES[self.nonlinearity](activity) @ params["B"].T + params["b"]
+        B = self.read_in(params)
+        return NONLINEARITIES[self.nonlinearity](activity) @ B.T + params["b"]
 
     def vector_field(self, params: Mapping[str, Array], x: Array, u: Array | None = None) -> Array:
         r""":math:`F(z) = B\phi(Az + a) + b` (``u`` is ignored: no inputs)."""
@@ -187,9 +246,51 @@ class FacRNN(Model):
     def connectivity(self, params: Mapping[str, Array]) -> tuple[Array, Array]:
         r""":math:`J = AB` (N, N) and the groups' :math:`A_g B_g` (G, N, N)."""
         A = params["A"].reshape(-1, self.num_groups, self.group_rank)
-        B = params["B"].reshape(self.num_groups, self.group_rank, -1)
+        B = self.read_in(params).reshape(self.num_groups, self.group_rank, -1)
         sub = jnp.einsum("ngh,ghm->gnm", A, B)
         return sub.sum(0), sub
+
+    def unmixed_start(self, params: Mapping[str, Array], activity, *, seed: int = 0) -> dict:
+        r"""Start values for a penalised fit: a plain fit's latents, unmixed and grouped.
+
+        ``params`` are a fit of the same network without a penalty (``correlation=None``) and
+        ``activity`` (..., N) the bins whose codes :math:`\mu = B\phi(x) + b` to unmix. The
+        codes are unmixed by FastICA, :math:`u = U(\mu - m)`, the components split into the
+        model's groups by least partial correlation, and the network rewritten in those
+        coordinates, which leaves its connectivity and predicted activity unchanged (the latent
+        noise :math:`s^2AA^\top` is rescaled): :math:`A \to AU^{-1}`, :math:`a \to a + Am`,
+        :math:`B \to UB`, :math:`b \to U(b - m)` (components ordered by group). The
+        partial-correlation landscape over rotations of the latents has local optima; starting
+        the penalised fit from here avoids those a random start can fall in.
+        """
+        from probdyn.independence import fastica, least_dependent_grouping
+
+        codes = np.asarray(self.codes(params, jnp.asarray(activity))).reshape(-1, self.latent_dim)
+        sources, unmixing = fastica(codes, seed=seed)
+        labels = least_dependent_grouping(sources, self.num_groups)
+        unmixing = unmixing[np.argsort(labels, kind="stable")]
+        mean = codes.mean(axis=0)
+        A, B = np.asarray(params["A"]), np.asarray(self.read_in(params))
+        sites = self.default_priors(A.shape[0])
+        start = {k: np.asarray(v) for k, v in params.items() if k in sites}
+        start |= {
+            "A": A @ np.linalg.inv(unmixing),
+            "a": np.asarray(params["a"]) + A @ mean,
+            "b": unmixing @ (np.asarray(params["b"]) - mean),
+        }
+        B = unmixing @ B
+        if "B" in sites:
+            return start | {"B": B}
+        # correlation="prior": the same B through (M, R), M = BA; the horseshoe's local scales
+        # start at the cross entries' sizes, so that their raw values start at +-1.
+        M, cross = B @ start["A"], self._cross_mask()
+        start |= {"M_raw": M, "R": B}
+        if "lam" in sites:
+            start["tau"] = np.asarray(self.tau_scale)
+            start["lam"] = np.maximum(np.abs(M[cross]) / self.tau_scale, 1e-3)
+            start["M_raw"] = M.copy()
+            start["M_raw"][cross] = M[cross] / (self.tau_scale * start["lam"])
+        return start
 
     def _bandwidth(self, params: Mapping[str, Array], population: Array) -> Array:
         if self.bandwidth == "learned":
@@ -202,6 +303,9 @@ class FacRNN(Model):
     def program(self, data: ModelData, batch_size: int | None = None) -> None:
         """Weights, then each trial's transitions; the PC penalty over the minibatch."""
         p = self.sample_parameters(data)
+        if self.correlation == "prior":
+            p["B"] = numpyro.deterministic("B", self.read_in(p))
+        numpyro.deterministic("cross_coupling", self.cross_coupling(p))
         if data.observations is None:
             return self._simulate(p, data, batch_size)
         fitted_all = (
@@ -240,7 +344,7 @@ class FacRNN(Model):
             numpyro.factor("pc_penalty", -self.beta * population * pc)
         elif self.correlation == "block" and self.beta > 0:
             coupling = p["B"] @ p["A"]
-            cross = self.groups[:, None] != self.groups[None, :]
+            cross = self._cross_mask()
             numpyro.factor("block_penalty", -self.beta * population * jnp.sum(cross * coupling**2))
 
     def _simulate(self, p: Mapping[str, Array], data: ModelData, batch_size: int | None):

@@ -24,7 +24,8 @@ and likewise for each group's marginal (a diagonal Gaussian factorises over dime
 
 The post-hoc alternative the seed compares with: unmix the latents of a plain low-rank RNN by
 independent component analysis (:func:`fastica`, Hyvarinen 1999) and group the components by
-the partition of least partial correlation (:func:`least_dependent_grouping`).
+the partition of least partial correlation (:func:`least_dependent_grouping`;
+:func:`sample_partial_correlation` scores point samples).
 """
 
 from __future__ import annotations
@@ -132,26 +133,34 @@ def fastica(samples, *, num_iterations: int = 500, tol: float = 1e-8, seed: int 
     return x @ unmixing.T, unmixing
 
 
+def sample_partial_correlation(samples, groups, *, scale: float | None = None) -> float:
+    r"""PC of point samples (M, K): each column standardised, kernels of width ``scale``.
+
+    The bandwidth defaults to the rule :math:`s = M^{-1/(K+4)}`; the draws
+    :math:`x_i + s\epsilon_i` use a fixed :math:`\epsilon` (seed 0), so equal inputs give equal
+    values. The way to compare the independence of groups of latents across methods whose
+    latents differ in scale.
+    """
+    x = np.asarray(samples, dtype=float)
+    x = (x - x.mean(0)) / x.std(0)
+    scale = x.shape[0] ** (-1 / (x.shape[1] + 4)) if scale is None else scale
+    noise = np.random.default_rng(0).normal(size=x.shape)
+    return float(partial_correlation(x + scale * noise, x, scale, groups))
+
+
 def least_dependent_grouping(samples, num_groups: int, *, scale: float | None = None):
     """Labels that split the K columns into ``num_groups`` equal groups of least estimated PC.
 
     Every partition is tried (K!/(H!^G G!) of them; 10 for two groups of three), each scored
-    by :func:`partial_correlation` of the standardised columns with the bandwidth rule
-    :math:`s = M^{-1/(K+4)}` (or ``scale``).
+    by :func:`sample_partial_correlation`.
     """
-    x = np.asarray(samples, dtype=float)
-    x = (x - x.mean(0)) / x.std(0)
-    size, rest = divmod(x.shape[1], num_groups)
+    num_columns = np.shape(samples)[1]
+    size, rest = divmod(num_columns, num_groups)
     if rest:
-        raise DataError(f"{x.shape[1]} columns do not split into {num_groups} equal groups")
-    scale = x.shape[0] ** (-1 / (x.shape[1] + 4)) if scale is None else scale
-    noise = np.random.default_rng(0).normal(size=x.shape)
-    best, best_score = None, np.inf
-    for labels in _equal_partitions(x.shape[1], num_groups, size):
-        score = float(partial_correlation(x + scale * noise, x, scale, labels))
-        if score < best_score:
-            best, best_score = labels, score
-    return best
+        raise DataError(f"{num_columns} columns do not split into {num_groups} equal groups")
+    partitions = list(_equal_partitions(num_columns, num_groups, size))
+    scores = [sample_partial_correlation(samples, labels, scale=scale) for labels in partitions]
+    return partitions[int(np.argmin(scores))]
 
 
 def _equal_partitions(num: int, num_groups: int, size: int):

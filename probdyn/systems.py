@@ -12,6 +12,9 @@ Benchmarks 2021), which Sedler et al. (2023) used to build their benchmark:
   (:math:`a = -5.5, b = 4.5, c = 1, d = -1`).
 - Thomas (dysts' scaled form): :math:`\dot x = -a x + b \sin y,\ \dot y = -a y + b \sin z,\
   \dot z = -a z + b \sin x` (:math:`a = 1.85, b = 10`).
+- Lorenz-96 (Lorenz 1996) on six sites, :func:`lorenz96`: :math:`\dot x_i = (x_{i+1} -
+  x_{i-2})x_{i-1} - x_i + F` (cyclic, :math:`F = 8`): chaotic, every coordinate coupled to its
+  neighbours (the entangled counterpart of two independent 3-D systems).
 
 Stochastic systems (drift :math:`f`, additive noise :math:`\sigma\, dW`) used for SDE data:
 
@@ -67,6 +70,11 @@ def arneodo(x: Array, p: Mapping[str, float]) -> Array:
 def thomas(x: Array, p: Mapping[str, float]) -> Array:
     """Thomas (1999) cyclically symmetric vector field, in dysts' scaled form."""
     return -p["a"] * x + p["b"] * jnp.sin(jnp.roll(x, -1))
+
+
+def lorenz96(x: Array, p: Mapping[str, float]) -> Array:
+    """Lorenz (1996) ring of sites with forcing ``F``."""
+    return (jnp.roll(x, -1) - jnp.roll(x, 2)) * jnp.roll(x, 1) - x + p["F"]
 
 
 def double_well(x: Array, p: Mapping[str, float]) -> Array:

@@ -147,3 +147,52 @@ def test_short_pc_fit_lowers_the_loss(teacher):
     assert result.losses[-10:].mean() < result.losses[:10].mean()
     draws = result.sample_posterior(2, seed=0)
     assert draws["s"].shape == (2,) and np.all(draws["s"] > 0)
+
+
+def test_prior_variant_builds_b_from_the_shrunk_coupling():
+    model = FacRNN(num_neurons=8, num_groups=2, group_rank=2, correlation="prior")
+    sites = model.default_priors(8)
+    assert "B" not in sites and sites["lam"].batch_shape == (8,)  # 2 x 2 x 2 cross entries
+    rng = np.random.default_rng(5)
+    params = {
+        "A": jnp.asarray(rng.normal(size=(8, 4))),
+        "M_raw": jnp.asarray(rng.normal(size=(4, 4))),
+        "R": jnp.asarray(rng.normal(size=(4, 8))),
+        "tau": jnp.asarray(0.3),
+        "lam": jnp.asarray(rng.uniform(0.5, 2.0, size=8)),
+    }
+    expected = np.asarray(params["M_raw"]).copy()
+    cross = np.add.outer([0, 0, 1, 1], [0, 0, 1, 1]) == 1
+    expected[cross] *= 0.3 * np.asarray(params["lam"])
+    np.testing.assert_allclose(model.read_in(params) @ params["A"], expected, atol=1e-10)
+    block = dict(params, lam=jnp.zeros(8))
+    assert float(model.cross_coupling(block)) == pytest.approx(0.0, abs=1e-12)
+    with pytest.raises(PriorError, match="num_neurons >= num_groups"):
+        FacRNN(num_neurons=3, num_groups=2, group_rank=2, correlation="prior")
+
+
+@pytest.mark.parametrize("correlation", ["pc", "prior"])
+def test_unmixed_start_keeps_connectivity_and_predictions(teacher, correlation):
+    plain = FacRNN(num_neurons=20, num_groups=2, group_rank=3, correlation=None)
+    params = random_params(plain, seed=6)
+    model = FacRNN(num_neurons=20, num_groups=2, group_rank=3, correlation=correlation)
+    x = jnp.asarray(teacher.y.values)
+    start = {k: jnp.asarray(v) for k, v in model.unmixed_start(params, x).items()}
+    assert set(start) == set(model.default_priors(20))
+    np.testing.assert_allclose(model.connectivity(start)[0], plain.connectivity(params)[0],
+                               atol=1e-9)  # fmt: skip
+    predicted = model.emission_mean(start, model.codes(start, x))
+    np.testing.assert_allclose(predicted, plain.emission_mean(params, plain.codes(params, x)),
+                               atol=1e-9)  # fmt: skip
+    codes = np.asarray(model.codes(start, x)).reshape(-1, 6)
+    np.testing.assert_allclose(codes.mean(0), 0, atol=1e-9)  # centred, unit-variance sources
+    np.testing.assert_allclose(codes.std(0, ddof=1), 1, atol=1e-6)
+
+
+def test_entangled_control_has_one_group():
+    ds = simulate_facrnn_teacher(latents="Lorenz96", seed=0, num_trials=4, num_timesteps=20,
+                                 fit_steps=50)  # fmt: skip
+    np.testing.assert_array_equal(ds.latent_group.values, 0)
+    assert ds.subconnectivity_true.shape == (1, 20, 20)
+    with pytest.raises(DataError, match="latents = 'Rossler'"):
+        simulate_facrnn_teacher(latents="Rossler", seed=0)

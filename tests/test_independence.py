@@ -12,6 +12,7 @@ from probdyn.independence import (
     gaussian_total_correlation,
     least_dependent_grouping,
     partial_correlation,
+    sample_partial_correlation,
 )
 
 GROUPS = [0, 0, 1, 1]
@@ -101,3 +102,17 @@ def test_fastica_unmixes_and_grouping_finds_the_independent_pairs():
     )
     with pytest.raises(DataError, match="equal groups"):
         least_dependent_grouping(shuffled[:, :3], 2)
+
+
+def test_sample_partial_correlation_ignores_column_scales_and_sees_dependence():
+    _, means, _, total = gaussian_codes(0.8, 2000, seed=7)
+    value = sample_partial_correlation(means, GROUPS)
+    assert sample_partial_correlation(means * [3.0, 0.1, 10.0, 1.0] + 5.0, GROUPS) == (
+        pytest.approx(value, rel=1e-9)
+    )
+    # Standardised samples of N(0, Sigma), drawn at the bandwidth rule: near the closed form of
+    # the standardised covariance smoothed by the kernels.
+    scale = 2000 ** (-1 / 8)
+    sd = np.sqrt(np.diag(total - scale**2 * np.eye(4)))
+    smoothed = (total - scale**2 * np.eye(4)) / np.outer(sd, sd) + scale**2 * np.eye(4)
+    assert value == pytest.approx(gaussian_total_correlation(smoothed, GROUPS), abs=0.08)

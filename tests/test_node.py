@@ -4,8 +4,10 @@ import flax.linen as nn
 import jax
 import jax.numpy as jnp
 import numpy as np
+import numpyro
 import pytest
-from probdyn.inference import svi
+from probdyn.inference import DiagnosticWarning, nuts, svi
+from probdyn.inference.density import bind
 from probdyn.models import LDS, NODE
 from scipy.integrate import solve_ivp
 
@@ -138,3 +140,29 @@ def test_amortised_fit_lowers_the_loss_and_infers_new_trials(guide):
     dt = model.as_data(new).dt
     path = model.rollout(weights, jnp.asarray(refined["initial"][2, 0]), 20, dt)
     np.testing.assert_allclose(refined["latents"][2, 0], path, rtol=1e-5, atol=1e-5)
+
+
+def test_nuts_over_weights_given_encoded_initial_states():
+    ds = simulate_attractor("Arneodo", num_trials=6, num_timesteps=12, num_neurons=4, seed=2)
+    model = NODE(latent_dim=2, num_neurons=4, hidden=4, encoder_hidden=4)
+    fit = svi(model, ds, num_steps=30, seed=0, guide="amortised-delta", progress=False)
+    loc, scale = fit.encode()
+    assert loc.shape == scale.shape == (6, 2) and np.all(scale > 0)
+    given = {"initial": loc}
+    density = bind(model, model.as_data(ds), given=given)
+    assert "initial" not in density.shapes
+    # The bound density is the joint with z0 held at the encoder's means, Jacobian-free here.
+    weights = {k: v[0] for k, v in prior_predictive(model, seed=1, num_samples=1, data=ds).items()
+               if k in density.shapes}  # fmt: skip
+    expected, _ = numpyro.infer.util.log_density(
+        model.program, (model.as_data(ds),), {}, {**weights, "initial": jnp.asarray(loc)}
+    )
+    got = density.log_posterior(density.unconstrain(weights))
+    np.testing.assert_allclose(float(got), float(expected), rtol=1e-9)
+    with pytest.warns(DiagnosticWarning):  # 40 draws are too few for its ESS limits
+        mcmc = nuts(model, ds, given=given, num_warmup=40, num_samples=40, num_chains=1,
+                    max_tree_depth=5, seed=0, progress=False)  # fmt: skip
+    np.testing.assert_array_equal(mcmc.samples["initial"][0, 7], loc)
+    assert np.ptp(mcmc.samples["W1"], axis=(0, 1)).max() > 0
+    with pytest.raises(ConfigError, match="given site 'initial' has shape"):
+        bind(model, model.as_data(ds), given={"initial": loc[:3]})

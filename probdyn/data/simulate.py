@@ -27,7 +27,7 @@ from jax import Array
 from probdyn.data.validate import validate
 from probdyn.errors import DataError
 from probdyn.integrate import euler_maruyama_path, rk4_path
-from probdyn.systems import ATTRACTORS, SDE_SYSTEMS
+from probdyn.systems import ATTRACTORS, SDE_SYSTEMS, lorenz96
 
 
 def _choose(name: str, table: dict, what: str):
@@ -317,8 +317,18 @@ def _fit_low_rank_teacher(z: Array, init: dict, num_steps: int) -> tuple[dict, A
     return p, losses
 
 
+def _lorenz96_trajectory(num_points: int, interval: float, key) -> np.ndarray:
+    """Six-site Lorenz-96 (F = 8), RK4 at ``interval / 10``, after 10 time units of burn-in."""
+    x0 = 8.0 + jax.random.normal(key, (6,))
+    burn_in = math.ceil(10 / interval)
+    field = partial(lorenz96, p={"F": 8.0})
+    path = _integrate_attractor(field, x0, num_points + burn_in, interval, 10)
+    return np.asarray(path[burn_in:], dtype=np.float64)
+
+
 def simulate_facrnn_teacher(
     *,
+    latents: str = "Lorenz+Thomas",
     num_trials: int = 40,
     num_timesteps: int = 100,
     num_neurons: int = 20,
@@ -339,7 +349,10 @@ def simulate_facrnn_teacher(
     .. math::
         x_t = A z_t + a + \texttt{noise}\,\epsilon_t,\qquad \epsilon_t \sim N(0, I_N).
 
-    The trajectory is cut into ``num_trials`` trials of ``num_timesteps`` bins. Returns ``y``,
+    ``latents="Lorenz96"`` replaces the two groups by one entangled 6-D system (six-site
+    Lorenz-96, :math:`F = 8`; every dimension in group 0), the control on which no independent
+    grouping exists. The trajectory is cut into ``num_trials`` trials of ``num_timesteps``
+    bins. Returns ``y``,
     ``latents_true`` (with the coordinate ``latent_group``: 0 Lorenz, 1 Thomas), the teacher's
     ``A_true``, ``a_true``, ``B_true``, ``b_true``, ``connectivity_true`` :math:`J = AB` and
     ``subconnectivity_true`` :math:`A_g B_g` (group, neuron, neuron_from), and ``fit_bins``:
@@ -352,15 +365,22 @@ def simulate_facrnn_teacher(
     fit_steps = _positive_int(fit_steps, "fit_steps")
     if not noise >= 0:
         raise DataError(f"noise = {noise!r}; expected a non-negative standard deviation")
+    if latents not in ("Lorenz+Thomas", "Lorenz96"):
+        raise DataError(f"latents = {latents!r}; expected 'Lorenz+Thomas' or 'Lorenz96'")
     interval, total = 0.1, num_trials * num_timesteps
     keys = jax.random.split(jax.random.key(seed), 5)
-    z = np.concatenate(
-        [
-            _attractor_trajectory("Lorenz", total, interval, keys[0]),
-            _attractor_trajectory("Thomas", total, interval, keys[1]),
-        ],
-        axis=1,
-    )
+    if latents == "Lorenz96":
+        z = _lorenz96_trajectory(total, interval, keys[0])
+        groups = np.zeros(6, int)
+    else:
+        z = np.concatenate(
+            [
+                _attractor_trajectory("Lorenz", total, interval, keys[0]),
+                _attractor_trajectory("Thomas", total, interval, keys[1]),
+            ],
+            axis=1,
+        )
+        groups = np.repeat([0, 1], 3)
     z = (z - z.mean(0)) / z.std(0)
     k_a, k_bias, k_b = jax.random.split(keys[2], 3)
     init = {
@@ -374,9 +394,8 @@ def simulate_facrnn_teacher(
     residual = float(losses[-1]) / float(np.mean((z[1:] - z[1:].mean(0)) ** 2))
     x = z @ teacher["A"].T + teacher["a"]
     x = x + noise * np.asarray(jax.random.normal(keys[3], x.shape), dtype=np.float64)
-    groups = np.repeat([0, 1], 3)
     A, B = teacher["A"], teacher["B"]
-    sub = np.stack([A[:, groups == g] @ B[groups == g] for g in (0, 1)])
+    sub = np.stack([A[:, groups == g] @ B[groups == g] for g in np.unique(groups)])
     ds = xr.Dataset(
         {
             "y": (("trial", "time", "neuron"), x.reshape(num_trials, num_timesteps, num_neurons)),
@@ -395,7 +414,7 @@ def simulate_facrnn_teacher(
         },
         attrs={
             "dt": interval,
-            "systems": "Lorenz, Thomas",
+            "latents": latents,
             "seed": int(seed),
             "noise": float(noise),
             "teacher_r2": 1.0 - residual,

@@ -3,9 +3,10 @@
 For each seed, ``simulate_facrnn_teacher`` (Lorenz + Thomas carried by a 20-neuron rank-6
 teacher) is fitted on its even bins by MAP (SVI, delta guide) with
 
-- FacRNN: G = 2 groups of H = 3, partial-correlation penalty (``correlation="pc"``);
-- low-rank: the same rank-6 network without a penalty, its latents split 3/3;
+- low-rank: the rank-6 network without a penalty, its latents split 3/3;
 - low-rank + ICA: that network's latents unmixed by FastICA, grouped by least PC;
+- FacRNN: G = 2 groups of H = 3, partial-correlation penalty (``correlation="pc"``), from a
+  random start and from the unmixed low-rank fit (``FacRNN.unmixed_start``);
 - block: the same network with the block-diagonal penalty on BA (``correlation="block"``);
 
 and scored on the odd bins: group and component latent R^2 (Hungarian matching), partial
@@ -26,18 +27,14 @@ from probdyn.inference import svi
 from probdyn.models import FacRNN
 
 from probdyn.data import simulate_facrnn_teacher
-from probdyn.independence import fastica, least_dependent_grouping, partial_correlation
+from probdyn.independence import (
+    fastica,
+    least_dependent_grouping,
+    sample_partial_correlation,
+)
 from probdyn.metrics import component_latent_r2, connectivity_similarity, group_latent_r2
 
 GROUPS = np.repeat([0, 1], 3)
-
-
-def standardised_pc(latents: np.ndarray, groups: np.ndarray) -> float:
-    """PC of standardised latents (M, K), bandwidth M^(-1/(K+4)), fixed draws."""
-    x = (latents - latents.mean(0)) / latents.std(0)
-    scale = x.shape[0] ** (-1 / (x.shape[1] + 4))
-    noise = np.random.default_rng(0).normal(size=x.shape)
-    return float(partial_correlation(x + scale * noise, x, scale, groups))
 
 
 def score(ds, latents, groups, A, B, seconds) -> dict:
@@ -55,14 +52,14 @@ def score(ds, latents, groups, A, B, seconds) -> dict:
     return {
         "group R2": matched["mean"],
         "component R2": component_latent_r2(truth, inferred)["mean"],
-        "PC": standardised_pc(inferred, groups),
+        "PC": sample_partial_correlation(inferred, groups),
         "J corr": connectivity_similarity(ds.connectivity_true.values, A @ B)["correlation"],
         "sub-J corr": float(np.mean(sub_corr)),
         "seconds": seconds,
     }
 
 
-def fit(model, ds, args, seed):
+def fit(model, ds, args, seed, init=None):
     start = time.perf_counter()
     result = svi(
         model,
@@ -72,6 +69,7 @@ def fit(model, ds, args, seed):
         guide="delta",
         learning_rate=args.learning_rate,
         batch_size=args.batch_size,
+        init=init,
         progress=False,
     )
     params = {k: np.asarray(v[0]) for k, v in result.sample_posterior(1, seed=0).items()}
@@ -90,37 +88,49 @@ def main():
     for seed in range(args.seeds):
         ds = simulate_facrnn_teacher(seed=seed)
         x = ds.y.values
-        floor = standardised_pc(ds.latents_true.values.reshape(-1, 6), GROUPS)
+        floor = sample_partial_correlation(ds.latents_true.values.reshape(-1, 6), GROUPS)
         print(
             f"seed {seed}: teacher R2 {ds.attrs['teacher_r2']:.4f}, PC of true latents {floor:.3f}"
         )
-        for name, correlation in (("FacRNN", "pc"), ("low-rank", None), ("block", "block")):
-            model = FacRNN(num_neurons=20, num_groups=2, group_rank=3, correlation=correlation,
-                           beta=args.beta)  # fmt: skip
-            params, seconds = fit(model, ds, args, seed)
-            latents = np.asarray(model.codes(params, x[:, :-1]))
-            rows.setdefault(name, []).append(
-                score(ds, latents, model.groups, params["A"], params["B"], seconds)
-            )
-            if correlation is None:  # post-hoc ICA on the plain network's fitted latents
-                fitted = ds.fit_bins.values[1:]
-                _, unmixing = fastica(latents[:, fitted].reshape(-1, 6), seed=seed)
-                sources = (latents - latents[:, fitted].reshape(-1, 6).mean(0)) @ unmixing.T
-                groups = least_dependent_grouping(sources[:, fitted].reshape(-1, 6), 2)
-                A = params["A"] @ np.linalg.inv(unmixing)
-                B = unmixing @ params["B"]
-                rows.setdefault("low-rank + ICA", []).append(
-                    score(ds, sources, groups, A, B, seconds)
-                )
+
+        def record(name, model, params, seconds, latents=None, groups=None, A=None, B=None, ds=ds):
+            if latents is None:
+                latents = np.asarray(model.codes(params, ds.y.values[:, :-1]))
+            groups = model.groups if groups is None else groups
+            A = params["A"] if A is None else A
+            B = params["B"] if B is None else B
+            rows.setdefault(name, []).append(score(ds, latents, groups, A, B, seconds))
+
+        def network(correlation):
+            return FacRNN(num_neurons=20, num_groups=2, group_rank=3, correlation=correlation,
+                          beta=args.beta)  # fmt: skip
+
+        plain = network(None)
+        params, plain_seconds = fit(plain, ds, args, seed)
+        record("low-rank", plain, params, plain_seconds)
+        # Post-hoc ICA on the plain network's latents (fitted bins), grouped by least PC.
+        fitted = ds.fit_bins.values[1:]
+        latents = np.asarray(plain.codes(params, x[:, :-1]))
+        _, unmixing = fastica(latents[:, fitted].reshape(-1, 6), seed=seed)
+        sources = (latents - latents[:, fitted].reshape(-1, 6).mean(0)) @ unmixing.T
+        groups = least_dependent_grouping(sources[:, fitted].reshape(-1, 6), 2)
+        A, B = params["A"] @ np.linalg.inv(unmixing), unmixing @ params["B"]
+        record("low-rank + ICA", plain, params, plain_seconds, sources, groups, A, B)
+        penalised = network("pc")
+        record("FacRNN", penalised, *fit(penalised, ds, args, seed))
+        start = penalised.unmixed_start(params, x[:, :-1][:, fitted], seed=seed)
+        unmixed, seconds = fit(penalised, ds, args, seed, init=start)
+        record("FacRNN, ICA start", penalised, unmixed, plain_seconds + seconds)
+        record("block", network("block"), *fit(network("block"), ds, args, seed))
         for method, results in rows.items():
             cells = "  ".join(f"{k} {v:.3f}" for k, v in results[-1].items())
-            print(f"  {method.ljust(15)}{cells}", flush=True)
+            print(f"  {method.ljust(18)}{cells}", flush=True)
     print(f"\nmean +- sd over {args.seeds} seeds (test bins)")
     keys = list(next(iter(rows.values()))[0])
-    print("method".ljust(16) + "".join(k.rjust(18) for k in keys))
+    print("method".ljust(20) + "".join(k.rjust(18) for k in keys))
     for method, results in rows.items():
         cells = [np.array([r[k] for r in results]) for k in keys]
-        print(method.ljust(16) + "".join(f"{c.mean():10.3f} +-{c.std():5.3f}" for c in cells))
+        print(method.ljust(20) + "".join(f"{c.mean():10.3f} +-{c.std():5.3f}" for c in cells))
 
 
 if __name__ == "__main__":
