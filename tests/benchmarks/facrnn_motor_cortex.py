@@ -6,9 +6,10 @@ trials are split 60/15 (seeded). On the 60, a plain rank-6 low-rank RNN and FacR
 groups of H = 3, PC penalty, started from the plain fit unmixed by ICA) are fitted by MAP. On
 the 15 held-out trials, hand velocity is regressed (affine, fitted on the 60) on each group's
 latents and on all six: cross-validated R^2 per group, as the seed's monkey analysis relates
-groups to behaviour; the groups' partial correlation is reported beside it.
+groups to behaviour; the groups' partial correlation is reported beside it. ``--lag L``
+regresses the velocity L bins (of 20 ms) after the latents (motor cortex leads the hand).
 
-    python tests/benchmarks/facrnn_motor_cortex.py [--data ../shared/data] [--seeds 3]
+    python tests/benchmarks/facrnn_motor_cortex.py [--data ../shared/data] [--seeds 3] [--lag 0]
 """
 
 from __future__ import annotations
@@ -61,6 +62,7 @@ def main():
     parser.add_argument("--data", default=default, help="folder holding mc_maze_small/")
     parser.add_argument("--seeds", type=int, default=3)
     parser.add_argument("--steps", type=int, default=3000)
+    parser.add_argument("--lag", type=int, default=0, help="velocity this many bins later")
     args = parser.parse_args()
     ds, velocity = prepare(Path(args.data) / "mc_maze_small" / "mc_maze_small_train.h5")
     x = ds.y.values
@@ -83,9 +85,10 @@ def main():
             params = {k: np.asarray(v[0]) for k, v in fit.sample_posterior(1, seed=0).items()}
             results[name] = (params, time.perf_counter() - start)
             latents = np.asarray(model.codes(params, x[:, :-1]))
-            groups = [velocity_r2(latents[..., g * 3 : g * 3 + 3], velocity, train, test)
+            latents, later = latents[:, : latents.shape[1] - args.lag], velocity[:, args.lag :]
+            groups = [velocity_r2(latents[..., g * 3 : g * 3 + 3], later, train, test)
                       for g in range(2)]  # fmt: skip
-            whole = velocity_r2(latents, velocity, train, test)
+            whole = velocity_r2(latents, later, train, test)
             pc = sample_partial_correlation(latents[test].reshape(-1, 6), model.groups)
             print(
                 f"split {seed} {name:9s} velocity R2: group 0 {groups[0]:.3f}, group 1 "
