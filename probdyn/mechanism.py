@@ -9,10 +9,16 @@ each time step is labelled by the length :math:`r` of the run of identical symbo
 - ``"cluster"``: :math:`r > 8` (slow, noise-driven dwelling).
 
 These are our reading of the paper's groups (<2, 2-8, >8 steps); the thresholds are arguments.
+
+:func:`kick_neurons` ablates one hidden unit at a time (its activity clamped to zero) and
+measures how often the network's output changes under the same noise: the units whose
+ablation removes the transitions are the paper's "kick neurons".
 """
 
 from __future__ import annotations
 
+import jax
+import jax.numpy as jnp
 import numpy as np
 import xarray as xr
 
@@ -64,5 +70,50 @@ def orbit_pca(hidden, num_components: int = 3) -> xr.Dataset:
             "explained_variance_ratio": ("component", variance[:num_components] / variance.sum()),
             "mean": ("unit", mean),
             "projection": ((*dims, "component"), projection),
+        }
+    )
+
+
+def kick_neurons(
+    model,
+    params,
+    *,
+    seed: int,
+    num_trials: int = 50,
+    num_timesteps: int = 200,
+    threshold: float = 0.5,
+) -> xr.Dataset:
+    r"""Output volatility of a noise-driven RNN with each hidden unit ablated in turn.
+
+    ``model`` is a :class:`probdyn.models.RNNEmulator` (anything with ``hidden``, ``noise_dim``
+    and ``hidden_path(params, noise)``) and ``params`` one draw of its weights. The same noise
+    (``seed``) drives the intact network and every ablated copy, in which unit j's activity is
+    clamped to zero (row j of :math:`W_{hh}` and :math:`W_{in}` zeroed: its pre-activation is 0,
+    so ReLU keeps it at 0). The output is the most likely symbol,
+    :math:`\arg\max W_{out} h_t` (the readout's sampling noise would add transitions of its
+    own), and its volatility is :math:`P(s_{t+1} \ne s_t)`. Returns ``volatility`` (unit),
+    ``intact_volatility``, ``relative_drop`` (unit) = 1 - ablated / intact, and ``kick``
+    (unit): True where the drop exceeds ``threshold``.
+    """
+    noise = jax.random.normal(jax.random.key(seed), (num_trials, num_timesteps, model.noise_dim))
+
+    def volatility(weights):
+        hidden = jax.vmap(lambda xi: model.hidden_path(weights, xi))(noise)
+        symbols = jnp.argmax(hidden @ weights["W_out"].T, axis=-1)
+        return jnp.mean(symbols[:, 1:] != symbols[:, :-1])
+
+    def ablated(unit):
+        keep = (jnp.arange(model.hidden) != unit)[:, None]
+        return volatility(dict(params, W_hh=params["W_hh"] * keep, W_in=params["W_in"] * keep))
+
+    intact = float(volatility(params))
+    per_unit = np.asarray(jax.lax.map(ablated, jnp.arange(model.hidden)))
+    drop = 1.0 - per_unit / intact if intact > 0 else np.zeros_like(per_unit)
+    return xr.Dataset(
+        {
+            "volatility": ("unit", per_unit),
+            "intact_volatility": ((), intact),
+            "relative_drop": ("unit", drop),
+            "kick": ("unit", drop > threshold),
         }
     )

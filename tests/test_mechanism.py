@@ -1,10 +1,12 @@
 """Run lengths, residency groups and the orbit's principal components."""
 
+import jax.numpy as jnp
 import numpy as np
 import pytest
+from probdyn.models import RNNEmulator
 
 from probdyn.errors import DataError
-from probdyn.mechanism import orbit_pca, residency_groups, run_lengths
+from probdyn.mechanism import kick_neurons, orbit_pca, residency_groups, run_lengths
 
 
 def test_run_lengths_and_groups_by_hand():
@@ -33,3 +35,20 @@ def test_orbit_pca_finds_the_plane_of_a_noisy_circle():
     np.testing.assert_allclose(np.abs(np.linalg.det(overlap)), 1.0, atol=1e-3)
     assert pca.projection.shape == (10, 200, 3)
     np.testing.assert_allclose(np.linalg.norm(pca.projection[..., :2], axis=-1), 3.0, atol=0.3)
+
+
+def test_kick_neurons_are_the_units_whose_ablation_stops_the_output_switching():
+    # Unit 1 is driven by noise and kicks unit 0, which sets the output (symbol 1 while
+    # h0 > 0; at h0 = 0 the logits tie and the first symbol wins); unit 2 is driven by noise
+    # too but feeds nothing.
+    model = RNNEmulator(hidden=3, noise_dim=2, num_symbols=2)
+    params = {
+        "W_in": jnp.array([[0.0, 0.0], [3.0, 0.0], [0.0, 1.0]]),
+        "W_hh": jnp.array([[0.0, 2.0, 0.0], [0.0, 0.0, 0.0], [0.0, 0.0, 0.0]]),
+        "W_out": jnp.array([[0.0, 0.0, 0.0], [1.0, 0.0, 0.0]]),
+    }
+    result = kick_neurons(model, params, seed=0, num_trials=20, num_timesteps=100)
+    assert 0.3 < float(result.intact_volatility) < 0.7  # h0 > 0 about half the time
+    np.testing.assert_allclose(result.volatility.values[:2], 0.0)
+    assert result.volatility.values[2] == float(result.intact_volatility)  # same noise
+    np.testing.assert_array_equal(result.kick.values, [True, True, False])
