@@ -199,8 +199,9 @@ class FacRNN(Model):
 
     def prepare(self, ds: xr.Dataset) -> ModelData:
         """As every model, but a missing bin is refused (it would be the next bin's input)."""
-        if "y" in ds and np.isnan(np.asarray(ds["y"].values, dtype=float)).any():
-            first = np.argwhere(np.isnan(np.asarray(ds["y"].values, dtype=float)))[0]
+        missing = np.isnan(np.asarray(ds["y"].values, dtype=float)) if "y" in ds else None
+        if missing is not None and missing.any():
+            first = np.argwhere(missing)[0]
             raise DataError(
                 f"y[trial={first[0]}, time={first[1]}, neuron={first[2]}] is NaN: FacRNN reads "
                 "each bin as the next bin's input, so recordings must be complete; drop or "
@@ -224,9 +225,13 @@ class FacRNN(Model):
         pseudo_inverse = jnp.linalg.solve(A.T @ A, A.T)
         return M @ pseudo_inverse + params["R"] @ (jnp.eye(A.shape[0]) - A @ pseudo_inverse)
 
+    def coupling(self, params: Mapping[str, Array]) -> Array:
+        """The latent coupling :math:`M = BA` (K, K) of the linearised dynamics."""
+        return self.read_in(params) @ params["A"]
+
     def cross_coupling(self, params: Mapping[str, Array]) -> Array:
         r""":math:`\|M_\text{cross}\|_F / \|M\|_F` of the latent coupling :math:`M = BA`."""
-        M = self.read_in(params) @ params["A"]
+        M = self.coupling(params)
         return jnp.sqrt(jnp.sum(jnp.where(self._cross_mask(), M**2, 0.0)) / jnp.sum(M**2))
 
     def codes(self, params: Mapping[str, Array], activity: Array) -> Array:
@@ -284,13 +289,12 @@ class FacRNN(Model):
         # correlation="prior": the same B through (M, R), M = BA; the horseshoe's local scales
         # start at the cross entries' sizes, so that their raw values start at +-1.
         M, cross = B @ start["A"], self._cross_mask()
-        start |= {"M_raw": M, "R": B}
+        raw = M.copy()
         if "lam" in sites:
             start["tau"] = np.asarray(self.tau_scale)
             start["lam"] = np.maximum(np.abs(M[cross]) / self.tau_scale, 1e-3)
-            start["M_raw"] = M.copy()
-            start["M_raw"][cross] = M[cross] / (self.tau_scale * start["lam"])
-        return start
+            raw[cross] = M[cross] / (self.tau_scale * start["lam"])
+        return start | {"M_raw": raw, "R": B}
 
     def _bandwidth(self, params: Mapping[str, Array], population: Array) -> Array:
         if self.bandwidth == "learned":
@@ -343,9 +347,10 @@ class FacRNN(Model):
             numpyro.deterministic("partial_correlation", pc)
             numpyro.factor("pc_penalty", -self.beta * population * pc)
         elif self.correlation == "block" and self.beta > 0:
-            coupling = p["B"] @ p["A"]
             cross = self._cross_mask()
-            numpyro.factor("block_penalty", -self.beta * population * jnp.sum(cross * coupling**2))
+            numpyro.factor(
+                "block_penalty", -self.beta * population * jnp.sum(cross * self.coupling(p) ** 2)
+            )
 
     def _simulate(self, p: Mapping[str, Array], data: ModelData, batch_size: int | None):
         r"""Prior predictive: the network run from :math:`x_0 \sim N(0, I)` with its noise."""

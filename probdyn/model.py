@@ -248,8 +248,7 @@ class Model(abc.ABC):
         missing = np.isnan(values) if np.issubdtype(values.dtype, np.floating) else None
         observed = np.ones(values.shape, bool) if missing is None else ~missing
         if "fit_bins" in ds:
-            fitted = ds["fit_bins"].broadcast_like(ds[name].isel(time=0, drop=True).trial)
-            fitted = fitted.transpose("trial", "time").values
+            fitted = ds["fit_bins"].broadcast_like(ds["trial"]).transpose("trial", "time").values
             observed = observed & fitted.reshape(fitted.shape + (1,) * (values.ndim - 2))
         mask = None if observed.all() else jnp.asarray(observed)
         dtype = jnp.int32 if self.observation == "categorical" else jnp.result_type(float)

@@ -74,18 +74,11 @@ def simulate_attractor(
     num_neurons = _positive_int(num_neurons, "num_neurons")
     points = _positive_int(points_per_period or attractor.points_per_period, "points_per_period")
     interval = attractor.period / points
-    # RK4 steps no longer than period / 1500 keep the discretisation error far below the
-    # attractor's own divergence over a trial.
-    substeps = max(1, math.ceil(interval / (attractor.period / 1500)))
     key_start, key_readout, key_spikes = jax.random.split(jax.random.key(seed), 3)
-
-    x0 = jnp.asarray(attractor.initial_condition) * (
-        1.0 + 0.05 * jax.random.normal(key_start, (3,))
-    )
-    field = partial(attractor.vector_field, p=attractor.parameters)
     burn_in = max(2, int(burn_in_periods * points))
-    path = _integrate_attractor(field, x0, num_trials * num_timesteps + burn_in, interval, substeps)
-    latents = np.asarray(path[burn_in:], dtype=np.float64)
+    latents = _attractor_trajectory(
+        system, num_trials * num_timesteps, interval, key_start, burn_in
+    )
     if not np.isfinite(latents).all():
         raise DataError(f"the {system} trajectory diverged; try fewer points per period")
     latents = latents.reshape(num_trials, num_timesteps, 3)
@@ -285,12 +278,17 @@ def simulate_sde(
     return validate(ds, "gaussian")
 
 
-def _attractor_trajectory(system: str, num_points: int, interval: float, key) -> np.ndarray:
-    """``num_points`` states of ``system`` ``interval`` apart, after 10 periods of burn-in."""
+def _attractor_trajectory(
+    system: str, num_points: int, interval: float, key, burn_in: int
+) -> np.ndarray:
+    """``num_points`` states of ``system`` ``interval`` apart, after ``burn_in`` discarded ones.
+
+    The start is the system's initial condition jittered by 5% (``key``); RK4 steps no longer
+    than period / 1500 keep the discretisation error far below the attractor's own divergence.
+    """
     attractor = ATTRACTORS[system]
     substeps = max(1, math.ceil(interval / (attractor.period / 1500)))
     x0 = jnp.asarray(attractor.initial_condition) * (1.0 + 0.05 * jax.random.normal(key, (3,)))
-    burn_in = max(2, math.ceil(10 * attractor.period / interval))
     field = partial(attractor.vector_field, p=attractor.parameters)
     path = _integrate_attractor(field, x0, num_points + burn_in, interval, substeps)
     return np.asarray(path[burn_in:], dtype=np.float64)
@@ -373,13 +371,11 @@ def simulate_facrnn_teacher(
         z = _lorenz96_trajectory(total, interval, keys[0])
         groups = np.zeros(6, int)
     else:
-        z = np.concatenate(
-            [
-                _attractor_trajectory("Lorenz", total, interval, keys[0]),
-                _attractor_trajectory("Thomas", total, interval, keys[1]),
-            ],
-            axis=1,
-        )
+        trajectories = []
+        for name, key in (("Lorenz", keys[0]), ("Thomas", keys[1])):
+            burn_in = max(2, math.ceil(10 * ATTRACTORS[name].period / interval))  # ten periods
+            trajectories.append(_attractor_trajectory(name, total, interval, key, burn_in))
+        z = np.concatenate(trajectories, axis=1)
         groups = np.repeat([0, 1], 3)
     z = (z - z.mean(0)) / z.std(0)
     k_a, k_bias, k_b = jax.random.split(keys[2], 3)

@@ -27,11 +27,7 @@ from probdyn.inference import svi
 from probdyn.models import FacRNN
 
 from probdyn.data import simulate_facrnn_teacher
-from probdyn.independence import (
-    fastica,
-    least_dependent_grouping,
-    sample_partial_correlation,
-)
+from probdyn.independence import sample_partial_correlation
 from probdyn.metrics import component_latent_r2, connectivity_similarity, group_latent_r2
 
 GROUPS = np.repeat([0, 1], 3)
@@ -93,13 +89,11 @@ def main():
             f"seed {seed}: teacher R2 {ds.attrs['teacher_r2']:.4f}, PC of true latents {floor:.3f}"
         )
 
-        def record(name, model, params, seconds, latents=None, groups=None, A=None, B=None, ds=ds):
-            if latents is None:
-                latents = np.asarray(model.codes(params, ds.y.values[:, :-1]))
-            groups = model.groups if groups is None else groups
-            A = params["A"] if A is None else A
-            B = params["B"] if B is None else B
-            rows.setdefault(name, []).append(score(ds, latents, groups, A, B, seconds))
+        def record(name, model, params, seconds, ds=ds):
+            latents = np.asarray(model.codes(params, ds.y.values[:, :-1]))
+            rows.setdefault(name, []).append(
+                score(ds, latents, model.groups, params["A"], params["B"], seconds)
+            )
 
         def network(correlation):
             return FacRNN(num_neurons=20, num_groups=2, group_rank=3, correlation=correlation,
@@ -108,17 +102,13 @@ def main():
         plain = network(None)
         params, plain_seconds = fit(plain, ds, args, seed)
         record("low-rank", plain, params, plain_seconds)
-        # Post-hoc ICA on the plain network's latents (fitted bins), grouped by least PC.
+        # Post-hoc ICA: the plain network's latents (fitted bins) unmixed, grouped by least PC,
+        # and the network rewritten in those coordinates; also the penalised fit's start.
         fitted = ds.fit_bins.values[1:]
-        latents = np.asarray(plain.codes(params, x[:, :-1]))
-        _, unmixing = fastica(latents[:, fitted].reshape(-1, 6), seed=seed)
-        sources = (latents - latents[:, fitted].reshape(-1, 6).mean(0)) @ unmixing.T
-        groups = least_dependent_grouping(sources[:, fitted].reshape(-1, 6), 2)
-        A, B = params["A"] @ np.linalg.inv(unmixing), unmixing @ params["B"]
-        record("low-rank + ICA", plain, params, plain_seconds, sources, groups, A, B)
         penalised = network("pc")
-        record("FacRNN", penalised, *fit(penalised, ds, args, seed))
         start = penalised.unmixed_start(params, x[:, :-1][:, fitted], seed=seed)
+        record("low-rank + ICA", plain, start, plain_seconds)
+        record("FacRNN", penalised, *fit(penalised, ds, args, seed))
         unmixed, seconds = fit(penalised, ds, args, seed, init=start)
         record("FacRNN, ICA start", penalised, unmixed, plain_seconds + seconds)
         record("block", network("block"), *fit(network("block"), ds, args, seed))
