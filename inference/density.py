@@ -17,10 +17,12 @@ given sites, conditioned on, count in :math:`\log \pi_0` (a point mass adds 0).
 from __future__ import annotations
 
 import dataclasses
+import hashlib
 from collections.abc import Callable
 
 import jax
 import jax.numpy as jnp
+import numpy as np
 import numpyro
 import numpyro.distributions as dist
 from jax import Array
@@ -171,3 +173,37 @@ def bind(
     return Density(
         program, data, fixed, shapes, supports, unravel, int(flat.shape[0]), deterministic
     )
+
+
+def fingerprint(value) -> str:
+    """A process-independent hash of ``value``: models, distributions, arrays, data, settings.
+
+    ``repr`` will not do: distributions and optax transformations print memory addresses, which
+    differ between a killed process and the one that resumes. Arrays count by shape, dtype and
+    bytes. Used to recognise a checkpoint's run and to reuse a compiled sampler.
+    """
+    digest = hashlib.sha256()
+    _feed(value, digest)
+    return digest.hexdigest()
+
+
+def _feed(value, digest) -> None:
+    if dataclasses.is_dataclass(value) and not isinstance(value, type):
+        digest.update(type(value).__qualname__.encode())
+        for field in dataclasses.fields(value):
+            digest.update(field.name.encode())
+            _feed(getattr(value, field.name), digest)
+    elif isinstance(value, dict):
+        for key in sorted(value, key=str):
+            digest.update(str(key).encode())
+            _feed(value[key], digest)
+    elif isinstance(value, numpyro.distributions.Distribution):
+        digest.update(type(value).__qualname__.encode())
+        for leaf in jax.tree_util.tree_leaves(value):
+            _feed(leaf, digest)
+    elif hasattr(value, "shape") and hasattr(value, "dtype"):
+        array = np.asarray(jax.device_get(value))
+        digest.update(f"{array.shape}{array.dtype}".encode())
+        digest.update(array.tobytes())
+    else:
+        digest.update(repr(value).encode())

@@ -11,7 +11,10 @@ obtained, and its cost):
     ``dense_mass=True``; on a 100-step latent path the diagonal gave the smaller error, see
     docs/evidence.md) and whose step size follows
     the acceptance rate. :math:`\hat Z = \prod_k \sum_i W_i^{(k-1)} L_i^{\beta_k - \beta_{k-1}}`
-    is unbiased for :math:`Z`. ``num_repeats`` independent runs give the estimate
+    is unbiased for :math:`Z`. The particles are split over the visible devices
+    (:func:`probdyn.inference.devices.mesh`; ``num_devices`` caps them): each device moves its
+    own particles, XLA gathers them for the weights, the mass matrix and resampling.
+    ``num_repeats`` independent runs give the estimate
     :math:`\log \bar Z` and its standard error by the delta method,
     :math:`\mathrm{se} = \mathrm{sd}(\hat Z_r) / (\sqrt{R}\, \bar Z)`.
 ``"iwae"``
@@ -47,6 +50,7 @@ import xarray as xr
 from blackjax.smc import resampling
 from jax.scipy.special import logsumexp
 from numpyro.infer.util import log_density
+from probdyn.inference import devices
 from probdyn.inference.density import Density, bind
 
 from probdyn.errors import ConfigError
@@ -116,7 +120,7 @@ def log_evidence(model: Model, data, *, method: str = "smc", seed: int, **option
 
     Options by method: ``smc``: ``num_particles`` (1000 per repeat), ``num_repeats`` (4),
     ``num_mcmc_steps`` (10), ``num_integration_steps`` (20), ``target_ess`` (0.5),
-    ``dense_mass`` (False);
+    ``dense_mass`` (False), ``num_devices`` (all visible);
     ``iwae``: ``svi_result`` (or ``svi_steps``, 2000), ``num_importance`` K (1000),
     ``num_batches`` (8); ``exact``: ``num_grid`` (1-D grid points, 2001).
     """
@@ -142,6 +146,7 @@ def _smc(
     target_ess: float = 0.5,
     dense_mass: bool = False,
     max_steps: int = 1000,
+    num_devices: int | None = None,
 ) -> Evidence:
     if density.dim == 0:
         return _exact(density, key)
@@ -156,10 +161,22 @@ def _smc(
         target_ess,
     )
 
+    mesh = devices.mesh(num_particles, num_devices)
+
+    def spread(state):
+        """Keep the particles and their weights split over the devices."""
+        if mesh.size == 1:
+            return state
+        split = devices.split(mesh)
+        return state._replace(
+            particles=jax.lax.with_sharding_constraint(state.particles, split),
+            weights=jax.lax.with_sharding_constraint(state.weights, split),
+        )
+
     def one_run(key):
         key_init, key_loop = jax.random.split(key)
         particles = density.sample_prior(key_init, num_particles)
-        state = blackjax.smc.adaptive_tempered.init(particles)
+        state = spread(blackjax.smc.adaptive_tempered.init(particles))
         # HMC steps of size ~ d^(-1/4) in whitened coordinates keep acceptance reasonable.
         step_size = jnp.asarray(0.5 * density.dim**-0.25, particles.dtype)
 
@@ -181,6 +198,7 @@ def _smc(
                 "num_integration_steps": jnp.array([num_integration_steps]),
             }
             state, info = kernel(key_step, state, num_mcmc_steps, parameters)
+            state = spread(state)
             accept = jnp.mean(info.update_info.acceptance_rate)
             # Multiplicative step-size control toward 0.75 acceptance.
             step_size = step_size * jnp.exp(2.0 * (accept - 0.75))
@@ -190,11 +208,13 @@ def _smc(
         state, _, log_z, acceptance, _, steps = jax.lax.while_loop(keep_going, advance, init)
         return log_z, steps, acceptance, state.tempering_param
 
-    log_z, steps, final_acceptance, reached = jax.jit(jax.vmap(one_run))(
-        jax.random.split(key, num_repeats)
-    )
-    log_z, steps = np.asarray(log_z), np.asarray(steps)
-    if not np.all(np.asarray(reached) >= 1.0):
+    keys = jax.device_put(jax.random.split(key, num_repeats), devices.replicated(mesh))
+    runs = jax.jit(jax.vmap(one_run))
+    runs.lower(keys)  # trace now: under the guard it only runs
+    with devices.hot_loop():
+        outcome = runs(keys)
+    log_z, steps, final_acceptance, reached = devices.to_host(outcome)
+    if not np.all(reached >= 1.0):
         raise FloatingPointError(
             f"SMC did not reach the posterior within {max_steps} tempering steps"
         )
@@ -211,8 +231,9 @@ def _smc(
         {
             "log_evidence_per_run": log_z.tolist(),
             "tempering_steps": steps.tolist(),
-            "final_acceptance": np.asarray(final_acceptance).tolist(),
+            "final_acceptance": final_acceptance.tolist(),
             "num_particles": num_particles,
+            "num_devices": mesh.size,
             "dense_mass": dense_mass,
         },
     )

@@ -1,7 +1,12 @@
 """NUTS over any probdyn model, with its diagnostics surfaced.
 
-Chains run vectorised on one device (``chain_method="vectorized"``) or one per device
-(``"parallel"``). Divergences, R-hat and bulk ESS are computed for every free parameter and
+Chains run vectorised on one device (``chain_method="vectorized"``), one after another
+(``"sequential"``), or split over every visible device (``"parallel"``: a block of chains per
+device, each block vectorised, through ``shard_map`` on :func:`probdyn.inference.devices.mesh`;
+no per-step progress bar then). The compiled sampler is kept for the next call with the same
+model, fixed values, data shapes and settings (up to :data:`CACHED_SAMPLERS` of them), so
+sampling many recordings of one design compiles once; draws are the same as from a fresh
+sampler. Divergences, R-hat and bulk ESS are computed for every free parameter and
 reported by :meth:`MCMCResult.summary`; when they are bad (any divergence, R-hat > 1.01, or bulk
 ESS below 100 per chain) a :class:`DiagnosticWarning` names them.
 """
@@ -18,14 +23,18 @@ import numpy as np
 import pandas as pd
 import xarray as xr
 from numpyro.infer import MCMC, NUTS
+from probdyn.inference import devices
 from probdyn.inference.arviz import to_datatree
-from probdyn.inference.density import Density, bind
+from probdyn.inference.density import Density, bind, fingerprint
 
 from probdyn.errors import ConfigError
 from probdyn.model import Model
 
 RHAT_LIMIT = 1.01
 ESS_PER_CHAIN = 100
+#: Compiled samplers kept for reuse (least recently used dropped first).
+CACHED_SAMPLERS = 4
+_samplers: dict[str, MCMC] = {}
 
 
 class DiagnosticWarning(UserWarning):
@@ -115,20 +124,18 @@ def nuts(
         )
     prepared = model.as_data(data)
     density = bind(model, prepared, given=given)
-
-    kernel = NUTS(
-        density.program,
-        dense_mass=dense_mass,
-        target_accept_prob=target_accept_prob,
-        max_tree_depth=max_tree_depth,
-    )
-    engine = MCMC(
-        kernel,
+    engine = _sampler(
+        model,
+        density,
+        prepared,
         num_warmup=num_warmup,
         num_samples=num_samples,
         num_chains=num_chains,
         chain_method=chain_method,
-        progress_bar=progress,
+        dense_mass=dense_mass,
+        target_accept_prob=target_accept_prob,
+        max_tree_depth=max_tree_depth,
+        progress=progress,
     )
     init_params = None
     if init is not None:
@@ -142,13 +149,13 @@ def nuts(
         init_params=init_params,
         extra_fields=("diverging", "num_steps"),
     )
-    samples = {k: np.asarray(v) for k, v in engine.get_samples(group_by_chain=True).items()}
+    samples = devices.to_host(engine.get_samples(group_by_chain=True))
     for name, value in density.fixed.items():
         samples[name] = np.broadcast_to(
             np.asarray(value), (num_chains, num_samples, *np.shape(value))
         )
     samples = model.identify(samples)
-    extra = engine.get_extra_fields(group_by_chain=True)
+    extra = devices.to_host(engine.get_extra_fields(group_by_chain=True))
     stats = {
         "diverging": np.asarray(extra["diverging"]),
         "n_steps": np.asarray(extra["num_steps"]),
@@ -156,6 +163,53 @@ def nuts(
     result = MCMCResult(model, density, samples, stats["diverging"], stats, seed)
     _warn_if_bad(result)
     return result
+
+
+def _sampler(
+    model: Model, density: Density, data, *, chain_method: str, progress: bool, **settings
+) -> MCMC:
+    """A NumPyro sampler for ``density.program``: from the cache, or built and cached.
+
+    The key holds everything the compiled program depends on: the model, the values conditioned
+    on, the data's structure and shapes (not its values: they are arguments), the settings and
+    the devices.
+    """
+    num_chains = settings["num_chains"]
+    mesh = devices.mesh(num_chains) if chain_method == "parallel" else None
+    shapes = jax.tree_util.tree_map(lambda a: (a.shape, str(a.dtype)), data)
+    key = fingerprint(
+        {
+            "model": model,
+            "fixed": density.fixed,
+            "data": (str(jax.tree_util.tree_structure(data)), jax.tree_util.tree_leaves(shapes)),
+            "chain_method": chain_method,
+            "devices": None if mesh is None else mesh.devices.tolist(),
+            "progress": progress,
+            **settings,
+        }
+    )
+    if key in _samplers:
+        _samplers[key] = _samplers.pop(key)  # most recently used last
+        return _samplers[key]
+    kernel = NUTS(
+        density.program,
+        dense_mass=settings["dense_mass"],
+        target_accept_prob=settings["target_accept_prob"],
+        max_tree_depth=settings["max_tree_depth"],
+    )
+    engine = MCMC(
+        kernel,
+        num_warmup=settings["num_warmup"],
+        num_samples=settings["num_samples"],
+        num_chains=num_chains,
+        chain_method=(lambda fn: devices.map_over_mesh(fn, mesh)) if mesh else chain_method,
+        progress_bar=progress and mesh is None,
+        jit_model_args=True,
+    )
+    _samplers[key] = engine
+    while len(_samplers) > CACHED_SAMPLERS:
+        _samplers.pop(next(iter(_samplers)))
+    return engine
 
 
 def _warn_if_bad(result: MCMCResult) -> None:

@@ -12,7 +12,6 @@ from __future__ import annotations
 
 import dataclasses
 import functools
-import hashlib
 import os
 import pickle
 from collections.abc import Mapping
@@ -26,6 +25,7 @@ import optax
 import xarray as xr
 from jax import Array
 from numpyro.infer import SVI, Trace_ELBO, autoguide
+from probdyn.inference import devices
 from probdyn.inference.amortised import (
     AMORTISED_GUIDES,
     AmortisedGuide,
@@ -33,7 +33,7 @@ from probdyn.inference.amortised import (
     refine_local,
 )
 from probdyn.inference.arviz import to_datatree
-from probdyn.inference.density import Density, bind
+from probdyn.inference.density import Density, bind, fingerprint
 from tqdm.auto import tqdm
 
 from probdyn.errors import ConfigError
@@ -226,35 +226,8 @@ class SVIResult:
         return tree
 
 
-def _fingerprint(value, digest) -> None:
-    """Feed a process-independent description of ``value`` to ``digest``.
-
-    ``repr`` will not do: distributions and optax transformations print memory addresses, which
-    differ between the killed process and the one that resumes.
-    """
-    if dataclasses.is_dataclass(value) and not isinstance(value, type):
-        digest.update(type(value).__qualname__.encode())
-        for field in dataclasses.fields(value):
-            digest.update(field.name.encode())
-            _fingerprint(getattr(value, field.name), digest)
-    elif isinstance(value, dict):
-        for key in sorted(value, key=str):
-            digest.update(str(key).encode())
-            _fingerprint(value[key], digest)
-    elif isinstance(value, numpyro.distributions.Distribution):
-        digest.update(type(value).__qualname__.encode())
-        for leaf in jax.tree_util.tree_leaves(value):
-            digest.update(np.asarray(leaf).tobytes())
-    elif hasattr(value, "shape") and hasattr(value, "dtype"):
-        digest.update(np.asarray(value).tobytes())
-    else:
-        digest.update(repr(value).encode())
-
-
 def _run_signature(model, data: ModelData, **settings) -> str:
-    digest = hashlib.sha256()
-    _fingerprint({"model": model, "data": data, **settings}, digest)
-    return digest.hexdigest()
+    return fingerprint({"model": model, "data": data, **settings})
 
 
 def _curriculum(data: ModelData, curriculum):
@@ -270,15 +243,17 @@ def _curriculum(data: ModelData, curriculum):
         )
     bins, every = pair
     observed = data.observations
-    mask = jnp.ones(observed.shape, bool) if data.mask is None else data.mask
+    # Each stage's mask is made on the host and placed like the data, once per stage.
+    mask = np.ones(observed.shape, bool) if data.mask is None else devices.to_host(data.mask)
     shape = (1, data.num_timesteps) + (1,) * (observed.ndim - 2)
-    time = jnp.arange(data.num_timesteps).reshape(shape)
+    time = np.arange(data.num_timesteps).reshape(shape)
 
-    def at(step: int) -> ModelData:
-        visible = min(data.num_timesteps, bins * (1 + step // every))
-        return dataclasses.replace(data, mask=mask & (time < visible))
+    @functools.cache
+    def stage(visible: int) -> ModelData:
+        placed = devices.place(mask & (time < visible), observed.sharding)
+        return dataclasses.replace(data, mask=placed)
 
-    return at
+    return lambda step: stage(min(data.num_timesteps, bins * (1 + step // every)))
 
 
 def svi(
@@ -297,6 +272,7 @@ def svi(
     init: SVIResult | Mapping[str, Array] | None = None,
     init_scale: float | None = None,
     curriculum: tuple[int, int] | None = None,
+    num_devices: int | None = None,
     progress: bool = True,
 ) -> SVIResult:
     """Fit a guide to the posterior of ``model`` given ``data`` (a Dataset or ModelData).
@@ -326,6 +302,12 @@ def svi(
         :math:`(k + 1) P` time bins are observed (the rest are masked as missing), so long
         rollouts of chaotic dynamics are learnt from short ones up (Sedler et al. 2023 use
         P = 5 bins, E = 150 epochs for the NODE). None: every bin from the start.
+    num_devices
+        Devices to split the trials over (data parallel: each device holds a block of trials,
+        the guide's parameters are replicated and their gradients summed across devices by
+        XLA). Default: every visible device, in every process joined by
+        :func:`probdyn.inference.devices.initialize`; the count actually used is the largest
+        that divides the number of trials. One device: no sharding.
 
     """
     if not isinstance(num_steps, int) or num_steps < 1:
@@ -334,7 +316,9 @@ def svi(
     if batch_size is not None and not 0 < batch_size <= prepared.num_trials:
         raise ConfigError(f"batch_size = {batch_size!r}; expected 1..{prepared.num_trials} trials")
     density = bind(model, prepared)
-    staged = _curriculum(prepared, curriculum)
+    mesh = devices.mesh(prepared.num_trials, num_devices)
+    sharded = mesh.size > 1 or jax.process_count() > 1
+    staged = _curriculum(devices.shard(prepared, mesh) if sharded else prepared, curriculum)
     if isinstance(init, SVIResult):
         init = init.guide.median(init.params)
     init = {name: jnp.asarray(value) for name, value in (init or {}).items()}
@@ -352,13 +336,7 @@ def svi(
     optimizer = optimizer or optax.adam(learning_rate)
     engine = SVI(density.program, guide_fn, optimizer, Trace_ELBO(num_particles=num_particles))
     state = engine.init(jax.random.PRNGKey(seed), staged(0), batch_size=batch_size)
-
-    @functools.partial(jax.jit, static_argnums=2)
-    def run_chunk(state, data, length):
-        def step(state, _):
-            return engine.update(state, data, batch_size=batch_size)
-
-        return jax.lax.scan(step, state, None, length=length)
+    run_chunk = jax.jit(_scan_steps(engine, batch_size), static_argnums=2)
 
     signature = _run_signature(
         model,
@@ -385,32 +363,64 @@ def svi(
                 f"checkpoint {str(path)!r} was written by a run with other arguments or data; "
                 "remove it or choose another path"
             )
-        state = jax.tree_util.tree_map(jax.numpy.asarray, saved["state"])
+        state = saved["state"]
         step, losses, resumed_from = saved["step"], list(saved["losses"]), saved["step"]
+    if sharded:
+        state = devices.replicate(devices.to_host(state), mesh)
+    else:
+        state = jax.device_put(state)
+    lengths = _chunk_lengths(step, num_steps, checkpoint_every, curriculum)
+    for length in sorted(set(lengths)):
+        run_chunk.lower(state, staged(step), length)  # trace now: the loop only runs
     bar = tqdm(total=num_steps, initial=step, disable=not progress, desc="svi", unit="step")
-    while step < num_steps:
-        length = min(checkpoint_every, num_steps - step)
-        if curriculum is not None:
-            length = min(length, curriculum[1] - step % curriculum[1])
-        state, chunk_losses = run_chunk(state, staged(step), length)
-        losses.extend(np.asarray(chunk_losses).tolist())
-        step += length
-        bar.update(length)
-        bar.set_postfix(loss=f"{losses[-1]:.4g}")
-        if path is not None:
-            payload = {
-                "signature": signature,
-                "step": step,
-                "losses": np.asarray(losses),
-                "state": jax.device_get(state),
-            }
-            temporary = path.with_suffix(path.suffix + ".partial")
-            temporary.write_bytes(pickle.dumps(payload))
-            os.replace(temporary, path)  # atomic: a kill never leaves a half-written checkpoint
+    with devices.hot_loop():
+        for length in lengths:
+            state, chunk_losses = run_chunk(state, staged(step), length)
+            losses.extend(devices.to_host(chunk_losses).tolist())
+            step += length
+            bar.update(length)
+            bar.set_postfix(loss=f"{losses[-1]:.4g}")
+            if path is not None:
+                _write_checkpoint(path, signature, step, losses, devices.to_host(state))
     bar.close()
     losses = np.asarray(losses)
     if not np.isfinite(losses[-1]):
         raise FloatingPointError(
             "the ELBO became non-finite; lower the learning rate or check the priors and data"
         )
-    return SVIResult(model, density, guide_fn, engine.get_params(state), losses, resumed_from)
+    params = jax.tree_util.tree_map(jnp.asarray, devices.to_host(engine.get_params(state)))
+    return SVIResult(model, density, guide_fn, params, losses, resumed_from)
+
+
+def _chunk_lengths(start: int, num_steps: int, every: int, curriculum) -> list[int]:
+    """Steps per compiled chunk from ``start``: at most ``every``, cut at curriculum stages."""
+    lengths, step = [], start
+    while step < num_steps:
+        length = min(every, num_steps - step)
+        if curriculum is not None:
+            length = min(length, curriculum[1] - step % curriculum[1])
+        lengths.append(length)
+        step += length
+    return lengths
+
+
+def _scan_steps(engine: SVI, batch_size: int | None):
+    """``(state, data, length) -> (state, losses)``: ``length`` SVI steps in one ``lax.scan``."""
+
+    def run(state, data, length):
+        def step(state, _):
+            return engine.update(state, data, batch_size=batch_size)
+
+        return jax.lax.scan(step, state, None, length=length)
+
+    return run
+
+
+def _write_checkpoint(path: Path, signature: str, step: int, losses: list, state) -> None:
+    """Write the state atomically (a kill never leaves half a file); process 0 only."""
+    if not devices.is_main_process():
+        return
+    payload = {"signature": signature, "step": step, "losses": np.asarray(losses), "state": state}
+    temporary = path.with_suffix(path.suffix + ".partial")
+    temporary.write_bytes(pickle.dumps(payload))
+    os.replace(temporary, path)

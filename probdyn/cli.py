@@ -106,26 +106,41 @@ def _fit(args) -> int:
     from importlib.metadata import version
     from pathlib import Path
 
+    from probdyn import distributed
+
+    # Before anything touches a device (importing blackjax does): several processes join here.
+    joined = distributed.initialize(args.coordinator, args.num_processes, args.process_id)
+
+    import jax
     import xarray as xr
 
     from probdyn.config import build_model, load_config, load_data
     from probdyn.errors import ConfigError
-    from probdyn.inference import log_evidence, nuts, svi
+    from probdyn.inference import devices, log_evidence, nuts, svi
 
     config = load_config(args.config)
     out = Path(args.out or config["out"])
     run_path = out / "run.nc"
     if run_path.exists():
         raise ConfigError(f"{run_path} exists; runs are never overwritten: choose another out")
+    writes = devices.is_main_process()  # every process computes, process 0 writes
     model = build_model(config)
     data = model.prepare(load_data(config))
     settings, seed = config["inference"], config["seed"]
-    out.mkdir(parents=True, exist_ok=True)
+    if writes:
+        out.mkdir(parents=True, exist_ok=True)
     log = []
 
     def say(line: str) -> None:
-        print(line)
+        if writes:
+            print(line)
         log.append(line)
+
+    if joined:
+        say(
+            f"process {jax.process_index()} of {jax.process_count()}: "
+            f"{jax.device_count()} devices in all"
+        )
 
     hyperparameters = ", ".join(f"{k}={v!r}" for k, v in config["model"]["hyperparameters"].items())
     name = f"{config['model']['family']}({hyperparameters})"
@@ -140,7 +155,8 @@ def _fit(args) -> int:
             learning_rate=settings.get("learning_rate", 1e-2),
             batch_size=settings.get("batch_size"),
             checkpoint=out / "svi.ckpt",  # a killed run resumes from here
-            progress=not args.no_progress,
+            num_devices=settings.get("num_devices"),
+            progress=writes and not args.no_progress,
         )
         say(f"svi: final loss {result.losses[-1]:.4g} after {len(result.losses)} steps")
         tree = result.to_arviz(num_samples=settings.get("num_draws", 500), seed=seed)
@@ -151,8 +167,9 @@ def _fit(args) -> int:
             num_warmup=settings.get("num_warmup", 500),
             num_samples=settings.get("num_samples", 500),
             num_chains=settings.get("num_chains", 4),
+            chain_method=settings["chain_method"],
             seed=seed,
-            progress=not args.no_progress,
+            progress=writes and not args.no_progress,
         )
         say(f"nuts: {result.diagnostics()}")
         tree = result.to_arviz()
@@ -162,9 +179,13 @@ def _fit(args) -> int:
             if settings["evidence"] == "iwae" and settings["method"] == "svi"
             else {}
         )
+        if settings["evidence"] == "smc":
+            options["num_devices"] = settings.get("num_devices")
         evidence = log_evidence(model, data, method=settings["evidence"], seed=seed, **options)
         tree["evidence"] = xr.DataTree(evidence.to_dataset())
         say(str(evidence))
+    if not writes:
+        return 0
     tree.attrs["name"] = name
     tree.to_netcdf(run_path)
     (out / "config.toml").write_text(Path(args.config).read_text())
@@ -325,6 +346,17 @@ def build_parser() -> argparse.ArgumentParser:
     fit.add_argument("config", help="a run configuration (see probdyn.config)")
     fit.add_argument("--out", help="output directory (default: the config's out)")
     fit.add_argument("--no-progress", action="store_true", help="no progress bars")
+    fit.add_argument(
+        "--coordinator",
+        help="host:port of process 0, to run as one of several processes "
+        "(default: $PROBDYN_COORDINATOR; none: one process)",
+    )
+    fit.add_argument(
+        "--num-processes", type=_count(1), help="processes in all (or $PROBDYN_NUM_PROCESSES)"
+    )
+    fit.add_argument(
+        "--process-id", type=_count(0), help="this process, 0..N-1 (or $PROBDYN_PROCESS_ID)"
+    )
     fit.set_defaults(handler=_fit)
     compare = commands.add_parser(
         "compare", help="compare saved runs by their evidence (and PSIS-LOO where available)"

@@ -24,7 +24,9 @@ r"""Run configurations (TOML) for ``probdyn fit``: data, model, priors, inferenc
 
     [inference]
     method = "svi"                 # "svi" | "nuts"
-    num_steps = 2000               # svi: num_steps, guide, learning_rate
+    num_steps = 2000               # svi: num_steps, guide, learning_rate, batch_size
+    # nuts: num_warmup, num_samples, num_chains, chain_method ("parallel": over devices)
+    # num_devices = 4              # cap on the devices trials/chains/particles are split over
     evidence = "iwae"              # "iwae" | "smc" | "laplace" | "exact" | "none"
 
 Priors are parsed by a fixed grammar, never evaluated: ``Name(arg, ...)`` with ``Name`` one of
@@ -82,6 +84,8 @@ _SECTIONS = {
         "num_warmup",
         "num_samples",
         "num_chains",
+        "chain_method",
+        "num_devices",
         "evidence",
         "num_draws",
     },
@@ -225,7 +229,13 @@ def load_config(path: str | Path) -> dict[str, Any]:
         raise ConfigError(
             f"config: inference.evidence = {evidence!r}; expected one of {list(EVIDENCE_METHODS)}"
         )
-    for key in ("num_steps", "num_warmup", "num_samples", "num_chains", "num_draws"):
+    chain_method = inference.setdefault("chain_method", "vectorized")
+    if chain_method not in ("vectorized", "parallel", "sequential"):
+        raise ConfigError(
+            f"config: inference.chain_method = {chain_method!r}; expected 'vectorized', "
+            "'parallel' or 'sequential'"
+        )
+    for key in ("num_steps", "num_warmup", "num_samples", "num_chains", "num_draws", "num_devices"):
         if key in inference and (_expect(inference[key], int, f"inference.{key}") < 1):
             raise ConfigError(f"config: inference.{key} = {inference[key]}; expected >= 1")
     return config
