@@ -76,6 +76,21 @@ def replicate(tree, mesh: Mesh):
     return place(tree, replicated(mesh))
 
 
+def shard_batch(tree, mesh: Mesh, size: int):
+    """Split the leaves whose leading axis has ``size`` entries over ``mesh``, replicate the rest.
+
+    Per-trial parameters (a guide's local sites) then live with their trials' data: sharding
+    the data alone made XLA gather them on every step (85 times slower on two CPU devices).
+    """
+
+    def put(leaf):
+        value = np.asarray(jax.device_get(leaf))
+        batched = value.ndim > 0 and value.shape[0] == size
+        return place(value, split(mesh) if batched else replicated(mesh))
+
+    return jax.tree_util.tree_map(put, tree)
+
+
 def place(tree, sharding: jax.sharding.Sharding):
     """Place every array leaf of ``tree`` as ``sharding`` says, from values every process holds."""
 

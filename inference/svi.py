@@ -14,6 +14,7 @@ import dataclasses
 import functools
 import os
 import pickle
+import time
 from collections.abc import Mapping
 from pathlib import Path
 
@@ -129,6 +130,8 @@ class SVIResult:
     params: dict
     losses: np.ndarray
     resumed_from: int = 0
+    #: (steps, wall seconds) of each compiled chunk this call ran; the first includes compiling.
+    chunk_timings: np.ndarray = dataclasses.field(default_factory=lambda: np.zeros((0, 2)))
 
     def sample_posterior(
         self, num_samples: int, *, seed: int, data=None, refine: int = 0
@@ -366,17 +369,20 @@ def svi(
         state = saved["state"]
         step, losses, resumed_from = saved["step"], list(saved["losses"]), saved["step"]
     if sharded:
-        state = devices.replicate(devices.to_host(state), mesh)
+        state = devices.shard_batch(devices.to_host(state), mesh, prepared.num_trials)
     else:
         state = jax.device_put(state)
     lengths = _chunk_lengths(step, num_steps, checkpoint_every, curriculum)
     for length in sorted(set(lengths)):
         run_chunk.lower(state, staged(step), length)  # trace now: the loop only runs
     bar = tqdm(total=num_steps, initial=step, disable=not progress, desc="svi", unit="step")
+    timings = []
     with devices.hot_loop():
         for length in lengths:
+            start = time.perf_counter()
             state, chunk_losses = run_chunk(state, staged(step), length)
-            losses.extend(devices.to_host(chunk_losses).tolist())
+            losses.extend(devices.to_host(chunk_losses).tolist())  # waits for the chunk
+            timings.append((length, time.perf_counter() - start))
             step += length
             bar.update(length)
             bar.set_postfix(loss=f"{losses[-1]:.4g}")
@@ -389,7 +395,8 @@ def svi(
             "the ELBO became non-finite; lower the learning rate or check the priors and data"
         )
     params = jax.tree_util.tree_map(jnp.asarray, devices.to_host(engine.get_params(state)))
-    return SVIResult(model, density, guide_fn, params, losses, resumed_from)
+    timings = np.asarray(timings, float).reshape(-1, 2)
+    return SVIResult(model, density, guide_fn, params, losses, resumed_from, timings)
 
 
 def _chunk_lengths(start: int, num_steps: int, every: int, curriculum) -> list[int]:

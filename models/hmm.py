@@ -53,6 +53,9 @@ class HMM(Model):
 
     The program's likelihood is the forward algorithm (:class:`probdyn.hmm.DiscreteHMM`), so
     NUTS and SMC run over the parameters only. Missing bins (NaN) drop out per channel.
+    ``forward="parallel"`` runs it as an associative scan (depth :math:`\log T` instead of
+    :math:`T`: the faster choice for long sequences on accelerators; the same value up to
+    rounding).
 
     Label switching: states are exchangeable under these priors, so draws may differ by a
     permutation. :meth:`identify` (applied to NUTS and SVI draws) orders each draw's states by
@@ -73,6 +76,7 @@ class HMM(Model):
     observation: str = "categorical"
     sticky: float = 0.0
     emission_dim: int | None = None
+    forward: str = "sequential"
     priors: Mapping[str, dist.Distribution] | None = None
 
     def __post_init__(self):
@@ -80,6 +84,8 @@ class HMM(Model):
             raise PriorError(f"num_states={self.num_states!r}; expected a positive integer")
         if self.sticky < 0:
             raise PriorError(f"sticky={self.sticky!r}; expected a concentration >= 0")
+        if self.forward not in ("sequential", "parallel"):
+            raise PriorError(f"forward={self.forward!r}; expected 'sequential' or 'parallel'")
         super().__post_init__()
 
     def default_priors(self, emission_dim: int) -> dict[str, dist.Distribution]:
@@ -186,5 +192,5 @@ class HMM(Model):
                 emission = emission.expand((mask.shape[0], T, K, data.emission_dim)).mask(mask)
             if self.observation != "categorical":
                 emission = emission.to_event(1)
-            hmm = DiscreteHMM(jnp.zeros(K), steps, emission, num_steps=T)
+            hmm = DiscreteHMM(jnp.zeros(K), steps, emission, num_steps=T, method=self.forward)
             numpyro.sample(site, hmm, obs=batch.observations)

@@ -90,6 +90,12 @@ def _write(tmp_path, text):
         (("latent_dim = 2", "latent_dims = 2"), "latent_dims"),
         (('system = "ou"', 'system = "oo"'), "unknown SDE system 'oo'"),
         (("[model]", "[model"), "is not valid TOML"),
+        (("num_steps = 200", 'num_steps = 200\nchain_method = "threads"'), "chain_method"),
+        (("num_steps = 200", "num_steps = 200\nnum_devices = 0"), "inference.num_devices = 0"),
+        (
+            ("num_steps = 200", "num_steps = 200\nnum_devices = 64"),
+            "num_devices = 64; expected 1..",
+        ),
     ],
 )
 def test_config_errors_are_one_line_naming_the_key(tmp_path, capsys, change, expected):
@@ -98,6 +104,21 @@ def test_config_errors_are_one_line_naming_the_key(tmp_path, capsys, change, exp
     err = capsys.readouterr().err.strip()
     assert err.count("\n") == 0 and err.startswith("probdyn: error:") and expected in err, err
     assert not (tmp_path / "out" / "run.nc").exists()
+
+
+@pytest.mark.parametrize(
+    ("flags", "expected"),
+    [
+        (["--coordinator", "localhost:1"], "needs the number of processes"),
+        (["--coordinator", "localhost", "--num-processes", "2", "--process-id", "0"], "host:port"),
+        (["--coordinator", "h:1", "--num-processes", "2", "--process-id", "2"], "0 <= id"),
+    ],
+)
+def test_process_flag_errors_are_one_line(tmp_path, capsys, flags, expected):
+    path = _write(tmp_path, GOOD.format(out=tmp_path / "out"))
+    assert main(["fit", str(path), "--no-progress", *flags]) == 2
+    err = capsys.readouterr().err.strip()
+    assert err.count("\n") == 0 and expected in err, err
 
 
 def test_data_errors_from_a_file_source_are_one_line(tmp_path, capsys):

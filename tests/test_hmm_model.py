@@ -43,6 +43,8 @@ def test_categorical_likelihood_equals_a_plain_forward_pass():
         for symbols in ds["symbols"].values
     )
     assert _log_likelihood(HMM(num_states=3), ds, params) == pytest.approx(expected, abs=1e-9)
+    parallel = HMM(num_states=3, forward="parallel")
+    assert _log_likelihood(parallel, ds, params) == pytest.approx(expected, abs=1e-9)
 
 
 def test_poisson_likelihood_with_missing_channels():
@@ -81,6 +83,8 @@ def test_sticky_prior_and_custom_priors():
         HMM(num_states=0)
     with pytest.raises(PriorError, match="sticky"):
         HMM(num_states=2, sticky=-1.0)
+    with pytest.raises(PriorError, match="forward='associative'"):
+        HMM(num_states=2, forward="associative")
 
 
 def test_identify_undoes_state_permutations():
