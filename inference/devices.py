@@ -104,14 +104,27 @@ def place(tree, sharding: jax.sharding.Sharding):
 
 
 def to_host(tree):
-    """NumPy copies of every leaf, gathering shards that other processes hold."""
+    """NumPy copies of every leaf, gathering shards that other processes hold.
 
-    def fetch(leaf):
-        if isinstance(leaf, jax.Array) and not leaf.is_fully_addressable:
-            return np.asarray(multihost_utils.process_allgather(leaf, tiled=True))
-        return np.asarray(jax.device_get(leaf))
-
-    return jax.tree_util.tree_map(fetch, tree)
+    Replicated leaves are read from a local copy; the split ones of all leaves are gathered
+    in one collective (each gather synchronises the processes).
+    """
+    leaves, structure = jax.tree_util.tree_flatten(tree)
+    split_across_processes = []
+    for i, leaf in enumerate(leaves):
+        if not isinstance(leaf, jax.Array) or leaf.is_fully_addressable:
+            leaves[i] = np.asarray(jax.device_get(leaf))
+        elif leaf.sharding.is_fully_replicated:
+            leaves[i] = np.asarray(jax.device_get(leaf.addressable_data(0)))
+        else:
+            split_across_processes.append(i)
+    if split_across_processes:
+        gathered = multihost_utils.process_allgather(
+            [leaves[i] for i in split_across_processes], tiled=True
+        )
+        for i, value in zip(split_across_processes, gathered, strict=True):
+            leaves[i] = np.asarray(value)
+    return jax.tree_util.tree_unflatten(structure, leaves)
 
 
 def map_over_mesh(fn, mesh: Mesh):

@@ -338,7 +338,10 @@ def svi(
     )
     optimizer = optimizer or optax.adam(learning_rate)
     engine = SVI(density.program, guide_fn, optimizer, Trace_ELBO(num_particles=num_particles))
-    state = engine.init(jax.random.PRNGKey(seed), staged(0), batch_size=batch_size)
+    # Initialised on this process's own copy of the data: NumPyro's init runs op by op, and on
+    # arrays split across processes each op would be a collective program.
+    start_data = _curriculum(prepared, curriculum)(0) if sharded else staged(0)
+    state = engine.init(jax.random.PRNGKey(seed), start_data, batch_size=batch_size)
     run_chunk = jax.jit(_scan_steps(engine, batch_size), static_argnums=2)
 
     signature = _run_signature(

@@ -5,16 +5,23 @@ of host devices when it starts, so these need a process of their own with
 ``XLA_FLAGS=--xla_force_host_platform_device_count=4``.
 """
 
+import os
+import socket
+import subprocess
+import sys
 import warnings
 
 import jax
 import jax.numpy as jnp
 import numpy as np
 import pytest
+import xarray as xr
 from lds_cases import ou_dataset, ou_exact, ou_model
 from probdyn.inference import DiagnosticWarning, devices, log_evidence, nuts, svi
 from probdyn.models import LDS
 from test_svi_nuts import small_dataset
+
+from probdyn.cli import main
 
 pytestmark = pytest.mark.skipif(jax.device_count() != 4, reason="needs 4 (host) devices")
 
@@ -34,8 +41,8 @@ def test_map_over_mesh_gives_each_device_its_own_block():
 
 def test_sharded_trials_give_the_single_device_fit():
     data = small_dataset(num_trials=8)
-    one = svi(LDS(latent_dim=1), data, num_steps=200, seed=1, num_devices=1, progress=False)
-    four = svi(LDS(latent_dim=1), data, num_steps=200, seed=1, progress=False)
+    one = svi(LDS(latent_dim=1), data, num_steps=100, seed=1, num_devices=1, progress=False)
+    four = svi(LDS(latent_dim=1), data, num_steps=100, seed=1, progress=False)
     # Only the order of the sums over trials differs (an all-reduce across devices).
     np.testing.assert_allclose(four.losses, one.losses, rtol=1e-9)
     for name in one.params:
@@ -51,8 +58,8 @@ def test_parallel_chains_sample_the_posterior_of_vectorized_ones():
             result = nuts(
                 ou_model(),
                 data,
-                num_warmup=300,
-                num_samples=1000,
+                num_warmup=200,
+                num_samples=500,
                 num_chains=8,
                 seed=2,
                 chain_method=method,
@@ -63,7 +70,7 @@ def test_parallel_chains_sample_the_posterior_of_vectorized_ones():
     _, grid, cdf = ou_exact(data)
     truth = np.interp([0.1, 0.5, 0.9], cdf, grid)
     for method, a in draws.items():
-        # Each chain's 1000 draws against the exact posterior quantiles (quadrature).
+        # The pooled draws against the exact posterior quantiles (quadrature).
         np.testing.assert_allclose(np.quantile(a, [0.1, 0.5, 0.9]), truth, atol=0.01), method
     # The same chains up to rounding differences: XLA compiles blocks of 2 and of 8 chains
     # differently, and NUTS trajectories amplify them; the first draws agree closely.
@@ -73,7 +80,7 @@ def test_parallel_chains_sample_the_posterior_of_vectorized_ones():
 def test_sharded_particles_give_the_single_device_evidence():
     data = ou_dataset(1)
     exact, _, _ = ou_exact(data)
-    options = dict(method="smc", seed=4, num_particles=400, num_repeats=4)
+    options = dict(method="smc", seed=4, num_particles=200, num_repeats=4)
     one = log_evidence(ou_model(), data, num_devices=1, **options)
     four = log_evidence(ou_model(), data, **options)
     assert one.diagnostics["num_devices"] == 1 and four.diagnostics["num_devices"] == 4
@@ -91,3 +98,77 @@ def test_no_implicit_transfer_in_the_sharded_hot_loops(monkeypatch):
     monkeypatch.setattr(devices, "HOT_LOOP_TRANSFER_GUARD", "disallow")
     svi(LDS(latent_dim=1), small_dataset(num_trials=8), num_steps=20, seed=0, progress=False)
     log_evidence(ou_model(), ou_dataset(0), method="smc", seed=0, num_particles=40)
+
+
+CONFIG = """
+seed = 5
+out = "{out}"
+[data]
+source = "simulate"
+simulator = "simulate_sde"
+[data.options]
+system = "ou"
+num_trials = 8
+num_timesteps = 10
+[model]
+family = "LDS"
+[model.hyperparameters]
+latent_dim = 1
+[inference]
+method = "svi"
+num_steps = 10
+num_draws = 10
+evidence = "none"
+"""
+
+
+def test_two_processes_fit_what_four_devices_of_one_process_fit(tmp_path):
+    config = tmp_path / "fit.toml"
+    config.write_text(CONFIG.format(out=tmp_path / "single"))
+    with socket.socket() as s:  # a free port for the coordinator
+        s.bind(("localhost", 0))
+        port = s.getsockname()[1]
+    environment = {
+        **os.environ,
+        "XLA_FLAGS": "--xla_force_host_platform_device_count=2",
+        "JAX_ENABLE_X64": "1",  # as this process (tests/conftest.py)
+    }
+    processes = [
+        subprocess.Popen(
+            [
+                sys.executable,
+                "-m",
+                "probdyn.cli",
+                "fit",
+                str(config),
+                "--no-progress",
+                "--out",
+                str(tmp_path / "joint"),
+                "--coordinator",
+                f"localhost:{port}",
+                "--num-processes",
+                "2",
+                "--process-id",
+                str(i),
+            ],
+            env=environment,
+            stdout=subprocess.PIPE,
+            stderr=subprocess.PIPE,
+            text=True,
+        )
+        for i in range(2)
+    ]
+    assert main(["fit", str(config), "--no-progress"]) == 0  # meanwhile, 4 devices here
+    outputs = [process.communicate(timeout=600) for process in processes]
+    for process, (_, err) in zip(processes, outputs, strict=True):
+        assert process.returncode == 0, err[-3000:]
+    assert "process 0 of 2: 4 devices in all" in outputs[0][0], outputs[0][0]
+    assert "fitting" not in outputs[1][0]  # process 1 computes but does not report
+    with (
+        xr.open_datatree(tmp_path / "single" / "run.nc") as one,
+        xr.open_datatree(tmp_path / "joint" / "run.nc") as two,
+    ):
+        for name in ("A", "b", "C", "d", "q", "r"):
+            np.testing.assert_allclose(
+                two.posterior[name].values, one.posterior[name].values, rtol=1e-6, atol=1e-9
+            )
