@@ -71,11 +71,6 @@ def shard(tree, mesh: Mesh):
     return place(tree, split(mesh))
 
 
-def replicate(tree, mesh: Mesh):
-    """Place every array leaf of ``tree`` whole on every device of ``mesh``."""
-    return place(tree, replicated(mesh))
-
-
 def shard_batch(tree, mesh: Mesh, size: int):
     """Split the leaves whose leading axis has ``size`` entries over ``mesh``, replicate the rest.
 

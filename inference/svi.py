@@ -309,7 +309,7 @@ def svi(
         Devices to split the trials over (data parallel: each device holds a block of trials,
         the guide's parameters are replicated and their gradients summed across devices by
         XLA). Default: every visible device, in every process joined by
-        :func:`probdyn.inference.devices.initialize`; the count actually used is the largest
+        :func:`probdyn.distributed.initialize`; the count actually used is the largest
         that divides the number of trials. One device: no sharding.
 
     """
@@ -321,7 +321,8 @@ def svi(
     density = bind(model, prepared)
     mesh = devices.mesh(prepared.num_trials, num_devices)
     sharded = mesh.size > 1 or jax.process_count() > 1
-    staged = _curriculum(devices.shard(prepared, mesh) if sharded else prepared, curriculum)
+    local = _curriculum(prepared, curriculum)
+    staged = _curriculum(devices.shard(prepared, mesh), curriculum) if sharded else local
     if isinstance(init, SVIResult):
         init = init.guide.median(init.params)
     init = {name: jnp.asarray(value) for name, value in (init or {}).items()}
@@ -340,8 +341,7 @@ def svi(
     engine = SVI(density.program, guide_fn, optimizer, Trace_ELBO(num_particles=num_particles))
     # Initialised on this process's own copy of the data: NumPyro's init runs op by op, and on
     # arrays split across processes each op would be a collective program.
-    start_data = _curriculum(prepared, curriculum)(0) if sharded else staged(0)
-    state = engine.init(jax.random.PRNGKey(seed), start_data, batch_size=batch_size)
+    state = engine.init(jax.random.PRNGKey(seed), local(0), batch_size=batch_size)
     run_chunk = jax.jit(_scan_steps(engine, batch_size), static_argnums=2)
 
     signature = _run_signature(
