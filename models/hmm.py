@@ -17,7 +17,7 @@ from probdyn.errors import ConfigError, PriorError
 from probdyn.hmm import DiscreteHMM
 from probdyn.model import Model, ModelData
 
-#: Sites whose leading axes are states (relabelled together by :meth:`HMM.identify`).
+#: Sites whose leading axes are states (permuted together by :meth:`HMM.relabel`).
 _STATE_SITES = {
     "initial": 1,
     "transition": 2,
@@ -147,26 +147,36 @@ class HMM(Model):
         rhs[..., -1, 0] = 1.0
         return np.linalg.solve(system, rhs)[..., 0]
 
+    @property
+    def num_labels(self) -> int:
+        """The states are the exchangeable labels."""
+        return self.num_states
+
+    def relabel(self, params: Mapping[str, Array], order) -> dict[str, Array]:
+        """Permute the state axes of every state site (both axes of ``transition``)."""
+        params = dict(params)
+        lead = np.ndim(order) - 1
+        xp = np if isinstance(order, np.ndarray) else jnp
+        for name, state_axes in _STATE_SITES.items():
+            if name not in params:
+                continue
+            value = params[name]
+            for axis in range(lead, lead + state_axes):
+                index = xp.reshape(order, (*np.shape(order), *([1] * (np.ndim(value) - lead - 1))))
+                index = xp.moveaxis(index, lead, axis)
+                value = xp.take_along_axis(value, index, axis=axis)
+            params[name] = value
+        return params
+
     def identify(self, draws: Mapping[str, np.ndarray]) -> dict[str, np.ndarray]:
         """Relabel each draw's states in ascending order of mean emission (see class doc)."""
-        draws = dict(draws)
+        draws = {name: np.asarray(value) for name, value in draws.items()}
         if self.observation == "categorical":
-            probs = np.asarray(draws["emission_probs"])
+            probs = draws["emission_probs"]
             key = probs @ np.arange(probs.shape[-1])
         else:
-            key = np.asarray(draws[self._mean_site]).mean(-1)
-        order = np.argsort(key, axis=-1, kind="stable")
-        lead = order.ndim - 1
-        for name, state_axes in _STATE_SITES.items():
-            if name not in draws:
-                continue
-            value = np.asarray(draws[name])
-            for axis in range(lead, lead + state_axes):
-                index = order.reshape(*order.shape, *([1] * (value.ndim - lead - 1)))
-                index = np.moveaxis(index, lead, axis)
-                value = np.take_along_axis(value, index, axis=axis)
-            draws[name] = value
-        return draws
+            key = draws[self._mean_site].mean(-1)
+        return self.relabel(draws, np.argsort(key, axis=-1, kind="stable"))
 
     def program(self, data: ModelData, batch_size: int | None = None) -> None:
         """Sample parameters; the observation site is the HMM marginal of each trial."""

@@ -174,11 +174,10 @@ def _fit(args) -> int:
         say(f"nuts: {result.diagnostics()}")
         tree = result.to_arviz()
     if settings["evidence"] != "none":
-        options = (
-            {"svi_result": result}
-            if settings["evidence"] == "iwae" and settings["method"] == "svi"
-            else {}
-        )
+        # iwae weighs the SVI guide's draws and bridge bridges from the NUTS draws of this fit.
+        reused = {("iwae", "svi"): "svi_result", ("bridge", "nuts"): "mcmc_result"}
+        option = reused.get((settings["evidence"], settings["method"]))
+        options = {option: result} if option else {}
         if settings["evidence"] == "smc":
             options["num_devices"] = settings.get("num_devices")
         evidence = log_evidence(model, data, method=settings["evidence"], seed=seed, **options)

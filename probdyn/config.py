@@ -27,7 +27,7 @@ r"""Run configurations (TOML) for ``probdyn fit``: data, model, priors, inferenc
     num_steps = 2000               # svi: num_steps, guide, learning_rate, batch_size
     # nuts: num_warmup, num_samples, num_chains, chain_method ("parallel": over devices)
     # num_devices = 4              # cap on the devices trials/chains/particles are split over
-    evidence = "iwae"              # "iwae" | "smc" | "laplace" | "exact" | "none"
+    evidence = "iwae"              # "iwae" | "smc" | "bridge" | "laplace" | "exact" | "none"
 
 Priors are parsed by a fixed grammar, never evaluated: ``Name(arg, ...)`` with ``Name`` one of
 :data:`PRIOR_DISTRIBUTIONS` and each argument a number (``0.5``, ``-1e-3``) or a list of numbers
@@ -70,7 +70,7 @@ PRIOR_DISTRIBUTIONS = {
 }
 SOURCES = ("netcdf", "nlb", "nwb", "simulate")
 SIMULATORS = ("simulate_sde", "simulate_attractor", "simulate_hmm")
-EVIDENCE_METHODS = ("iwae", "smc", "laplace", "exact", "none")
+EVIDENCE_METHODS = ("iwae", "smc", "bridge", "laplace", "exact", "none")
 _SECTIONS = {
     "": {"seed", "out", "data", "model", "inference"},
     "data": {"source", "path", "simulator", "options"},

@@ -183,11 +183,28 @@ class Model(abc.ABC):
         }
         return {"family": type(self).__name__, **fields}
 
+    @property
+    def num_labels(self) -> int:
+        """How many exchangeable labels (e.g. an HMM's states) :meth:`relabel` permutes.
+
+        1 for families without such a symmetry. Evidence by bridge sampling uses it to average
+        over the :math:`L!` relabellings (:func:`~probdyn.inference.log_evidence`).
+        """
+        return 1
+
+    def relabel(self, params: Mapping[str, Array], order) -> dict[str, Array]:
+        """``params`` with their exchangeable labels permuted: new label k is old ``order[k]``.
+
+        ``order`` has the params' leading axes (draws) and a last axis of :attr:`num_labels`;
+        sites without labels pass through. The default (no labels) is the identity.
+        """
+        return dict(params)
+
     def identify(self, draws: Mapping[str, np.ndarray]) -> dict[str, np.ndarray]:
         """Map draws (any leading axes) to a canonical labelling.
 
         Families whose likelihood has exact discrete symmetries (state permutations) override
-        this; the default is the identity. Applied to the draws of
+        this, through :meth:`relabel`; the default is the identity. Applied to the draws of
         :func:`~probdyn.inference.nuts` and of SVI guides.
         """
         return dict(draws)

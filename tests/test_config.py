@@ -1,5 +1,6 @@
 """`probdyn fit CONFIG.toml`: the prior grammar, the config checks and a run end to end."""
 
+import json
 import textwrap
 
 import jax.numpy as jnp
@@ -159,3 +160,38 @@ def test_fit_writes_a_run_that_the_other_commands_read(tmp_path):
     assert main(["compare", str(out / "run.nc")]) == 0
     # Runs are never overwritten.
     assert main(["fit", str(path), "--no-progress"]) == 2
+
+
+# The plumbing is under test: two 100-draw chains of a K = 2 fit to 3-state data mix poorly.
+@pytest.mark.filterwarnings("ignore::probdyn.inference.DiagnosticWarning")
+def test_nuts_fit_with_bridge_evidence_reuses_the_draws(tmp_path):
+    text = textwrap.dedent(
+        f"""
+        seed = 1
+        out = "{tmp_path / "out"}"
+        [data]
+        source = "simulate"
+        simulator = "simulate_hmm"
+        [data.options]
+        num_trials = 2
+        num_timesteps = 50
+        [model]
+        family = "HMM"
+        [model.hyperparameters]
+        num_states = 2
+        [inference]
+        method = "nuts"
+        num_warmup = 100
+        num_samples = 100
+        num_chains = 2
+        evidence = "bridge"
+        """
+    )
+    assert main(["fit", str(_write(tmp_path, text)), "--no-progress"]) == 0
+    tree = xr.open_datatree(tmp_path / "out" / "run.nc")
+    evidence = tree["evidence"].to_dataset()
+    assert evidence.attrs["method"] == "bridge"
+    assert np.isfinite(float(evidence["log_evidence"]))
+    diagnostics = json.loads(evidence.attrs["diagnostics"])
+    assert diagnostics["label_permutations"] == 2  # the two states' relabellings averaged
+    assert diagnostics["num_posterior_draws"] == 50  # the second half of each 100-draw chain

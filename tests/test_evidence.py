@@ -6,9 +6,10 @@ import numpy as np
 import numpyro.distributions as dist
 import pytest
 import xarray as xr
+from jax.scipy.special import logsumexp
 from lds_cases import ou_dataset, ou_exact, ou_model
 from probdyn.inference import bind, log_evidence
-from probdyn.models import LDS
+from probdyn.models import HMM, LDS
 from scipy import stats
 
 from probdyn import prior_predictive
@@ -53,6 +54,75 @@ def test_smc_with_sampled_latent_path(ou):
     error = result.log_evidence - exact
     assert abs(error) < 0.15
     assert abs(error) < 3 * result.standard_error
+
+
+def test_bridge_sampling_on_the_ou_problem(ou):
+    ds, exact, _, _ = ou
+    result = log_evidence(ou_model(), ds, method="bridge", seed=2)
+    assert result.method == "bridge" and not result.is_bound
+    assert abs(result.log_evidence - exact) < 0.02
+    assert 0 < result.standard_error < 0.02
+    assert result.diagnostics["label_permutations"] == 1  # an LDS has no exchangeable labels
+
+
+def _two_state_hmm(separation: float, transition=((0.9, 0.1), (0.1, 0.9))):
+    """100 draws of a 2-state Gaussian HMM; only the two state means are free."""
+    rng = np.random.default_rng(0)
+    states = [rng.integers(2)]
+    for _ in range(99):
+        states.append(rng.choice(2, p=np.asarray(transition)[states[-1]]))
+    y = np.array([-separation / 2, separation / 2])[states] + rng.normal(size=100)
+    ds = xr.Dataset({"y": (("trial", "time", "neuron"), y[None, :, None])}, attrs={"dt": 1.0})
+    model = HMM(
+        num_states=2,
+        observation="gaussian",
+        priors={
+            "initial": dist.Delta(jnp.array([0.5, 0.5])),
+            "transition": dist.Delta(jnp.array(transition)),
+            "scales": dist.Delta(jnp.ones((2, 1))),
+        },
+    )
+    return model, ds
+
+
+def _grid_log_evidence(model, ds, points: int = 801) -> float:
+    """Trapezoid rule over a box holding both label-switched modes (its edges 40 nats down)."""
+    density = bind(model, model.as_data(ds))
+    assert density.dim == 2
+    log_post = jax.jit(jax.vmap(density.log_posterior))
+
+    def on_grid(axis):
+        grid = np.stack(np.meshgrid(axis, axis, indexing="ij"), -1).reshape(-1, 2)
+        return np.asarray(log_post(jnp.asarray(grid))).reshape(len(axis), len(axis))
+
+    coarse_axis = np.linspace(-15, 15, 601)
+    coarse = on_grid(coarse_axis)
+    inside = np.argwhere(coarse > coarse.max() - 40)
+    axis = np.linspace(coarse_axis[inside.min()] - 1, coarse_axis[inside.max()] + 1, points)
+    values = on_grid(axis)
+    assert np.concatenate([values[[0, -1]].ravel(), values[:, [0, -1]].ravel()]).max() < (
+        values.max() - 40
+    )
+    return float(logsumexp(values) + 2 * np.log(axis[1] - axis[0]))
+
+
+@pytest.mark.slow
+@pytest.mark.parametrize("separation", [3.0, 0.5])
+def test_bridge_sampling_averages_over_state_relabellings(separation):
+    # Separated means: two disjoint label-switched modes, each chain sees one. Close means: the
+    # modes overlap, so neither "one mode" nor "one mode + log 2" would be right.
+    model, ds = _two_state_hmm(separation)
+    reference = _grid_log_evidence(model, ds)
+    result = log_evidence(model, ds, method="bridge", seed=1)
+    assert result.diagnostics["label_permutations"] == 2
+    assert abs(result.log_evidence - reference) < 0.02
+    assert 0 < result.standard_error < 0.02
+
+
+def test_bridge_sampling_keeps_labels_that_a_fixed_value_tells_apart():
+    model, ds = _two_state_hmm(3.0, transition=((0.9, 0.1), (0.3, 0.7)))
+    result = log_evidence(model, ds, method="bridge", seed=1, num_warmup=200, num_samples=200)
+    assert result.diagnostics["label_permutations"] == 1
 
 
 def test_iwae_is_a_bound_that_rises_with_k(ou):

@@ -1,5 +1,6 @@
 """The HMM model family: its likelihood, priors, label switching and NUTS recovery."""
 
+import jax
 import jax.numpy as jnp
 import numpy as np
 import numpyro
@@ -108,6 +109,24 @@ def test_identify_undoes_state_permutations():
         canonical["transition"], np.broadcast_to(transition[np.ix_(order, order)], (2, 3, 3, 3))
     )
     np.testing.assert_allclose(canonical["initial"], np.broadcast_to(initial[order], (2, 3, 3)))
+
+
+def test_relabel_permutes_state_axes_under_jit():
+    rng = np.random.default_rng(1)
+    params = {
+        "initial": rng.dirichlet(np.ones(3)),
+        "transition": rng.dirichlet(np.ones(3), size=3),
+        "means": rng.normal(size=(3, 2)),
+        "scales": rng.uniform(0.5, 1.0, size=(3, 2)),
+    }
+    order = np.array([2, 0, 1])
+    model = HMM(num_states=3, observation="gaussian")
+    assert model.num_labels == 3
+    moved = jax.jit(model.relabel)(jax.tree.map(jnp.asarray, params), jnp.asarray(order))
+    np.testing.assert_allclose(moved["initial"], params["initial"][order])
+    np.testing.assert_allclose(moved["transition"], params["transition"][np.ix_(order, order)])
+    np.testing.assert_allclose(moved["means"], params["means"][order])
+    np.testing.assert_allclose(moved["scales"], params["scales"][order])
 
 
 def test_stationary_distribution_and_no_vector_field():

@@ -2,12 +2,14 @@
 
 For each seed, symbol sequences from the 3-state linear-chain HMM of Torre et al. (2025)
 (``simulate_hmm("linear")``) are compared under ``HMM(K)`` for K = 2, 3, 4 (categorical
-emissions, Dirichlet(1) priors, states summed out by the forward algorithm) by tempered SMC
-evidence with standard errors. Prints each seed's table and how often K = 3 ranks first, and
-whether it is ahead of the runner-up by more than twice their combined standard error.
+emissions, Dirichlet(1) priors, states summed out by the forward algorithm) by evidence with
+standard errors: bridge sampling from NUTS draws, averaged over the K! state relabellings
+(``--method bridge``, the default), or tempered SMC (``--method smc``). Prints each seed's table
+and how often K = 3 ranks first, and whether it is ahead of the runner-up by more than twice
+their combined standard error.
 
-    python tests/benchmarks/hmm_model_selection.py --seeds 10 [--trials 10 --timesteps 100]
-    python tests/benchmarks/hmm_model_selection.py --seeds 10 --forward parallel   # on a GPU
+    python tests/benchmarks/hmm_model_selection.py --seeds 10 --trials 100 --timesteps 100
+    python tests/benchmarks/hmm_model_selection.py --method smc --forward parallel   # on a GPU
 """
 
 from __future__ import annotations
@@ -29,6 +31,9 @@ def main():
     parser.add_argument("--trials", type=int, default=10)
     parser.add_argument("--timesteps", type=int, default=100)
     parser.add_argument("--states", type=int, nargs="+", default=[2, 3, 4])
+    parser.add_argument("--method", choices=["bridge", "smc"], default="bridge")
+    parser.add_argument("--warmup", type=int, default=500, help="bridge: NUTS warmup per chain")
+    parser.add_argument("--samples", type=int, default=1000, help="bridge: NUTS draws per chain")
     parser.add_argument("--particles", type=int, default=400)
     parser.add_argument("--repeats", type=int, default=4)
     parser.add_argument("--mcmc-steps", type=int, default=5)
@@ -45,16 +50,16 @@ def main():
             for k in args.states
         }
         start = time.perf_counter()
-        table = compare(
-            models,
-            ds,
-            seed=seed,
-            method="smc",
-            num_particles=args.particles,
-            num_repeats=args.repeats,
-            num_mcmc_steps=args.mcmc_steps,
-            num_integration_steps=args.integration_steps,
-        )
+        if args.method == "bridge":
+            options = {"num_warmup": args.warmup, "num_samples": args.samples}
+        else:
+            options = {
+                "num_particles": args.particles,
+                "num_repeats": args.repeats,
+                "num_mcmc_steps": args.mcmc_steps,
+                "num_integration_steps": args.integration_steps,
+            }
+        table = compare(models, ds, seed=seed, method=args.method, **options)
         seconds = time.perf_counter() - start
         cells = ", ".join(
             f"{row.model} {row.log_evidence:.2f} +- {row.standard_error:.2f}"
