@@ -144,8 +144,8 @@ def log_evidence(model: Model, data, *, method: str = "smc", seed: int, **option
     ``dense_mass`` (False), ``num_devices`` (all visible);
     ``iwae``: ``svi_result`` (or ``svi_steps``, 2000), ``num_importance`` K (1000),
     ``num_batches`` (8); ``bridge``: ``mcmc_result`` (or ``num_warmup`` 500, ``num_samples``
-    1000, ``num_chains`` 4 for a NUTS run), ``num_proposal`` :math:`N_2` (``num_samples``);
-    ``exact``: ``num_grid`` (1-D grid points, 2001).
+    1000, ``num_chains`` 4, ``dense_mass`` False for a NUTS run), ``num_proposal``
+    :math:`N_2` (``num_samples``); ``exact``: ``num_grid`` (1-D grid points, 2001).
     """
     methods = {
         "smc": _smc,
@@ -337,6 +337,7 @@ def _bridge(
     num_warmup: int = 500,
     num_samples: int = 1000,
     num_chains: int = 4,
+    dense_mass: bool = False,
     num_proposal: int | None = None,
 ) -> Evidence:
     from probdyn.inference.mcmc import nuts
@@ -352,6 +353,7 @@ def _bridge(
             num_warmup=num_warmup,
             num_samples=num_samples,
             num_chains=num_chains,
+            dense_mass=dense_mass,
             seed=seed,
             progress=False,
         )

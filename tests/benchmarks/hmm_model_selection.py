@@ -34,6 +34,7 @@ def main():
     parser.add_argument("--method", choices=["bridge", "smc"], default="bridge")
     parser.add_argument("--warmup", type=int, default=500, help="bridge: NUTS warmup per chain")
     parser.add_argument("--samples", type=int, default=1000, help="bridge: NUTS draws per chain")
+    parser.add_argument("--dense-mass", action="store_true", help="bridge: NUTS dense mass")
     parser.add_argument("--particles", type=int, default=400)
     parser.add_argument("--repeats", type=int, default=4)
     parser.add_argument("--mcmc-steps", type=int, default=5)
@@ -51,7 +52,11 @@ def main():
         }
         start = time.perf_counter()
         if args.method == "bridge":
-            options = {"num_warmup": args.warmup, "num_samples": args.samples}
+            options = {
+                "num_warmup": args.warmup,
+                "num_samples": args.samples,
+                "dense_mass": args.dense_mass,
+            }
         else:
             options = {
                 "num_particles": args.particles,
