@@ -64,6 +64,7 @@ import jax
 import jax.numpy as jnp
 import numpy as np
 import numpyro
+import numpyro.distributions as dist
 import optax
 import xarray as xr
 from blackjax.smc import resampling
@@ -380,9 +381,8 @@ def _bridge(
         """Log density of g: the Gaussian averaged over the relabellings (Jacobians included)."""
 
         def one(order):
-            moved = relabel(z, order)
-            log_g = jax.scipy.stats.multivariate_normal.logpdf(moved, mean, chol @ chol.T)
-            return log_g + density.log_jacobian(z) - density.log_jacobian(moved)
+            moved, log_det = relabel(z, order)
+            return dist.MultivariateNormal(mean, scale_tril=chol).log_prob(moved) + log_det
 
         return logsumexp(jax.vmap(one)(orders)) - math.log(len(orders))
 
@@ -397,7 +397,7 @@ def _bridge(
 
         def scramble(key, points):
             picks = jax.random.randint(key, (len(points),), 0, len(orders))
-            return jax.vmap(relabel)(points, orders[picks])
+            return jax.vmap(relabel)(points, orders[picks])[0]
 
         kept, proposal = scramble(key_kept, kept), scramble(key_moved, proposal)
         log_g = jax.vmap(log_bridge_density, in_axes=(0, None, None))
@@ -434,10 +434,15 @@ def _bridge(
 
 
 def _flat_relabel(model, density: Density):
-    """The relabelling ``order`` as a map of the flat unconstrained vector."""
+    r"""The relabelling ``order`` as a map :math:`T` of the flat unconstrained vector.
+
+    Returns :math:`(T z, \log|T'(z)|)`; a permutation of constrained values keeps their volume,
+    so the Jacobian is that of the unconstrained maps, :math:`\log J(z) - \log J(T z)`.
+    """
 
     def relabel(z, order):
-        return density.unconstrain(model.relabel(density.constrain(z), order))
+        moved = density.unconstrain(model.relabel(density.constrain(z), order))
+        return moved, density.log_jacobian(z) - density.log_jacobian(moved)
 
     return relabel
 
@@ -464,13 +469,9 @@ def _label_symmetries(model, density: Density, z, key, num_checked: int = 8) -> 
     picks = orders[jax.random.randint(key_orders, (num_checked,), 1, len(orders))]
 
     def mismatch(z, order):
-        moved = relabel(z, order)
-        moved_log_density = (
-            density.log_posterior(moved) + density.log_jacobian(z) - density.log_jacobian(moved)
-        )
-        return jnp.abs(moved_log_density - density.log_posterior(z)), jnp.abs(
-            density.log_posterior(z)
-        )
+        moved, log_det = relabel(z, order)
+        log_density = density.log_posterior(z)
+        return jnp.abs(density.log_posterior(moved) + log_det - log_density), jnp.abs(log_density)
 
     gap, scale = jax.jit(jax.vmap(mismatch))(points, picks)
     tolerance = 1e-6 + 10 * jnp.finfo(z.dtype).eps * (1.0 + scale)
