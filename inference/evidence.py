@@ -33,7 +33,8 @@ obtained, and its cost):
     optimal bridge is the fixed point
     :math:`\hat Z = \frac{N_2^{-1}\sum_j \ell(\tilde z_j)/(s_1 \ell(\tilde z_j) + s_2 \hat Z)}
     {N_1^{-1}\sum_i 1/(s_1 \ell(z_i) + s_2 \hat Z)}`, :math:`\ell = p(y, z)/g(z)`,
-    :math:`s_k = N_k/(N_1+N_2)`. Models with :math:`L` exchangeable labels
+    :math:`s_k = N_k/(N_1+N_2)` (solved as a monotone equation in :math:`\log \hat Z`).
+    Models with :math:`L` exchangeable labels
     (:attr:`~probdyn.model.Model.num_labels`, e.g. an HMM's states) have :math:`L!` equivalent
     posterior modes that a chain does not visit; following Frühwirth-Schnatter (2004), :math:`g`
     is then the average of its :math:`L!` relabelled copies and each posterior draw is
@@ -66,6 +67,7 @@ import numpy as np
 import numpyro
 import numpyro.distributions as dist
 import optax
+import scipy.optimize
 import xarray as xr
 from blackjax.smc import resampling
 from jax import Array
@@ -408,12 +410,18 @@ def _bridge(
 
     keys = jax.random.split(key_chains, num_chains)
     from_posterior, from_proposal = jax.jit(jax.vmap(log_ratios))(z, keys)
-    per_chain = np.array(
-        [
-            _bridge_fixed_point(np.asarray(a, np.float64), np.asarray(b, np.float64))
-            for a, b in zip(from_posterior, from_proposal, strict=True)
-        ]
-    )
+    per_chain = []
+    for chain, (a, b) in enumerate(zip(from_posterior, from_proposal, strict=True)):
+        fitted = np.atleast_2d(np.cov(np.asarray(z[chain, :half], np.float64).T))
+        spread = np.linalg.eigvalsh(fitted)
+        if np.isnan(a).any() or np.isnan(b).any() or spread[0] <= 1e-12 * spread[-1]:
+            raise FloatingPointError(
+                f"chain {chain}: the bridge density fitted to its first {half} draws is "
+                "degenerate (their covariance is singular: a stuck chain?); check the NUTS "
+                "diagnostics and run more warmup or draws"
+            )
+        per_chain.append(_solve_bridge(np.asarray(a, np.float64), np.asarray(b, np.float64)))
+    per_chain = np.array(per_chain)
     estimate, standard_error = _log_mean_and_se(per_chain)
     nuts_gradients = int(mcmc_result.sample_stats["n_steps"].sum())
     return Evidence(
@@ -478,23 +486,34 @@ def _label_symmetries(model, density: Density, z, key, num_checked: int = 8) -> 
     return orders if bool(jnp.all(gap <= tolerance)) else identity
 
 
-def _bridge_fixed_point(log_l1, log_l2, tolerance: float = 1e-10, max_iterations: int = 1000):
-    """Meng & Wong's iteration for log Z (see the module docstring), in log space."""
+def _solve_bridge(log_l1, log_l2) -> float:
+    r"""Meng & Wong's optimal bridge equation for :math:`x = \log \hat Z`, solved by bracketing.
+
+    The fixed point of the module docstring is the root of
+    :math:`h(x) = \log N_1^{-1}\sum_i e^{x}/(s_1 \ell_i + s_2 e^{x})
+    - \log N_2^{-1}\sum_j \tilde\ell_j/(s_1 \tilde\ell_j + s_2 e^{x})`, which increases
+    from :math:`-\infty` to :math:`+\infty` in :math:`x`: one root, bracketed and found by
+    Brent's method, so the answer comes with a guarantee rather than an iteration count.
+    """
     n1, n2 = len(log_l1), len(log_l2)
     log_s1, log_s2 = math.log(n1 / (n1 + n2)), math.log(n2 / (n1 + n2))
-    log_z = float(host_logsumexp(log_l2) - math.log(n2))  # importance sampling from g to start
-    for _ in range(max_iterations):
-        numerator = np.logaddexp(log_s1 + log_l2, log_s2 + log_z)
-        denominator = np.logaddexp(log_s1 + log_l1, log_s2 + log_z)
-        updated = float(
-            host_logsumexp(log_l2 - numerator)
-            - math.log(n2)
-            - (host_logsumexp(-denominator) - math.log(n1))
-        )
-        if abs(updated - log_z) < tolerance:
-            return updated
-        log_z = updated
-    raise FloatingPointError(f"the bridge iteration did not converge in {max_iterations} steps")
+
+    def h(x):
+        posterior = host_logsumexp(-np.logaddexp(log_s1 + log_l1 - x, log_s2)) - math.log(n1)
+        proposal = host_logsumexp(log_l2 - np.logaddexp(log_s1 + log_l2, log_s2 + x))
+        return posterior - (proposal - math.log(n2))
+
+    start = float(host_logsumexp(log_l2) - math.log(n2))  # importance sampling from g
+    if not math.isfinite(start):
+        raise FloatingPointError("no draw from the bridge density has a finite posterior density")
+    low, high, width = start - 1.0, start + 1.0, 1.0
+    while h(low) > 0:
+        width *= 2
+        low = start - width
+    while h(high) < 0:
+        width *= 2
+        high = start + width
+    return float(scipy.optimize.brentq(h, low, high, xtol=1e-12, rtol=1e-14))
 
 
 # -- Laplace and quadrature ------------------------------------------------------------------

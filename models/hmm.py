@@ -182,16 +182,6 @@ class HMM(Model):
         """Sample parameters; the observation site is the HMM marginal of each trial."""
         p = self.sample_parameters(data)
         K, T = self.num_states, data.num_timesteps
-        log_initial = jnp.log(p["initial"])
-        log_transition = jnp.log(p["transition"])
-        # DiscreteHMM draws z_{-1} then moves: step 0's rows are all the start distribution,
-        # so that z_0 ~ initial whatever z_{-1} was.
-        steps = jnp.concatenate(
-            [
-                jnp.broadcast_to(log_initial, (1, K, K)),
-                jnp.broadcast_to(log_transition, (T - 1, K, K)),
-            ]
-        )
         emission = self.emission_distribution(p)
         site = OBSERVATION_VARIABLES[self.observation]
         with self.trial_plate(data, batch_size) as index:
@@ -202,5 +192,12 @@ class HMM(Model):
                 emission = emission.expand((mask.shape[0], T, K, data.emission_dim)).mask(mask)
             if self.observation != "categorical":
                 emission = emission.to_event(1)
-            hmm = DiscreteHMM(jnp.zeros(K), steps, emission, num_steps=T, method=self.forward)
+            hmm = DiscreteHMM(
+                jnp.log(p["initial"]),
+                jnp.log(p["transition"]),
+                emission,
+                num_steps=T,
+                method=self.forward,
+                initial_step=0,
+            )
             numpyro.sample(site, hmm, obs=batch.observations)

@@ -8,8 +8,11 @@ once and emits,
     z_{-1} \sim \mathrm{Cat}(\pi),\qquad z_t \mid z_{t-1} \sim \mathrm{Cat}(A_t[z_{t-1}]),\qquad
     y_t \mid z_t \sim p_t(\cdot \mid z_t),\qquad t = 0, \dots, T-1.
 
-(For :math:`z_0 \sim \pi` directly, make :math:`A_0` have every row equal to :math:`\pi`.)
-The states are summed out by the forward algorithm,
+With ``initial_step=0`` the chain starts at :math:`z_0 \sim \mathrm{Cat}(\pi)` instead (dynamax's
+convention; :math:`A_0` is then unused), which is the same as giving :math:`A_0` every row equal
+to :math:`\pi` but keeps a homogeneous chain homogeneous. Either way the algorithms start from
+the distribution of the first state, :math:`\rho = \pi A_0` or :math:`\rho = \pi`, and move with
+:math:`A_1, \dots, A_{T-1}`. The states are summed out by the forward algorithm,
 
 .. math::
     \alpha_t(j) = p(y_{0:t}, z_t = j) = \sum_i \alpha_{t-1}(i)\,A_t(i, j)\,p_t(y_t \mid j),
@@ -18,10 +21,10 @@ The states are summed out by the forward algorithm,
 either sequentially with normalised probabilities (one matrix-vector product per step, the
 normaliser accumulated in log space) or, with ``method="parallel"``, as an associative scan
 (depth :math:`O(\log T)`, work :math:`O(T K^3)`) of the matrices
-:math:`M_t(i, j) = A_t(i, j)\, p_t(y_t \mid j)`, each kept as a scale :math:`e^{s}` times a
-matrix whose largest entry is 1 (the scale carries the magnitude; entries more than about 700
-nats below a product's largest are lost, as in any probability-space recursion). Masked steps
-(``observed`` False) emit nothing: their :math:`\log p_t(y_t \mid j)` is 0.
+:math:`M_t(i, j) = A_t(i, j)\, p_t(y_t \mid j)`, :math:`t \ge 1`, each kept as a scale
+:math:`e^{s}` times a matrix whose largest entry is 1 (the scale carries the magnitude; entries
+more than about 700 nats below a product's largest are lost, as in any probability-space
+recursion). Masked steps (``observed`` False) emit nothing: their :math:`\log p_t(y_t \mid j)` is 0.
 
 Filtering, smoothing (forward-backward) and the most probable path (Viterbi) are exact.
 """
@@ -76,6 +79,9 @@ class DiscreteHMM(dist.Distribution):
     method
         ``"sequential"`` (scaled forward recursion) or ``"parallel"`` (associative scan); the
         same value up to rounding.
+    initial_step
+        ``-1`` (Pyro's convention: ``initial_logits`` is the distribution of :math:`z_{-1}`,
+        moved once by :math:`A_0`) or ``0`` (it is the distribution of :math:`z_0`).
 
     """
 
@@ -84,7 +90,7 @@ class DiscreteHMM(dist.Distribution):
         "transition_logits": constraints.independent(constraints.real, 2),
     }
     pytree_data_fields = ("initial_logits", "transition_logits", "observation_dist", "observed")
-    pytree_aux_fields = ("num_steps", "method", "_time_varying")
+    pytree_aux_fields = ("num_steps", "method", "initial_step", "_time_varying")
 
     def __init__(
         self,
@@ -95,10 +101,13 @@ class DiscreteHMM(dist.Distribution):
         num_steps: int | None = None,
         observed: Array | None = None,
         method: str = "sequential",
+        initial_step: int = -1,
         validate_args=None,
     ):
         if method not in ("sequential", "parallel"):
             raise ConfigError(f"method={method!r}; expected 'sequential' or 'parallel'")
+        if initial_step not in (-1, 0):
+            raise ConfigError(f"initial_step={initial_step!r}; expected -1 (z_-1) or 0 (z_0)")
         num_states = jnp.shape(initial_logits)[-1]
         if jnp.shape(transition_logits)[-2:] != (num_states, num_states):
             raise ConfigError(
@@ -132,6 +141,7 @@ class DiscreteHMM(dist.Distribution):
         self.observation_dist = observation_dist
         self.observed = observed
         self.method = method
+        self.initial_step = initial_step
         batch_shape = jnp.broadcast_shapes(
             jnp.shape(initial_logits)[:-1],
             jnp.shape(transition_logits)[: -3 if self._time_varying else -2],
@@ -169,63 +179,78 @@ class DiscreteHMM(dist.Distribution):
             log_p = jnp.where(jnp.asarray(self.observed)[..., None], log_p, 0.0)
         return log_p
 
-    def _initial(self) -> Array:
-        return jax.nn.log_softmax(self.initial_logits, axis=-1)
+    def _chain(self) -> tuple[Array, Array]:
+        r"""The first state's distribution and the later moves, in log space.
+
+        :math:`\log \rho` (..., K) and :math:`\log A_{1:T-1}` (..., T-1, K, K), or (..., 1, K, K)
+        when homogeneous.
+        """
+        log_a = self._log_transitions()
+        log_rho = jax.nn.log_softmax(self.initial_logits, axis=-1)
+        if self.initial_step == -1:
+            log_rho = logsumexp(log_rho[..., :, None] + log_a[..., 0, :, :], axis=-2)
+        return log_rho, log_a[..., 1:, :, :] if self._time_varying else log_a
+
+    def _broadcast_parts(self, value: Array):
+        r""":math:`\log\rho`, :math:`\log A_{1:}` and the emission terms on one batch shape."""
+        log_e = self.emission_log_prob(value)
+        log_rho, log_a = self._chain()
+        shape = jnp.broadcast_shapes(log_e.shape[:-2], log_a.shape[:-3], log_rho.shape[:-1])
+        return (
+            jnp.broadcast_to(log_rho, (*shape, log_rho.shape[-1])),
+            jnp.broadcast_to(log_a, (*shape, *log_a.shape[-3:])),
+            jnp.broadcast_to(log_e, (*shape, *log_e.shape[-2:])),
+        )
 
     # -- likelihood ----------------------------------------------------------------------------
     def log_prob(self, value: Array) -> Array:
         """Log marginal likelihood of the observation sequence, states summed out."""
-        log_pi, log_a, log_e = self._broadcast_parts(value)
+        log_rho, log_a, log_e = self._broadcast_parts(value)
         if self.method == "parallel":
-            steps = log_a + log_e[..., None, :]
+            first = log_rho + log_e[..., 0, :]
+            if self.num_steps == 1:
+                return logsumexp(first, axis=-1)
+            steps = log_a + log_e[..., 1:, None, :]
             peak = jnp.max(steps, axis=(-2, -1), keepdims=True)
             time_axis = steps.ndim - 3
             scaled, log_scale = jax.lax.associative_scan(
                 _scaled_matmul, (jnp.exp(steps - peak), peak), axis=time_axis
             )
             total = jnp.log(scaled[..., -1, :, :]) + log_scale[..., -1, :, :]
-            return logsumexp(log_pi[..., :, None] + total, axis=(-2, -1))
-        _, log_norms = self._forward(log_pi, log_a, log_e)
+            return logsumexp(first[..., :, None] + total, axis=(-2, -1))
+        _, log_norms = self._forward(log_rho, log_a, log_e)
         return jnp.sum(log_norms, axis=-1)
 
     @staticmethod
-    def _forward(log_pi: Array, log_a: Array, log_e: Array) -> tuple[Array, Array]:
+    def _forward(log_rho: Array, log_a: Array, log_e: Array) -> tuple[Array, Array]:
         r"""Scaled forward recursion: filtered probabilities (..., T, K) and log normalisers.
 
-        With :math:`c_{t-1}` the filtered distribution, :math:`v_t = (c_{t-1} A_t) \odot
-        e^{\ell_t - \max \ell_t}`, :math:`c_t = v_t / \sum v_t`; the log normaliser of step t
-        is :math:`\log \sum v_t + \max \ell_t`.
+        With :math:`\hat c_0 = \rho` and :math:`\hat c_t = c_{t-1} A_t` the predicted state
+        distribution, :math:`v_t = \hat c_t \odot e^{\ell_t - \max \ell_t}` and
+        :math:`c_t = v_t / \sum v_t`; the log normaliser of step t is
+        :math:`\log \sum v_t + \max \ell_t`.
         """
-        batch = log_e.shape[:-2]
         a = jnp.exp(jnp.moveaxis(log_a, -3, 0))
         e = jnp.moveaxis(log_e, -2, 0)
-        prior = jnp.exp(log_pi - jnp.max(log_pi, axis=-1, keepdims=True))
-        prior = prior / jnp.sum(prior, axis=-1, keepdims=True)
+
+        def update(predicted, e_t):
+            peak = jnp.max(e_t, axis=-1, keepdims=True)
+            v = predicted * jnp.exp(e_t - peak)
+            norm = jnp.sum(v, axis=-1, keepdims=True)
+            return v / norm, jnp.log(norm[..., 0]) + peak[..., 0]
 
         def step(c, inputs):
             a_t, e_t = inputs
-            peak = jnp.max(e_t, axis=-1, keepdims=True)
-            v = jnp.einsum("...i,...ij->...j", c, a_t) * jnp.exp(e_t - peak)
-            norm = jnp.sum(v, axis=-1, keepdims=True)
-            c = v / norm
-            return c, (c, jnp.log(norm[..., 0]) + peak[..., 0])
+            c, log_norm = update(jnp.einsum("...i,...ij->...j", c, a_t), e_t)
+            return c, (c, log_norm)
 
-        prior = jnp.broadcast_to(prior, (*batch, prior.shape[-1]))
-        _, (filtered, log_norms) = _scan_steps(step, prior, a, e)
+        first, first_norm = update(jnp.exp(log_rho), e[0])
+        _, (filtered, log_norms) = _scan_steps(step, first, a, e[1:])
+        filtered = jnp.concatenate([first[None], filtered])
+        log_norms = jnp.concatenate([first_norm[None], log_norms])
         return jnp.moveaxis(filtered, 0, -2), jnp.moveaxis(log_norms, 0, -1)
 
     # -- posterior over states -----------------------------------------------------------------
-    def _broadcast_parts(self, value: Array):
-        log_e = self.emission_log_prob(value)
-        log_a = self._log_transitions()
-        log_pi = self._initial()
-        shape = jnp.broadcast_shapes(log_e.shape[:-2], log_a.shape[:-3], log_pi.shape[:-1])
-        return (
-            jnp.broadcast_to(log_pi, (*shape, log_pi.shape[-1])),
-            jnp.broadcast_to(log_a, (*shape, *log_a.shape[-3:])),
-            jnp.broadcast_to(log_e, (*shape, *log_e.shape[-2:])),
-        )
-
     def filter(self, value: Array) -> Array:
         r"""Filtered marginals :math:`p(z_t \mid y_{0:t})`, shape (..., T, K)."""
         filtered, _ = self._forward(*self._broadcast_parts(value))
@@ -238,10 +263,9 @@ class DiscreteHMM(dist.Distribution):
         :math:`\beta_{t}(i) \propto \sum_j A_{t+1}(i, j)\, p_{t+1}(y_{t+1} \mid j)\,
         \beta_{t+1}(j)`; the marginal is :math:`\propto c_t \odot \beta_t`.
         """
-        log_pi, log_a, log_e = self._broadcast_parts(value)
-        filtered, _ = self._forward(log_pi, log_a, log_e)
+        log_rho, log_a, log_e = self._broadcast_parts(value)
+        filtered, _ = self._forward(log_rho, log_a, log_e)
         a = jnp.exp(jnp.moveaxis(log_a, -3, 0))
-        a = a if a.shape[0] == 1 else a[1:]
         e = jnp.moveaxis(log_e, -2, 0)[1:]
 
         def step(beta, inputs):
@@ -259,7 +283,7 @@ class DiscreteHMM(dist.Distribution):
 
     def viterbi(self, value: Array) -> Array:
         r"""Most probable state path :math:`\arg\max_z p(z \mid y)`, shape (..., T), int."""
-        log_pi, log_a, log_e = self._broadcast_parts(value)
+        log_rho, log_a, log_e = self._broadcast_parts(value)
         a = jnp.moveaxis(log_a, -3, 0)
         e = jnp.moveaxis(log_e, -2, 0)
 
@@ -268,9 +292,8 @@ class DiscreteHMM(dist.Distribution):
             candidates = score[..., :, None] + a_t
             return jnp.max(candidates, axis=-2) + e_t, jnp.argmax(candidates, axis=-2)
 
-        # z_{-1} is summed out (it is not part of the path); maximise over z_0, ..., z_{T-1}.
-        first = logsumexp(log_pi[..., :, None] + a[0], axis=-2) + e[0]
-        score, back = _scan_steps(forward, first, a if a.shape[0] == 1 else a[1:], e[1:])
+        # z_{-1} (Pyro's convention) is summed out in rho: the path is z_0, ..., z_{T-1}.
+        score, back = _scan_steps(forward, log_rho + e[0], a, e[1:])
         last = jnp.argmax(score, axis=-1)
 
         def backward(state, pointers):
@@ -285,10 +308,10 @@ class DiscreteHMM(dist.Distribution):
         """Draw (states (..., T), observations (..., T, *event)) from the joint."""
         k_init, k_path, k_obs = jax.random.split(key, 3)
         shape = (*sample_shape, *self.batch_shape)
-        log_a = jnp.broadcast_to(
-            self._log_transitions(), (*shape, self.num_steps, self.num_states, self.num_states)
-        )
-        z_prev = jax.random.categorical(k_init, self._initial(), shape=shape)
+        K, T = self.num_states, self.num_steps
+        log_rho, log_a = self._chain()
+        log_a = jnp.broadcast_to(log_a, (*shape, T - 1, K, K))
+        first = jax.random.categorical(k_init, log_rho, shape=shape)
 
         def step(z, inputs):
             k, log_a_t = inputs
@@ -296,12 +319,10 @@ class DiscreteHMM(dist.Distribution):
             z = jax.random.categorical(k, rows)
             return z, z
 
-        keys = jax.random.split(k_path, self.num_steps)
-        _, states = jax.lax.scan(step, z_prev, (keys, jnp.moveaxis(log_a, -3, 0)))
-        states = jnp.moveaxis(states, 0, -1)
-        per_state = self.observation_dist.expand((*shape, self.num_steps, self.num_states)).sample(
-            k_obs
-        )
+        keys = jax.random.split(k_path, T - 1)
+        _, later = jax.lax.scan(step, first, (keys, jnp.moveaxis(log_a, -3, 0)))
+        states = jnp.moveaxis(jnp.concatenate([first[None], later]), 0, -1)
+        per_state = self.observation_dist.expand((*shape, T, K)).sample(k_obs)
         event_dims = len(self.observation_dist.event_shape)
         index = states.reshape(*states.shape, 1, *([1] * event_dims))
         chosen = jnp.take_along_axis(per_state, index, axis=len(shape) + 1)

@@ -28,7 +28,7 @@ def _random_hmm(rng, K, T, time_varying, emission):
     return jnp.asarray(initial), jnp.asarray(transitions), obs, jnp.asarray(value)
 
 
-def _brute_force(initial, transitions, obs, value, observed=None):
+def _brute_force(initial, transitions, obs, value, observed=None, initial_step=-1):
     """Joint log p(z, y) of every path (K^T of them), by the model's definition."""
     K = initial.shape[-1]
     T = value.shape[0]
@@ -43,8 +43,8 @@ def _brute_force(initial, transitions, obs, value, observed=None):
     paths = list(itertools.product(range(K), repeat=T))
     joint = []
     for path in paths:
-        # z_{-1} ~ pi, summed out; then T transitions and emissions.
-        first = logsumexp(log_pi + log_a[0][:, path[0]])
+        # z_{-1} ~ pi, summed out, then T transitions; or z_0 ~ pi and T - 1 transitions.
+        first = logsumexp(log_pi + log_a[0][:, path[0]]) if initial_step == -1 else log_pi[path[0]]
         total = first + log_e[0, path[0]]
         for t in range(1, T):
             total += log_a[t][path[t - 1], path[t]] + log_e[t, path[t]]
@@ -55,17 +55,22 @@ def _brute_force(initial, transitions, obs, value, observed=None):
 @pytest.mark.parametrize("seed", [0, 1])
 @pytest.mark.parametrize("emission", ["categorical", "poisson", "gaussian"])
 @pytest.mark.parametrize("time_varying", [False, True])
-def test_log_prob_filter_smooth_viterbi_equal_enumeration(emission, time_varying, seed):
+@pytest.mark.parametrize("initial_step", [-1, 0])
+def test_log_prob_filter_smooth_viterbi_equal_enumeration(
+    emission, time_varying, seed, initial_step
+):
     rng = np.random.default_rng([seed, ["categorical", "poisson", "gaussian"].index(emission)])
     K, T = 3, 5
     initial, transitions, obs, value = _random_hmm(rng, K, T, time_varying, emission)
-    paths, joint = _brute_force(initial, transitions, obs, value)
+    paths, joint = _brute_force(initial, transitions, obs, value, initial_step=initial_step)
     log_z = logsumexp(joint)
     posterior = np.exp(joint - log_z)
     for method in ("sequential", "parallel"):
-        hmm = DiscreteHMM(initial, transitions, obs, num_steps=T, method=method)
+        hmm = DiscreteHMM(
+            initial, transitions, obs, num_steps=T, method=method, initial_step=initial_step
+        )
         np.testing.assert_allclose(hmm.log_prob(value), log_z, rtol=0, atol=1e-10)
-    hmm = DiscreteHMM(initial, transitions, obs, num_steps=T)
+    hmm = DiscreteHMM(initial, transitions, obs, num_steps=T, initial_step=initial_step)
     smoothed = np.stack([[posterior[paths[:, t] == k].sum() for k in range(K)] for t in range(T)])
     np.testing.assert_allclose(hmm.smooth(value), smoothed, atol=1e-10)
     # Filtered marginal at t: enumerate the paths of the prefix y_{0:t}.
@@ -75,6 +80,7 @@ def test_log_prob_filter_smooth_viterbi_equal_enumeration(emission, time_varying
             transitions[: t + 1] if time_varying else transitions,
             obs_prefix(obs, t + 1),
             value[: t + 1],
+            initial_step=initial_step,
         )
         weights = np.exp(prefix_joint - logsumexp(prefix_joint))
         expected = [weights[prefix_paths[:, t] == k].sum() for k in range(K)]
@@ -126,6 +132,23 @@ def test_samples_follow_the_chain():
     np.testing.assert_array_equal((symbols[:, 1:] - symbols[:, :-1]) % 3, 1)
     # Every start state appears (z_{-1} uniform).
     assert set(np.asarray(symbols[:, 0]).tolist()) == {0, 1, 2}
+    # A start fixed at state 2: z_{-1} = 2 moves to z_0 = 0; with initial_step=0, z_0 = 2.
+    start = jnp.log(jnp.array([1e-30, 1e-30, 1.0]))
+    for initial_step, first in ((-1, 0), (0, 2)):
+        hmm = DiscreteHMM(start, cycle, emission, num_steps=7, initial_step=initial_step)
+        states, _ = hmm.sample_with_states(jax.random.key(2), (20,))
+        np.testing.assert_array_equal(states, (first + np.arange(7)) % 3 + np.zeros((20, 1)))
+
+
+def test_a_single_step_is_the_mixture_of_the_first_state():
+    initial = jnp.log(jnp.array([0.2, 0.5, 0.3]))
+    emission = dist.Poisson(jnp.array([1.0, 3.0, 7.0]))
+    for method in ("sequential", "parallel"):
+        hmm = DiscreteHMM(
+            initial, jnp.zeros((3, 3)), emission, num_steps=1, method=method, initial_step=0
+        )
+        expected = logsumexp(np.asarray(initial + emission.log_prob(4.0)))
+        np.testing.assert_allclose(hmm.log_prob(jnp.array([4.0])), expected, atol=1e-12)
 
 
 def test_bad_shapes_are_named():
@@ -142,4 +165,12 @@ def test_bad_shapes_are_named():
             dist.Normal(jnp.zeros(3), 1.0),
             num_steps=4,
             method="fast",
+        )
+    with pytest.raises(ConfigError, match="initial_step"):
+        DiscreteHMM(
+            jnp.zeros(3),
+            jnp.zeros((3, 3)),
+            dist.Normal(jnp.zeros(3), 1.0),
+            num_steps=4,
+            initial_step=1,
         )

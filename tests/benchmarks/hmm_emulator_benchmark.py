@@ -106,23 +106,16 @@ def main():
     print("\nnoise-free network:", points.describe())
 
     initial, transition, emission = hmm_architecture("linear")
-    # z_0 ~ initial: DiscreteHMM starts at z_{-1}, so step 0's rows are all the start vector.
-    K = len(initial)
 
     def log(p):
         return jnp.log(jnp.clip(jnp.asarray(p), 1e-30))  # the chain's zero entries stay finite
 
-    steps = jnp.concatenate(
-        [
-            jnp.broadcast_to(log(initial), (1, K, K)),
-            jnp.broadcast_to(log(transition), (T - 1, K, K)),
-        ]
-    )
     hmm = DiscreteHMM(
-        jnp.zeros(K),
-        steps,
+        log(initial),
+        log(transition),
         probdyn.hmm.dist.Categorical(probs=jnp.asarray(emission)),
         num_steps=T,
+        initial_step=0,
     )
     exact = np.asarray(hmm.log_prob(jnp.asarray(test.symbols.values)))
     start = time.perf_counter()

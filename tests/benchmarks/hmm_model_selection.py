@@ -9,6 +9,7 @@ and how often K = 3 ranks first, and whether it is ahead of the runner-up by mor
 their combined standard error.
 
     python tests/benchmarks/hmm_model_selection.py --seeds 10 --trials 100 --timesteps 100
+    python tests/benchmarks/hmm_model_selection.py --seeds 1 --first-seed 7   # one seed per process
     python tests/benchmarks/hmm_model_selection.py --method smc --forward parallel   # on a GPU
 """
 
@@ -28,6 +29,7 @@ from probdyn.data import simulate_hmm
 def main():
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--seeds", type=int, default=10)
+    parser.add_argument("--first-seed", type=int, default=0, help="seeds run from here")
     parser.add_argument("--trials", type=int, default=10)
     parser.add_argument("--timesteps", type=int, default=100)
     parser.add_argument("--states", type=int, nargs="+", default=[2, 3, 4])
@@ -44,7 +46,7 @@ def main():
     print(f"device: {jax.devices()[0]}; {vars(args)}", flush=True)
 
     wins = clear = 0
-    for seed in range(args.seeds):
+    for seed in range(args.first_seed, args.first_seed + args.seeds):
         ds = simulate_hmm("linear", num_trials=args.trials, num_timesteps=args.timesteps, seed=seed)
         models = {
             f"K={k}": HMM(num_states=k, observation="categorical", forward=args.forward)
