@@ -1,13 +1,17 @@
-"""FacRNN on monkey motor cortex (MC_Maze_Small): which latent group carries hand velocity.
+"""FacRNN on monkey motor cortex (MC_Maze_Small): which latent group carries hand movement.
 
 The held-in neurons of the 75 training trials of ``mc_maze_small_train.h5`` are smoothed
 (Gaussian kernel, 40 ms), rebinned to 20 ms, square-root transformed and z-scored per neuron;
 trials are split 60/15 (seeded). On the 60, a plain rank-6 low-rank RNN and FacRNN (G = 2
 groups of H = 3, PC penalty, started from the plain fit unmixed by ICA) are fitted by MAP. On
-the 15 held-out trials, hand velocity is regressed (affine, fitted on the 60) on each group's
-latents and on all six: cross-validated R^2 per group, as the seed's monkey analysis relates
-groups to behaviour; the groups' partial correlation is reported beside it. ``--lag L``
-regresses the velocity L bins (of 20 ms) after the latents (motor cortex leads the hand).
+the 15 held-out trials, hand velocity and hand position are regressed (affine, fitted on the
+60) on each group's latents and on all six: cross-validated R^2 per group, as the seed's monkey
+analysis relates groups to behaviour; the groups' partial correlation is reported beside it,
+and so is what the same affine read-out gets from all held-in neurons (a reference for the
+six latents).
+The NLB file holds velocity only: position is velocity integrated from each trial's first bin
+(every maze reach starts at the central hold). ``--lag L`` regresses the behaviour L bins (of
+20 ms) after the latents (motor cortex leads the hand).
 
     python tests/benchmarks/facrnn_motor_cortex.py [--data ../shared/data] [--seeds 3] [--lag 0]
 """
@@ -30,8 +34,8 @@ from probdyn.metrics import affine_map
 from probdyn.nlb import gaussian_smooth
 
 
-def prepare(path: Path) -> tuple[xr.Dataset, np.ndarray]:
-    """Smoothed, rebinned (20 ms), sqrt, z-scored held-in activity and hand velocity."""
+def prepare(path: Path) -> tuple[xr.Dataset, np.ndarray, np.ndarray]:
+    """Smoothed, rebinned (20 ms), sqrt, z-scored held-in activity, hand velocity and position."""
     full = load_nlb(path, split="train")
     heldin = full.spikes.values[..., ~full.heldout.values].astype(float)
     smooth = gaussian_smooth(heldin, sigma_bins=8.0)  # 40 ms at 5 ms bins
@@ -39,19 +43,22 @@ def prepare(path: Path) -> tuple[xr.Dataset, np.ndarray]:
     rebinned = smooth[:, : bins // 4 * 4].reshape(trials, bins // 4, 4, neurons).sum(2)
     y = np.sqrt(rebinned)
     y = (y - y.mean((0, 1))) / y.std((0, 1))
-    velocity = full.behavior.values[:, : bins // 4 * 4].reshape(trials, bins // 4, 4, -1)
+    raw = full.behavior.values[:, : bins // 4 * 4]
+    position = np.cumsum(raw, axis=1) * full.attrs["dt"]  # relative to the trial's start
+    velocity = raw.reshape(trials, bins // 4, 4, -1)
+    position = position.reshape(trials, bins // 4, 4, -1)
     ds = xr.Dataset(
         {"y": (("trial", "time", "neuron"), y)},
         coords={"time": np.arange(bins // 4) * 0.02},
         attrs={"dt": 0.02},
     )
-    return ds, velocity.mean(2)
+    return ds, velocity.mean(2), position.mean(2)
 
 
-def velocity_r2(latents, velocity, train, test) -> float:
-    """Affine map latents -> velocity fitted on ``train`` trials, R^2 on ``test`` (pooled)."""
-    A, b = affine_map(latents[train], velocity[train])
-    target = velocity[test].reshape(-1, velocity.shape[-1])
+def behaviour_r2(latents, behaviour, train, test) -> float:
+    """Affine map latents -> behaviour fitted on ``train`` trials, R^2 on ``test`` (pooled)."""
+    A, b = affine_map(latents[train], behaviour[train])
+    target = behaviour[test].reshape(-1, behaviour.shape[-1])
     prediction = latents[test].reshape(-1, latents.shape[-1]) @ A + b
     return float(1 - np.sum((target - prediction) ** 2) / np.sum((target - target.mean(0)) ** 2))
 
@@ -62,17 +69,28 @@ def main():
     parser.add_argument("--data", default=default, help="folder holding mc_maze_small/")
     parser.add_argument("--seeds", type=int, default=3)
     parser.add_argument("--steps", type=int, default=3000)
-    parser.add_argument("--lag", type=int, default=0, help="velocity this many bins later")
+    parser.add_argument("--lag", type=int, default=0, help="behaviour this many bins later")
     args = parser.parse_args()
-    ds, velocity = prepare(Path(args.data) / "mc_maze_small" / "mc_maze_small_train.h5")
+    ds, velocity, position = prepare(Path(args.data) / "mc_maze_small" / "mc_maze_small_train.h5")
     x = ds.y.values
-    velocity = velocity[:, 1:]  # the codes of bin t are read from bin t - 1
+    # The codes of bin t are read from bin t - 1.
+    behaviours = {"velocity": velocity[:, 1:], "position": position[:, 1:]}
     neurons = ds.sizes["neuron"]
     print(f"{ds.sizes['trial']} trials x {ds.sizes['time']} bins x {neurons} held-in neurons")
     for seed in range(args.seeds):
         order = np.random.default_rng(seed).permutation(ds.sizes["trial"])
         train, test = np.sort(order[:60]), np.sort(order[60:])
         fitting = ds.isel(trial=train)
+        # Reference: what an affine read-out of all held-in neurons of the previous bin gets.
+        activity = x[:, : x.shape[1] - 1 - args.lag]
+        ceiling = {
+            what: behaviour_r2(activity, behaviour[:, args.lag :], train, test)
+            for what, behaviour in behaviours.items()
+        }
+        print(
+            f"split {seed} all {neurons} neurons, affine: velocity R2 {ceiling['velocity']:.3f}, "
+            f"position R2 {ceiling['position']:.3f}"
+        )
         results = {}
         for name, correlation in (("low-rank", None), ("FacRNN", "pc")):
             model = FacRNN(num_neurons=neurons, num_groups=2, group_rank=3, correlation=correlation)
@@ -85,14 +103,20 @@ def main():
             params = {k: np.asarray(v[0]) for k, v in fit.sample_posterior(1, seed=0).items()}
             results[name] = (params, time.perf_counter() - start)
             latents = np.asarray(model.codes(params, x[:, :-1]))
-            latents, later = latents[:, : latents.shape[1] - args.lag], velocity[:, args.lag :]
-            groups = [velocity_r2(latents[..., g * 3 : g * 3 + 3], later, train, test)
-                      for g in range(2)]  # fmt: skip
-            whole = velocity_r2(latents, later, train, test)
+            latents = latents[:, : latents.shape[1] - args.lag]
             pc = sample_partial_correlation(latents[test].reshape(-1, 6), model.groups)
+            scores = []
+            for what, behaviour in behaviours.items():
+                later = behaviour[:, args.lag :]
+                groups = [behaviour_r2(latents[..., g * 3 : g * 3 + 3], later, train, test)
+                          for g in range(2)]  # fmt: skip
+                whole = behaviour_r2(latents, later, train, test)
+                scores.append(
+                    f"{what} R2: group 0 {groups[0]:.3f}, group 1 {groups[1]:.3f}, "
+                    f"all six {whole:.3f}"
+                )
             print(
-                f"split {seed} {name:9s} velocity R2: group 0 {groups[0]:.3f}, group 1 "
-                f"{groups[1]:.3f}, all six {whole:.3f}; PC {pc:.3f}; "
+                f"split {seed} {name:9s} {'; '.join(scores)}; PC {pc:.3f}; "
                 f"{results[name][1]:.0f} s",
                 flush=True,
             )
