@@ -2,7 +2,9 @@
 
 - :func:`svi` -> :class:`SVIResult` (guides, minibatches, checkpoints that resume exactly);
 - :func:`nuts` -> :class:`MCMCResult` (diagnostics surfaced, :class:`DiagnosticWarning`);
-- :func:`log_evidence` -> :class:`Evidence` (``"smc"``, ``"iwae"``, ``"laplace"``, ``"exact"``);
+- :func:`log_evidence` -> :class:`Evidence` (``"smc"``, ``"iwae"``, ``"bridge"``, ``"laplace"``,
+  ``"exact"``); :func:`held_out_evidence` puts fits of any kind on held-out sequences on the
+  same scale;
 - :func:`fit_sinkhorn` -> :class:`SinkhornResult` (sequence generators matched by Sinkhorn
   divergence, as Torre et al. train HMM emulators);
 - :func:`compare` -> a table of log evidence, Bayes factors, model probabilities, elpd_loo
@@ -11,7 +13,7 @@
 
 from probdyn.inference.compare import MixedEvidenceWarning, compare, comparison_table
 from probdyn.inference.density import Density, bind
-from probdyn.inference.evidence import Evidence, find_mode, log_evidence
+from probdyn.inference.evidence import Evidence, find_mode, held_out_evidence, log_evidence
 from probdyn.inference.mcmc import DiagnosticWarning, MCMCResult, nuts
 from probdyn.inference.sinkhorn import SinkhornResult, fit_sinkhorn
 from probdyn.inference.svi import SVIResult, svi
@@ -29,6 +31,7 @@ __all__ = [
     "comparison_table",
     "find_mode",
     "fit_sinkhorn",
+    "held_out_evidence",
     "log_evidence",
     "nuts",
     "svi",

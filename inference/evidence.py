@@ -280,6 +280,58 @@ def _log_mean_and_se(log_values: np.ndarray) -> tuple[float, float]:
     return float(top + math.log(mean)), float(scaled.std(ddof=1) / (math.sqrt(r) * mean))
 
 
+# -- held-out sequences ----------------------------------------------------------------------
+def held_out_evidence(log_likelihoods, standard_errors=None, *, seconds: float = 0.0) -> Evidence:
+    r"""Evidence of held-out sequences given a fit, :math:`\log p(Y_\text{test} \mid \text{fit})`.
+
+    For models fitted in different ways (a posterior over an HMM's parameters, a point estimate
+    of an RNN trained by Sinkhorn divergence) this is one scale for all: the probability each
+    gives to sequences it has not seen. ``log_likelihoods`` holds
+    :math:`\log p(y_s \mid \theta)` of the S held-out sequences, shape (S,) for one parameter
+    value, or :math:`\log p(y_s \mid \theta_d)` for D posterior draws, shape (D, S):
+
+    .. math::
+        \log p(Y \mid \text{fit}) = \log \frac1D \sum_d \exp \sum_s \log p(y_s \mid \theta_d),
+
+    the posterior predictive of the whole held-out set (the sequences are independent given
+    :math:`\theta`, not after averaging over it). Standard error: the Monte Carlo error of the
+    average over draws (delta method; the draws taken as independent, so thin correlated chains
+    first) and, for one parameter value, ``standard_errors`` (S,) of estimated per-sequence log
+    likelihoods (particle filters), independent across sequences.
+    """
+    values = np.asarray(log_likelihoods, np.float64)
+    if values.ndim not in (1, 2) or values.shape[-1] == 0 or not np.all(np.isfinite(values)):
+        raise ConfigError(
+            f"log_likelihoods has shape {values.shape}; expected finite (sequences,) or "
+            "(draws, sequences)"
+        )
+    single = values.ndim == 1
+    if standard_errors is not None and (not single or np.shape(standard_errors) != values.shape):
+        raise ConfigError(
+            "standard_errors must have the shape (sequences,) of a single parameter value's "
+            f"log likelihoods; got {np.shape(standard_errors)} for {values.shape}"
+        )
+    if single:
+        se = 0.0 if standard_errors is None else float(np.sqrt(np.sum(np.square(standard_errors))))
+        estimate, source, draws = float(values.sum()), "per-sequence likelihood estimates", 1
+    else:
+        draws = values.shape[0]
+        if draws < 2:
+            raise ConfigError("held-out evidence from posterior draws needs at least 2 draws")
+        estimate, se = _log_mean_and_se(values.sum(axis=1))
+        source = f"average over {draws} posterior draws (delta method)"
+    return Evidence(
+        estimate,
+        se,
+        "held-out",
+        False,
+        source,
+        seconds,
+        int(values.size),
+        {"num_sequences": values.shape[-1], "num_draws": draws},
+    )
+
+
 # -- importance-weighted bound ---------------------------------------------------------------
 def _iwae(
     density: Density,

@@ -16,6 +16,11 @@ jax.config.update("jax_persistent_cache_min_compile_time_secs", 0.2)
 REPO = Path(__file__).resolve().parents[1]
 
 
+def pytest_collection_modifyitems(items):
+    """Slow tests first: spread over the xdist workers, they start early rather than end last."""
+    items.sort(key=lambda item: item.get_closest_marker("slow") is None)
+
+
 def data_dir() -> Path:
     return Path(os.environ.get("PROBDYN_DATA", REPO.parent / "shared" / "data"))
 

@@ -9,12 +9,13 @@ import pytest
 import xarray as xr
 from jax.scipy.special import logsumexp
 from lds_cases import ou_dataset, ou_exact, ou_model
-from probdyn.inference import bind, log_evidence, nuts
+from probdyn.inference import bind, held_out_evidence, log_evidence, nuts
 from probdyn.inference.evidence import _solve_bridge
 from probdyn.models import HMM, LDS
 from scipy import stats
+from scipy.special import betaln
 
-from probdyn import prior_predictive
+from probdyn import ConfigError, prior_predictive
 
 
 @pytest.fixture(scope="module")
@@ -232,3 +233,29 @@ def test_bridge_sampling_names_a_chain_whose_draws_cannot_fit_a_bridge_density()
     stuck = dataclasses.replace(fit, samples={**fit.samples, "means": means})
     with pytest.raises(FloatingPointError, match="chain 1: the bridge density"):
         log_evidence(model, ds, method="bridge", mcmc_result=stuck, seed=0)
+
+
+def test_held_out_evidence_from_posterior_draws_matches_the_beta_bernoulli_predictive():
+    # Coin flips with a Beta(2, 3) prior: after k heads in n training flips the posterior is
+    # Beta(2 + k, 3 + n - k), and the held-out predictive of m flips with j heads is a ratio of
+    # Beta functions.
+    rng = np.random.default_rng(3)
+    train = rng.random(40) < 0.7
+    test = (rng.random((6, 5)) < 0.7).astype(float)  # 6 held-out sequences of 5 flips
+    a, b = 2 + train.sum(), 3 + (~train).sum()
+    heads, flips = test.sum(), test.size
+    exact = float(betaln(a + heads, b + flips - heads) - betaln(a, b))
+    theta = rng.beta(a, b, size=20000)
+    per_sequence = (
+        test.sum(1) * np.log(theta)[:, None] + (5 - test.sum(1)) * np.log1p(-theta)[:, None]
+    )
+    result = held_out_evidence(per_sequence)
+    assert result.method == "held-out" and not result.is_bound
+    assert 0 < result.standard_error < 0.05
+    assert abs(result.log_evidence - exact) < 4 * result.standard_error
+    # One parameter value: the sum, with the per-sequence errors added in quadrature.
+    point = held_out_evidence(per_sequence[0], np.full(6, 0.1))
+    assert point.log_evidence == pytest.approx(per_sequence[0].sum())
+    assert point.standard_error == pytest.approx(0.1 * np.sqrt(6))
+    with pytest.raises(ConfigError, match="standard_errors"):
+        held_out_evidence(per_sequence, np.full(6, 0.1))
