@@ -440,12 +440,23 @@ def _bridge(
 
         return logsumexp(jax.vmap(one)(orders)) - math.log(len(orders))
 
-    def log_ratios(z_chain, key):
+    # The bridge density of each chain, fitted on the host in float64 to its first half of
+    # draws; a chain that did not move (singular covariance) cannot carry one.
+    fits = np.asarray(z[:, :half], np.float64)
+    covariances = np.stack([np.atleast_2d(np.cov(chain.T)) for chain in fits])
+    for chain, covariance in enumerate(covariances):
+        spread = np.linalg.eigvalsh(covariance)
+        if spread[0] <= 1e-12 * spread[-1]:
+            raise FloatingPointError(
+                f"chain {chain}: the bridge density fitted to its first {half} draws is "
+                "degenerate (their covariance is singular: a stuck chain?); check the NUTS "
+                "diagnostics and run more warmup or draws"
+            )
+    means = jnp.asarray(fits.mean(1), z.dtype)
+    chols = jnp.asarray(np.linalg.cholesky(covariances + 1e-9 * np.eye(density.dim)), z.dtype)
+
+    def log_ratios(kept, mean, chol, key):
         """Log ratios log p(y, z) - log g(z) at the chain's second half and at draws from g."""
-        fit, kept = z_chain[:half], z_chain[half:]
-        mean = fit.mean(0)
-        covariance = jnp.cov(fit.T).reshape(density.dim, density.dim)
-        chol = jnp.linalg.cholesky(covariance + 1e-9 * jnp.eye(density.dim))
         key_kept, key_draw, key_moved = jax.random.split(key, 3)
         proposal = mean + jax.random.normal(key_draw, (num_proposal, density.dim)) @ chol.T
 
@@ -461,16 +472,13 @@ def _bridge(
         )
 
     keys = jax.random.split(key_chains, num_chains)
-    from_posterior, from_proposal = jax.jit(jax.vmap(log_ratios))(z, keys)
+    from_posterior, from_proposal = jax.jit(jax.vmap(log_ratios))(z[:, half:], means, chols, keys)
     per_chain = []
     for chain, (a, b) in enumerate(zip(from_posterior, from_proposal, strict=True)):
-        fitted = np.atleast_2d(np.cov(np.asarray(z[chain, :half], np.float64).T))
-        spread = np.linalg.eigvalsh(fitted)
-        if np.isnan(a).any() or np.isnan(b).any() or spread[0] <= 1e-12 * spread[-1]:
+        if np.isnan(a).any() or np.isnan(b).any():
             raise FloatingPointError(
-                f"chain {chain}: the bridge density fitted to its first {half} draws is "
-                "degenerate (their covariance is singular: a stuck chain?); check the NUTS "
-                "diagnostics and run more warmup or draws"
+                f"chain {chain}: the log density ratios to its bridge density are NaN; check "
+                "the model's log density at the chain's draws"
             )
         per_chain.append(_solve_bridge(np.asarray(a, np.float64), np.asarray(b, np.float64)))
     per_chain = np.array(per_chain)
