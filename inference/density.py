@@ -30,6 +30,7 @@ from jax.flatten_util import ravel_pytree
 from numpyro.distributions.transforms import biject_to
 from numpyro.infer.util import log_density
 
+from probdyn.compilation import run_once
 from probdyn.errors import ConfigError
 from probdyn.model import Model, ModelData
 
@@ -139,7 +140,8 @@ def bind(
     prior density enters the log prior, not the likelihood.
     """
     key = jax.random.key(0) if key is None else key  # the trace's values are not used
-    trace = numpyro.handlers.trace(numpyro.handlers.seed(model.program, key)).get_trace(data)
+    with run_once():  # the model runs op by op, each op compiled for this one run
+        trace = numpyro.handlers.trace(numpyro.handlers.seed(model.program, key)).get_trace(data)
     given = {name: jnp.asarray(value) for name, value in (given or {}).items()}
     for name, value in given.items():
         site = trace.get(name)

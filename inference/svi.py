@@ -37,6 +37,7 @@ from probdyn.inference.arviz import to_datatree
 from probdyn.inference.density import Density, bind, fingerprint
 from tqdm.auto import tqdm
 
+from probdyn.compilation import run_once
 from probdyn.errors import ConfigError
 from probdyn.model import Model, ModelData
 
@@ -318,30 +319,35 @@ def svi(
     prepared = model.as_data(data)
     if batch_size is not None and not 0 < batch_size <= prepared.num_trials:
         raise ConfigError(f"batch_size = {batch_size!r}; expected 1..{prepared.num_trials} trials")
-    density = bind(model, prepared)
     mesh = devices.mesh(prepared.num_trials, num_devices)
     sharded = mesh.size > 1 or jax.process_count() > 1
     local = _curriculum(prepared, curriculum)
     staged = _curriculum(devices.shard(prepared, mesh), curriculum) if sharded else local
-    if isinstance(init, SVIResult):
-        init = init.guide.median(init.params)
-    init = {name: jnp.asarray(value) for name, value in (init or {}).items()}
-    unknown = sorted(set(init) - set(density.shapes))
-    if unknown:
-        raise ConfigError(f"init has unknown sites {unknown}; free sites: {sorted(density.shapes)}")
-    guide_fn = make_guide(
-        guide,
-        model,
-        density,
-        subsampled=batch_size is not None,
-        init_values=init,
-        init_scale=init_scale,
-    )
-    optimizer = optimizer or optax.adam(learning_rate)
-    engine = SVI(density.program, guide_fn, optimizer, Trace_ELBO(num_particles=num_particles))
-    # Initialised on this process's own copy of the data: NumPyro's init runs op by op, and on
-    # arrays split across processes each op would be a collective program.
-    state = engine.init(jax.random.PRNGKey(seed), local(0), batch_size=batch_size)
+    # Setting up runs each program once (the model op by op, the guide's initial check):
+    # compiled unoptimised. The loop below is compiled with full optimisation.
+    with run_once():
+        density = bind(model, prepared)
+        if isinstance(init, SVIResult):
+            init = init.guide.median(init.params)
+        init = {name: jnp.asarray(value) for name, value in (init or {}).items()}
+        unknown = sorted(set(init) - set(density.shapes))
+        if unknown:
+            raise ConfigError(
+                f"init has unknown sites {unknown}; free sites: {sorted(density.shapes)}"
+            )
+        guide_fn = make_guide(
+            guide,
+            model,
+            density,
+            subsampled=batch_size is not None,
+            init_values=init,
+            init_scale=init_scale,
+        )
+        optimizer = optimizer or optax.adam(learning_rate)
+        engine = SVI(density.program, guide_fn, optimizer, Trace_ELBO(num_particles=num_particles))
+        # Initialised on this process's own copy of the data: NumPyro's init runs op by op,
+        # and on arrays split across processes each op would be a collective program.
+        state = engine.init(jax.random.PRNGKey(seed), local(0), batch_size=batch_size)
     run_chunk = jax.jit(_scan_steps(engine, batch_size), static_argnums=2)
 
     signature = _run_signature(

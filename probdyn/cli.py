@@ -404,31 +404,12 @@ def build_parser() -> argparse.ArgumentParser:
     return parser
 
 
-def _use_compilation_cache() -> None:
-    """Keep compiled XLA programs between runs (``$PROBDYN_CACHE`` or ~/.cache/probdyn).
-
-    Compilation dominates a run's time on CPU; the second run of the same job reads its
-    programs back. ``PROBDYN_CACHE=off`` turns this off.
-    """
-    import os
-    from pathlib import Path
-
-    import jax
-
-    place = os.environ.get("PROBDYN_CACHE")
-    if place == "off" or jax.config.jax_compilation_cache_dir:
-        return
-    if place is None:
-        base = os.environ.get("XDG_CACHE_HOME") or Path.home() / ".cache"
-        place = str(Path(base) / "probdyn" / "jax")
-    jax.config.update("jax_compilation_cache_dir", place)
-    jax.config.update("jax_persistent_cache_min_compile_time_secs", 0.0)
-
-
 def main(argv: list[str] | None = None) -> int:
     """Entry point of the ``probdyn`` command."""
     args = build_parser().parse_args(argv)
-    _use_compilation_cache()
+    from probdyn.compilation import use_persistent_cache
+
+    use_persistent_cache()
     try:
         return args.handler(args)
     except (ProbdynError, FileNotFoundError, FloatingPointError) as error:

@@ -28,6 +28,7 @@ import numpy as np
 import numpyro.distributions as dist
 import xarray as xr
 
+from probdyn.compilation import run_once
 from probdyn.model import Model, prior_predictive
 from probdyn.models import HMM, LDS, SDERNN
 
@@ -113,9 +114,12 @@ def run_demo(
 
     out = Path(out)
     out.mkdir(parents=True, exist_ok=True)
-    ds = simulate_demo_recording(
-        seed=seed, num_trials=4 if quick else 8, num_timesteps=40 if quick else 60
-    )
+    # Simulating, finding fixed points and saving draws run each program once: compiled
+    # unoptimised (at these sizes compiling dominates). Fits and evidence keep full optimisation.
+    with run_once():
+        ds = simulate_demo_recording(
+            seed=seed, num_trials=4 if quick else 8, num_timesteps=40 if quick else 60
+        )
     ds.to_netcdf(out / "recording.nc")
     candidates = candidate_models(quick)
     fits, evidences = {}, {}
@@ -134,17 +138,19 @@ def run_demo(
         )
     table = compare(candidates, ds, seed=seed, evidences=evidences)
     winner = table["model"].iloc[0]
-    family_points = {
-        name: fixed_points(candidates[name], fits[name], num_draws=200, seed=seed)
-        for family, name in _best_per_family(table, candidates).items()
-        if family != "HMM"  # discrete states: no vector field, no fixed points
-    }
+    with run_once():
+        family_points = {
+            name: fixed_points(candidates[name], fits[name], num_draws=200, seed=seed)
+            for family, name in _best_per_family(table, candidates).items()
+            if family != "HMM"  # discrete states: no vector field, no fixed points
+        }
     points = family_points.get(winner)  # None when an HMM wins
     # Every candidate is saved as a run (posterior, predictive, evidence, fixed points where
     # found), which `probdyn compare out/runs/*.nc` and `probdyn report RUN` read back.
     (out / "runs").mkdir(exist_ok=True)
     for name, fit in fits.items():
-        run = fit.to_arviz(num_samples=200, seed=seed)
+        with run_once():
+            run = fit.to_arviz(num_samples=200, seed=seed)
         run["evidence"] = xr.DataTree(evidences[name].to_dataset())
         if name in family_points:
             run = family_points[name].attach(run)
