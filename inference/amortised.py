@@ -63,7 +63,8 @@ class AmortisedGuide:
                 observations, mask = observations[index], mask[index]
             loc, scale = encoder(observations, mask)
             site = self.model.local_site
-            values[site] = numpyro.sample(site, dist.Normal(loc, scale).to_event(1))
+            posterior = dist.Normal(loc, scale).to_event(jnp.ndim(loc) - 1)  # per trial
+            values[site] = numpyro.sample(site, posterior)
         return values
 
     def median(self, params) -> dict:

@@ -11,6 +11,7 @@ import math
 from collections.abc import Mapping
 from typing import ClassVar
 
+import flax.linen as nn
 import jax
 import jax.numpy as jnp
 import numpy as np
@@ -22,6 +23,35 @@ from jax import Array
 from probdyn import particle_filter
 from probdyn.errors import DataError, PriorError
 from probdyn.model import Model, ModelData
+
+
+class NoisePathEncoder(nn.Module):
+    r"""Amortised :math:`q(\xi_{1:T} \mid y_{1:T}) = \prod_t N(\mu_t(y), \mathrm{diag}\,s_t(y)^2)`.
+
+    The symbols, one-hot, are read by a GRU forward and one backward; at each bin their two
+    states give :math:`\mu_t` and :math:`s_t = \mathrm{softplus}(\cdot) + 10^{-3}` through one
+    dense layer. Both directions are needed: the noise of bin :math:`t` moves the hidden state,
+    and so the symbols, of every later bin.
+    """
+
+    hidden: int
+    noise_dim: int
+    num_symbols: int
+
+    @nn.compact
+    def __call__(self, observations: Array, mask: Array) -> tuple[Array, Array]:
+        """(loc, scale), each (trial, time, noise_dim), from symbols (trial, time)."""
+        dtype = observations.dtype  # float64 under jax_enable_x64, else float32
+        inputs = jax.nn.one_hot(observations.astype(jnp.int32), self.num_symbols, dtype=dtype)
+
+        def gru():
+            return nn.GRUCell(self.hidden, dtype=dtype, param_dtype=dtype)
+
+        forward = nn.RNN(gru())(inputs)
+        backward = nn.RNN(gru(), reverse=True, keep_order=True)(inputs)
+        dense = nn.Dense(2 * self.noise_dim, dtype=dtype, param_dtype=dtype)
+        loc, raw = jnp.split(dense(jnp.concatenate([forward, backward], axis=-1)), 2, axis=-1)
+        return loc, jax.nn.softplus(raw) + 1e-3
 
 
 @dataclasses.dataclass(frozen=True, kw_only=True)
@@ -49,7 +79,10 @@ class RNNEmulator(Model):
 
     The likelihood of observed sequences integrates over the noise; the program samples it
     (non-centred), :meth:`log_likelihood` estimates it by a particle filter, unbiased in
-    :math:`p(y)`. Fit as the paper does with :func:`probdyn.inference.fit_sinkhorn`.
+    :math:`p(y)`. Fit as the paper does with :func:`probdyn.inference.fit_sinkhorn`, or by the
+    evidence lower bound with ``svi(..., guide="amortised-delta")`` (MAP weights, the noise path
+    of each sequence inferred by :class:`NoisePathEncoder`, ``encoder_hidden`` units per
+    direction).
     """
 
     kind: ClassVar[str] = "map"
@@ -64,9 +97,13 @@ class RNNEmulator(Model):
     num_symbols: int = 3
     observation: str = "categorical"
     priors: Mapping[str, dist.Distribution] | None = None
+    encoder_hidden: int = 64
+
+    #: The per-trial site the amortised guide's encoder infers.
+    local_site: ClassVar[str] = "noise"
 
     def __post_init__(self):
-        self._require_positive_ints("hidden", "noise_dim", "num_symbols")
+        self._require_positive_ints("hidden", "noise_dim", "num_symbols", "encoder_hidden")
         if self.observation != "categorical":
             raise PriorError(
                 f"RNNEmulator observation={self.observation!r}; it emits symbols: 'categorical'"
@@ -89,6 +126,10 @@ class RNNEmulator(Model):
             "W_hh": dist.Normal(jnp.zeros((H, H)), 1.0 / math.sqrt(H)),
             "W_out": dist.Normal(jnp.zeros((S, H)), 1.0 / math.sqrt(H)),
         }
+
+    def encoder(self) -> NoisePathEncoder:
+        """The network of the amortised guide over ``noise`` (see :mod:`probdyn.inference`)."""
+        return NoisePathEncoder(self.encoder_hidden, self.noise_dim, self.num_symbols)
 
     # -- dynamics ----------------------------------------------------------------------------
     def vector_field(self, params: Mapping[str, Array], x: Array, u: Array | None = None) -> Array:

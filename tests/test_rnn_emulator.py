@@ -6,6 +6,7 @@ import jax
 import jax.numpy as jnp
 import numpy as np
 import pytest
+from probdyn.inference import svi
 from probdyn.models import RNNEmulator
 
 import probdyn
@@ -119,6 +120,32 @@ def test_emulator_program_and_generation():
     assert symbols.shape == (5, 8) and hidden.shape == (5, 8, 6) and (hidden >= 0).all()
     # Zero is a fixed point of the noise-free map.
     np.testing.assert_array_equal(model.vector_field(params, jnp.zeros(6)), 0.0)
+
+
+def test_noise_path_encoder_reads_the_symbols_in_both_directions():
+    model = RNNEmulator(hidden=6, noise_dim=3, num_symbols=3, encoder_hidden=5)
+    symbols = jnp.array([[0.0, 2, 2, 1, 0, 0], [1.0, 1, 0, 0, 2, 2]])
+    ones = jnp.ones_like(symbols)
+    encoder = model.encoder()
+    weights = encoder.init(jax.random.key(0), symbols, ones)
+    loc, scale = encoder.apply(weights, symbols, ones)
+    assert loc.shape == scale.shape == (2, 6, 3) and (scale > 0).all()
+    first_changed = encoder.apply(weights, symbols.at[0, 0].set(1.0), ones)[0]
+    last_changed = encoder.apply(weights, symbols.at[0, -1].set(2.0), ones)[0]
+    assert not np.allclose(first_changed[0, -1], loc[0, -1])  # forward GRU
+    assert not np.allclose(last_changed[0, 0], loc[0, 0])  # backward GRU
+    np.testing.assert_array_equal(first_changed[1], loc[1])  # trials stay apart
+
+
+def test_emulator_fits_by_the_evidence_bound_with_an_amortised_noise_guide():
+    model = RNNEmulator(hidden=6, noise_dim=3, num_symbols=3, encoder_hidden=5)
+    ds = probdyn.data.simulate_hmm("linear", num_trials=8, num_timesteps=12, seed=0)
+    fit = svi(model, ds, num_steps=400, seed=0, guide="amortised-delta", progress=False)
+    assert fit.losses[-50:].mean() < fit.losses[:50].mean() - 1.0
+    loc, scale = fit.encode()
+    assert loc.shape == scale.shape == (8, 12, 3)
+    draws = fit.sample_posterior(2, seed=1)
+    assert draws["noise"].shape == (2, 8, 12, 3) and draws["W_hh"].shape == (2, 6, 6)
 
 
 def test_emulator_errors_name_the_problem():
