@@ -1,6 +1,7 @@
 r"""Amortised guides: an autoguide over the global sites, an encoder network over a local one.
 
-For models with a per-trial latent (a sequential autoencoder's initial condition :math:`z_0`)
+For models with a per-trial latent (a sequential autoencoder's initial condition :math:`z_0`,
+an HMM emulator's noise path: any event shape, named by ``model.local_site``)
 
 .. math::
     q(\theta, z_{0,1:M}) = q_\phi(\theta)\,\prod_{m} N\big(z_{0,m};\ \mu_\psi(y_m),
@@ -103,8 +104,14 @@ def refine_local(
     :math:`\hat z`, and the draw is :math:`\hat z + H^{-1/2}\epsilon`, :math:`H` the negative
     Hessian there with eigenvalues floored at ``min_precision``. Trials are independent given
     the weights (the trial plate), so the Hessian is block diagonal and its (trial, D, D)
-    blocks come from D Hessian-vector products. Needs a real-valued ``site``.
+    blocks come from D Hessian-vector products. Needs a real-valued, vector ``site`` (a matrix
+    per trial, such as a noise path, would need a Hessian over all its entries together).
     """
+    if jnp.ndim(local) != 3:
+        raise ConfigError(
+            f"refine needs a vector per trial at site {site!r}; it has shape "
+            f"{tuple(jnp.shape(local))[2:]} per trial (refine=0 keeps the encoder's draws)"
+        )
 
     def negative_log_joint(z, theta):
         return -log_density(program, (data,), {}, {**theta, site: z})[0]

@@ -11,7 +11,7 @@ from probdyn.models import RNNEmulator
 
 import probdyn
 from probdyn import particle_filter
-from probdyn.errors import DataError, PriorError
+from probdyn.errors import ConfigError, DataError, PriorError
 from probdyn.hmm import DiscreteHMM
 from probdyn.optimal_transport import sinkhorn_divergence
 from probdyn.symbols import symbol_statistics
@@ -146,6 +146,8 @@ def test_emulator_fits_by_the_evidence_bound_with_an_amortised_noise_guide():
     assert loc.shape == scale.shape == (8, 12, 3)
     draws = fit.sample_posterior(2, seed=1)
     assert draws["noise"].shape == (2, 8, 12, 3) and draws["W_hh"].shape == (2, 6, 6)
+    with pytest.raises(ConfigError, match="refine needs a vector per trial at site 'noise'"):
+        fit.sample_posterior(2, seed=1, data=ds, refine=5)
 
 
 def test_emulator_errors_name_the_problem():
