@@ -6,6 +6,10 @@ likelihood by :math:`N/B`, which keeps the ELBO estimate unbiased. Steps run in 
 chunks of ``checkpoint_every`` steps; after each chunk the state can be written to a checkpoint
 file, and a run started again with the same arguments resumes from it and ends with exactly the
 parameters of an uninterrupted run (the chunks are the same computations either way).
+
+The ELBO is :class:`OrderedTraceELBO`: NumPyro's ``Trace_ELBO`` estimator with the site terms
+summed in the order the program runs them, so that the compiled step is the same program in
+every process (see its docstring).
 """
 
 from __future__ import annotations
@@ -25,7 +29,10 @@ import numpyro
 import optax
 import xarray as xr
 from jax import Array
-from numpyro.infer import SVI, Trace_ELBO, autoguide
+from numpyro.infer import SVI, autoguide
+from numpyro.infer.elbo import ELBO
+from numpyro.infer.util import log_density
+from numpyro.util import check_model_guide_match
 from probdyn.inference import devices
 from probdyn.inference.amortised import (
     AMORTISED_GUIDES,
@@ -49,6 +56,38 @@ GUIDES = {
 }
 #: "auto" picks a full-covariance Gaussian up to this many free dimensions, AutoNormal above.
 MVN_MAX_DIM = 400
+
+
+class OrderedTraceELBO(ELBO):
+    r"""The ELBO :math:`\frac1S\sum_s \log p(y, \theta_s) - \log q(\theta_s)`, summed in order.
+
+    The same estimator as NumPyro's ``Trace_ELBO`` (``num_particles`` draws
+    :math:`\theta_s \sim q`, the model replayed against each). NumPyro 0.22 collects the site
+    terms through a Python ``set``, whose order follows string hashing and so changes from one
+    process to the next; the compiled step then differs between processes in the order of its
+    additions, which defeats the persistent compilation cache and changes the last bits of the
+    result. Here the model's and the guide's log densities are each summed in trace order.
+    Guides with mutable state (``numpyro.mutable``) are not supported.
+    """
+
+    def loss_with_mutable_state(self, rng_key, param_map, model, guide, *args, **kwargs):
+        """``{"loss": -ELBO, "mutable_state": None}``."""
+
+        def elbo(key):
+            model_key, guide_key = jax.random.split(key)
+            seeded_guide = numpyro.handlers.seed(guide, guide_key)
+            guide_density, guide_trace = log_density(seeded_guide, args, kwargs, param_map)
+            if any(site["type"] == "mutable" for site in guide_trace.values()):
+                raise ConfigError("the guide has mutable state, which svi does not carry")
+            replayed = numpyro.handlers.replay(numpyro.handlers.seed(model, model_key), guide_trace)
+            model_density, model_trace = log_density(replayed, args, kwargs, param_map)
+            check_model_guide_match(model_trace, guide_trace)
+            return model_density - guide_density
+
+        if self.num_particles == 1:
+            return {"loss": -elbo(rng_key), "mutable_state": None}
+        keys = jax.random.split(rng_key, self.num_particles)
+        return {"loss": -jnp.mean(self.vectorize_particles_fn(elbo, keys)), "mutable_state": None}
 
 
 def make_guide(
@@ -344,7 +383,7 @@ def svi(
             init_scale=init_scale,
         )
         optimizer = optimizer or optax.adam(learning_rate)
-        engine = SVI(density.program, guide_fn, optimizer, Trace_ELBO(num_particles=num_particles))
+        engine = SVI(density.program, guide_fn, optimizer, OrderedTraceELBO(num_particles))
         # Initialised on this process's own copy of the data: NumPyro's init runs op by op,
         # and on arrays split across processes each op would be a collective program.
         state = engine.init(jax.random.PRNGKey(seed), local(0), batch_size=batch_size)

@@ -15,7 +15,7 @@ prints:
   (``held_out_evidence``, ``comparison_table``): one evidence scale for both.
 
     python tests/benchmarks/hmm_emulator_benchmark.py [--fit sinkhorn|svi] [--steps 3000]
-        [--hidden 150 --noise-dim 100] [--batch-size 256] [--learning-rate 1e-3] [--seed 0]
+        [--hidden 150 --noise-dim 100] [--batch-size 256] [--learning-rate 1e-3] [--prior-scale 1] [--seed 0]
 """
 
 import argparse
@@ -24,6 +24,7 @@ import time
 import jax
 import jax.numpy as jnp
 import numpy as np
+import numpyro.distributions as dist
 from probdyn.inference import comparison_table, fit_sinkhorn, held_out_evidence, svi
 from probdyn.models import RNNEmulator
 
@@ -45,12 +46,23 @@ def main():
     parser.add_argument("--batch-size", type=int, default=256)
     parser.add_argument("--learning-rate", type=float, default=1e-3)
     parser.add_argument("--particles", type=int, default=500)
+    parser.add_argument(
+        "--prior-scale", type=float, default=1.0, help="multiplies the weights' prior scales"
+    )
     parser.add_argument("--seed", type=int, default=0)
     args = parser.parse_args()
     T = args.timesteps
     train = simulate_hmm("linear", num_trials=args.trials, num_timesteps=T, seed=args.seed)
     test = simulate_hmm("linear", num_trials=100, num_timesteps=T, seed=1000 + args.seed)
     model = RNNEmulator(hidden=args.hidden, noise_dim=args.noise_dim, num_symbols=3)
+    if args.prior_scale != 1.0:
+        priors = {
+            name: dist.Normal(prior.loc, prior.scale * args.prior_scale)
+            for name, prior in model.default_priors(3).items()
+        }
+        model = RNNEmulator(
+            hidden=args.hidden, noise_dim=args.noise_dim, num_symbols=3, priors=priors
+        )
     settings = dict(
         seed=args.seed,
         num_steps=args.steps,
