@@ -5,8 +5,9 @@
 - :func:`log_evidence` -> :class:`Evidence` (``"smc"``, ``"iwae"``, ``"bridge"``, ``"laplace"``,
   ``"exact"``); :func:`held_out_evidence` puts fits of any kind on held-out sequences on the
   same scale;
-- :func:`fit_sinkhorn` -> :class:`SinkhornResult` (sequence generators matched by Sinkhorn
-  divergence, as Torre et al. train HMM emulators);
+- :func:`fit_sinkhorn` and :func:`fit_particle_filter` -> :class:`PointEstimate` (weights of
+  noise-driven sequence generators: matched by Sinkhorn divergence, as Torre et al. train HMM
+  emulators, or by the particle filter's likelihood bound);
 - :func:`compare` -> a table of log evidence, Bayes factors, model probabilities, elpd_loo
   (:func:`comparison_table` builds it from saved evidence).
 """
@@ -14,8 +15,10 @@
 from probdyn.inference.compare import MixedEvidenceWarning, compare, comparison_table
 from probdyn.inference.density import Density, bind
 from probdyn.inference.evidence import Evidence, find_mode, held_out_evidence, log_evidence
+from probdyn.inference.filtering import fit_particle_filter
 from probdyn.inference.mcmc import DiagnosticWarning, MCMCResult, nuts
-from probdyn.inference.sinkhorn import SinkhornResult, fit_sinkhorn
+from probdyn.inference.point_estimate import PointEstimate
+from probdyn.inference.sinkhorn import fit_sinkhorn
 from probdyn.inference.svi import SVIResult, svi
 
 __all__ = [
@@ -24,12 +27,13 @@ __all__ = [
     "Evidence",
     "MCMCResult",
     "MixedEvidenceWarning",
+    "PointEstimate",
     "SVIResult",
-    "SinkhornResult",
     "bind",
     "compare",
     "comparison_table",
     "find_mode",
+    "fit_particle_filter",
     "fit_sinkhorn",
     "held_out_evidence",
     "log_evidence",

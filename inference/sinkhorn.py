@@ -12,30 +12,16 @@ comes from :meth:`probdyn.models.RNNEmulator.log_likelihood`.
 
 from __future__ import annotations
 
-import dataclasses
 from collections.abc import Mapping
 
 import jax
 import jax.numpy as jnp
-import numpy as np
 import optax
 from jax import Array
-from tqdm.auto import tqdm
+from probdyn.inference.point_estimate import PointEstimate, minimise
 
 from probdyn.errors import ConfigError
 from probdyn.optimal_transport import sinkhorn_divergence
-
-
-@dataclasses.dataclass(frozen=True)
-class SinkhornResult:
-    """Fitted weights and the divergence at every step."""
-
-    params: dict[str, np.ndarray]
-    losses: np.ndarray
-
-    def draws(self) -> dict[str, np.ndarray]:
-        """The weights as a single posterior draw (leading draw axis), for the analyses."""
-        return {name: value[None] for name, value in self.params.items()}
 
 
 def _straight_through_one_hot(key: Array, logits: Array, temperature: float) -> Array:
@@ -58,7 +44,7 @@ def fit_sinkhorn(
     temperature: float = 1.0,
     init: Mapping[str, Array] | None = None,
     progress: bool = True,
-) -> SinkhornResult:
+) -> PointEstimate:
     """Minimise the Sinkhorn divergence between generated and observed symbol sequences.
 
     ``model`` generates sequences from parameters and noise (:class:`~probdyn.models.
@@ -66,19 +52,10 @@ def fit_sinkhorn(
     ``init`` or a draw from the prior; Adam with ``learning_rate``.
     """
     data = model.as_data(data)
-    if batch_size < 2 or num_steps < 1:
-        raise ConfigError(f"batch_size={batch_size}, num_steps={num_steps}; expected >= 2, >= 1")
+    if batch_size < 2:
+        raise ConfigError(f"batch_size={batch_size}; expected >= 2")
     observed = jax.nn.one_hot(data.observations, model.num_symbols)
     observed = observed.reshape(data.num_trials, -1)
-    key = jax.random.key(seed)
-    if init is None:
-        priors = model.site_priors(model.num_symbols)
-        keys = jax.random.split(jax.random.fold_in(key, 1), len(priors))
-        init = {
-            name: prior.sample(k) for (name, prior), k in zip(priors.items(), keys, strict=True)
-        }
-    params = {name: jnp.asarray(value) for name, value in init.items()}
-    optimizer = optax.adam(learning_rate)
     T = data.num_timesteps
 
     def loss(params, key):
@@ -93,19 +70,13 @@ def fit_sinkhorn(
         )
         return sinkhorn_divergence(generated, observed[pick], blur=blur)
 
-    @jax.jit
-    def update(params, state, key):
-        value, grads = jax.value_and_grad(loss)(params, key)
-        updates, state = optimizer.update(grads, state, params)
-        return optax.apply_updates(params, updates), state, value
-
-    state = optimizer.init(params)
-    losses = np.empty(num_steps)
-    with tqdm(total=num_steps, disable=not progress, desc="sinkhorn", unit="step") as bar:
-        for step in range(num_steps):
-            params, state, value = update(params, state, jax.random.fold_in(key, 2 + step))
-            losses[step] = float(value)
-            if step % 50 == 0:
-                bar.set_postfix(divergence=f"{losses[step]:.4f}")
-            bar.update()
-    return SinkhornResult({k: np.asarray(v) for k, v in params.items()}, losses)
+    return minimise(
+        loss,
+        model,
+        seed=seed,
+        num_steps=num_steps,
+        optimizer=optax.adam(learning_rate),
+        init=init,
+        progress=progress,
+        label="sinkhorn",
+    )

@@ -192,6 +192,27 @@ class RNNEmulator(Model):
                 obs=batch.observations,
             )
 
+    def filter_parts(
+        self, params: Mapping[str, Array]
+    ) -> tuple[particle_filter.Initial, particle_filter.Transition, particle_filter.LogObservation]:
+        r"""The network as a state-space model for :mod:`probdyn.particle_filter`.
+
+        States are hidden vectors, :math:`h_0 = \mathrm{ReLU}(W_{\text{in}}\xi_0)`; each step
+        draws fresh noise; :math:`\log p(y_t \mid h_t) = \log\mathrm{softmax}(W_{out}h_t)_{y_t}`.
+        """
+        drift = jax.vmap(lambda h, xi: self.vector_field(params, h, xi))
+
+        def initial(key, num):
+            return transition(key, jnp.zeros((num, self.hidden)))
+
+        def transition(key, states):
+            return drift(states, jax.random.normal(key, (states.shape[0], self.noise_dim)))
+
+        def log_observation(states, y):
+            return jax.nn.log_softmax(states @ params["W_out"].T)[:, y]
+
+        return initial, transition, log_observation
+
     def log_likelihood(
         self,
         params: Mapping[str, Array],
@@ -207,17 +228,7 @@ class RNNEmulator(Model):
         :func:`probdyn.particle_filter.log_likelihood`.
         """
         params = {name: jnp.asarray(params[name]) for name in ("W_in", "W_hh", "W_out")}
-        drift = jax.vmap(lambda h, xi: self.vector_field(params, h, xi))
-
-        def initial(key, num):
-            return transition(key, jnp.zeros((num, self.hidden)))
-
-        def transition(key, states):
-            return drift(states, jax.random.normal(key, (states.shape[0], self.noise_dim)))
-
-        def log_observation(states, y):
-            return jax.nn.log_softmax(states @ params["W_out"].T)[:, y]
-
+        initial, transition, log_observation = self.filter_parts(params)
         return particle_filter.log_likelihood(
             initial,
             transition,

@@ -2,8 +2,9 @@
 
 Trains ``RNNEmulator(hidden=150, noise_dim=100)`` on HMM symbol sequences by Sinkhorn divergence
 (blur 0.2, straight-through Gumbel-softmax; ``--fit sinkhorn``) or by the evidence lower bound
-with MAP weights and an amortised Gaussian over each sequence's noise path (``--fit svi``), and
-prints:
+with MAP weights and an amortised Gaussian over each sequence's noise path (``--fit svi``), or
+by the particle filter's likelihood bound (``--fit filter``, ``--train-particles`` per
+sequence), and prints:
 
 - the output statistics of generated sequences against the HMM's (frequencies, volatility,
   transition matrix), each with its standard error over trials;
@@ -14,7 +15,7 @@ prints:
   RNN (particle filter), with standard errors, and both as rows of one comparison table
   (``held_out_evidence``, ``comparison_table``): one evidence scale for both.
 
-    python tests/benchmarks/hmm_emulator_benchmark.py [--fit sinkhorn|svi] [--steps 3000]
+    python tests/benchmarks/hmm_emulator_benchmark.py [--fit sinkhorn|svi|filter] [--steps 3000]
         [--hidden 150 --noise-dim 100] [--batch-size 256] [--learning-rate 1e-3] [--prior-scale 1] [--seed 0]
 """
 
@@ -25,7 +26,13 @@ import jax
 import jax.numpy as jnp
 import numpy as np
 import numpyro.distributions as dist
-from probdyn.inference import comparison_table, fit_sinkhorn, held_out_evidence, svi
+from probdyn.inference import (
+    comparison_table,
+    fit_particle_filter,
+    fit_sinkhorn,
+    held_out_evidence,
+    svi,
+)
 from probdyn.models import RNNEmulator
 
 import probdyn
@@ -37,7 +44,7 @@ from probdyn.symbols import symbol_statistics
 
 def main():
     parser = argparse.ArgumentParser()
-    parser.add_argument("--fit", choices=("sinkhorn", "svi"), default="sinkhorn")
+    parser.add_argument("--fit", choices=("sinkhorn", "svi", "filter"), default="sinkhorn")
     parser.add_argument("--hidden", type=int, default=150)
     parser.add_argument("--noise-dim", type=int, default=100)
     parser.add_argument("--steps", type=int, default=3000)
@@ -45,7 +52,8 @@ def main():
     parser.add_argument("--timesteps", type=int, default=50)
     parser.add_argument("--batch-size", type=int, default=256)
     parser.add_argument("--learning-rate", type=float, default=1e-3)
-    parser.add_argument("--particles", type=int, default=500)
+    parser.add_argument("--particles", type=int, default=500, help="held-out particle filter")
+    parser.add_argument("--train-particles", type=int, default=16, help="--fit filter")
     parser.add_argument(
         "--prior-scale", type=float, default=1.0, help="multiplies the weights' prior scales"
     )
@@ -74,6 +82,9 @@ def main():
     if args.fit == "sinkhorn":
         result = fit_sinkhorn(model, train, **settings)
         params, label = result.params, "divergence"
+    elif args.fit == "filter":
+        result = fit_particle_filter(model, train, num_particles=args.train_particles, **settings)
+        params, label = result.params, "negative filtering bound per symbol"
     else:
         result = svi(model, train, guide="amortised-delta", **settings)
         params, label = result.guide.median(result.params), "negative ELBO"

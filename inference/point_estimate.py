@@ -1,0 +1,78 @@
+r"""Point estimates of a sequence generator's weights by a stochastic objective and optax.
+
+The fits of :mod:`probdyn.inference.sinkhorn` (distribution matching) and
+:mod:`probdyn.inference.filtering` (particle-filter likelihood) differ only in the objective:
+both start at a prior draw (or given weights), take ``num_steps`` optimiser steps on a fresh
+random key each, and keep the objective at every step.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+from collections.abc import Callable, Mapping
+
+import jax
+import jax.numpy as jnp
+import numpy as np
+import optax
+from jax import Array
+from tqdm.auto import tqdm
+
+from probdyn.errors import ConfigError
+
+
+@dataclasses.dataclass(frozen=True)
+class PointEstimate:
+    """Fitted weights and the objective at every step."""
+
+    params: dict[str, np.ndarray]
+    losses: np.ndarray
+
+    def draws(self) -> dict[str, np.ndarray]:
+        """The weights as a single posterior draw (leading draw axis), for the analyses."""
+        return {name: value[None] for name, value in self.params.items()}
+
+
+def minimise(
+    loss: Callable[[dict[str, Array], Array], Array],
+    model,
+    *,
+    seed: int,
+    num_steps: int,
+    optimizer: optax.GradientTransformation,
+    init: Mapping[str, Array] | None,
+    progress: bool,
+    label: str,
+) -> PointEstimate:
+    """Minimise ``loss(params, key)`` over the model's weights with ``optimizer``.
+
+    Starts at ``init`` or a draw from the model's priors; step ``s`` uses the key
+    ``fold_in(key(seed), 2 + s)``. The progress bar is named ``label``.
+    """
+    if num_steps < 1:
+        raise ConfigError(f"num_steps={num_steps}; expected >= 1")
+    key = jax.random.key(seed)
+    if init is None:
+        priors = model.site_priors(model.num_symbols)
+        keys = jax.random.split(jax.random.fold_in(key, 1), len(priors))
+        init = {
+            name: prior.sample(k) for (name, prior), k in zip(priors.items(), keys, strict=True)
+        }
+    params = {name: jnp.asarray(value) for name, value in init.items()}
+
+    @jax.jit
+    def update(params, state, key):
+        value, grads = jax.value_and_grad(loss)(params, key)
+        updates, state = optimizer.update(grads, state, params)
+        return optax.apply_updates(params, updates), state, value
+
+    state = optimizer.init(params)
+    losses = np.empty(num_steps)
+    with tqdm(total=num_steps, disable=not progress, desc=label, unit="step") as bar:
+        for step in range(num_steps):
+            params, state, value = update(params, state, jax.random.fold_in(key, 2 + step))
+            losses[step] = float(value)
+            if step % 50 == 0:
+                bar.set_postfix(loss=f"{losses[step]:.4f}")
+            bar.update()
+    return PointEstimate({k: np.asarray(v) for k, v in params.items()}, losses)
