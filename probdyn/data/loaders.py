@@ -203,15 +203,25 @@ def save(ds: xr.Dataset, path: str | os.PathLike) -> Path:
     coordinates and attrs).
     """
     path = Path(path)
-    # netCDF stores text as C strings: a NUL character would silently cut the text short.
+    # netCDF stores text as UTF-8 C strings: a NUL character would silently cut the text short
+    # and a lone surrogate (valid in a Python str, not in UTF-8) cannot be written at all.
     for owner, attrs in [("the dataset", ds.attrs)] + [
         (f"variable {n!r}", ds[n].attrs) for n in ds.variables
     ]:
         for key, value in attrs.items():
-            if isinstance(value, str) and "\x00" in value:
+            if not isinstance(value, str):
+                continue
+            if "\x00" in value:
                 raise DataError(
                     f"attrs[{key!r}] of {owner} holds a NUL character, which netCDF cannot store"
                 )
+            try:
+                value.encode("utf-8")
+            except UnicodeEncodeError as err:
+                raise DataError(
+                    f"attrs[{key!r}] of {owner} holds {value[err.start]!r} at position "
+                    f"{err.start}, a lone surrogate that UTF-8 (and so netCDF) cannot store"
+                ) from None
     if path.suffix == ".zarr":
         ds.to_zarr(path, mode="w")
     elif path.suffix in (".nc", ".netcdf", ".h5"):
