@@ -17,6 +17,10 @@ sequence), and prints:
 
     python tests/benchmarks/hmm_emulator_benchmark.py [--fit sinkhorn|svi|filter] [--steps 3000]
         [--hidden 150 --noise-dim 100] [--batch-size 256] [--learning-rate 1e-3] [--prior-scale 1] [--seed 0]
+        [--generated 2000] [--save W.npz] [--init W.npz]
+
+``--save`` keeps the fitted weights; ``--init W.npz`` starts a fit from them, or with ``--steps 0``
+evaluates them again (e.g. with more ``--generated`` sequences) without fitting.
 """
 
 import argparse
@@ -58,6 +62,13 @@ def main():
         "--prior-scale", type=float, default=1.0, help="multiplies the weights' prior scales"
     )
     parser.add_argument("--seed", type=int, default=0)
+    parser.add_argument(
+        "--generated", type=int, default=2000, help="RNN sequences behind its output statistics"
+    )
+    parser.add_argument("--save", help="write the fitted weights to this .npz file")
+    parser.add_argument(
+        "--init", help="start from the weights in this .npz file (--steps 0: evaluate them only)"
+    )
     args = parser.parse_args()
     T = args.timesteps
     train = simulate_hmm("linear", num_trials=args.trials, num_timesteps=T, seed=args.seed)
@@ -71,6 +82,7 @@ def main():
         model = RNNEmulator(
             hidden=args.hidden, noise_dim=args.noise_dim, num_symbols=3, priors=priors
         )
+    init = None if args.init is None else {k: jnp.asarray(v) for k, v in np.load(args.init).items()}
     settings = dict(
         seed=args.seed,
         num_steps=args.steps,
@@ -79,28 +91,40 @@ def main():
         progress=False,
     )
     start = time.perf_counter()
-    if args.fit == "sinkhorn":
-        result = fit_sinkhorn(model, train, **settings)
+    if args.steps == 0:
+        if init is None:
+            parser.error("--steps 0 evaluates the weights given by --init")
+        result = None
+        params, label = init, ""
+    elif args.fit == "sinkhorn":
+        result = fit_sinkhorn(model, train, init=init, **settings)
         params, label = result.params, "divergence"
     elif args.fit == "filter":
-        result = fit_particle_filter(model, train, num_particles=args.train_particles, **settings)
+        result = fit_particle_filter(
+            model, train, num_particles=args.train_particles, init=init, **settings
+        )
         params, label = result.params, "negative filtering bound per symbol"
     else:
+        if init is not None:
+            parser.error("--init starts the sinkhorn and filter fits only")
         result = svi(model, train, guide="amortised-delta", **settings)
         params, label = result.guide.median(result.params), "negative ELBO"
-    seconds = time.perf_counter() - start
-    print(
-        f"{args.fit}: {args.steps} steps in {seconds:.0f} s; {label} "
-        f"{result.losses[:50].mean():.3f} (first 50) -> {result.losses[-50:].mean():.3f} (last 50)"
-    )
+    if result is not None:
+        seconds = time.perf_counter() - start
+        print(
+            f"{args.fit}: {args.steps} steps in {seconds:.0f} s; {label} {result.losses[:50].mean():.3f}"
+            f" (first 50) -> {result.losses[-50:].mean():.3f} (last 50)"
+        )
+    if args.save:
+        np.savez(args.save, **{name: np.asarray(value) for name, value in params.items()})
 
-    symbols, hidden = model.generate(params, jax.random.key(7), 2000, T)
+    symbols, hidden = model.generate(params, jax.random.key(7), args.generated, T)
     fitted = symbol_statistics(np.asarray(symbols), 3)
     reference = symbol_statistics(test.symbols.values, 3)
     truth = symbol_statistics(
         simulate_hmm("linear", num_trials=20000, num_timesteps=T, seed=2000).symbols.values, 3
     )
-    print("\n            RNN (2000 seqs)        HMM held-out (100)    HMM (20000)")
+    print(f"\n            RNN ({args.generated} seqs)        HMM held-out (100)    HMM (20000)")
     for name in ("frequency", "volatility"):
         for index in np.ndindex(fitted[name].shape):
             print(
