@@ -11,8 +11,8 @@ each time step is labelled by the length :math:`r` of the run of identical symbo
 These are our reading of the paper's groups (<2, 2-8, >8 steps); the thresholds are arguments.
 
 :func:`kick_neurons` ablates one hidden unit at a time (its activity clamped to zero) and
-measures how often the network's output changes under the same noise: the units whose
-ablation removes the transitions are the paper's "kick neurons".
+counts the network's output transitions of each kind under the same noise: the units whose
+ablation removes most transitions of some kind are the paper's "kick neurons".
 """
 
 from __future__ import annotations
@@ -82,38 +82,62 @@ def kick_neurons(
     num_trials: int = 50,
     num_timesteps: int = 200,
     threshold: float = 0.5,
+    min_transitions: int = 20,
 ) -> xr.Dataset:
-    r"""Output volatility of a noise-driven RNN with each hidden unit ablated in turn.
+    r"""Output transitions of a noise-driven RNN with each hidden unit ablated in turn.
 
-    ``model`` is a :class:`probdyn.models.RNNEmulator` (anything with ``hidden``, ``noise_dim``
-    and ``hidden_path(params, noise)``) and ``params`` one draw of its weights. The same noise
-    (``seed``) drives the intact network and every ablated copy, in which unit j's activity is
-    clamped to zero (row j of :math:`W_{hh}` and :math:`W_{in}` zeroed: its pre-activation is 0,
-    so ReLU keeps it at 0). The output is the most likely symbol,
-    :math:`\arg\max W_{out} h_t` (the readout's sampling noise would add transitions of its
-    own), and its volatility is :math:`P(s_{t+1} \ne s_t)`. Returns ``volatility`` (unit),
-    ``intact_volatility``, ``relative_drop`` (unit) = 1 - ablated / intact, and ``kick``
-    (unit): True where the drop exceeds ``threshold``.
+    ``model`` is a :class:`probdyn.models.RNNEmulator` (anything with ``hidden``,
+    ``noise_dim``, ``num_symbols`` and ``hidden_path(params, noise)``) and ``params`` one draw
+    of its weights. The same noise (``seed``) drives the intact network and every ablated copy,
+    in which unit :math:`u`'s activity is clamped to zero (row :math:`u` of :math:`W_{hh}` and
+    :math:`W_{in}` zeroed: its pre-activation is 0, so ReLU keeps it at 0). The output is the
+    most likely symbol :math:`s_t = \arg\max W_{out} h_t` (the readout's sampling noise would
+    add transitions of its own). For every ordered pair :math:`i \ne j`,
+    :math:`n_{ij}` counts the steps with :math:`s_t = i,\ s_{t+1} = j`, and
+
+    .. math:: \mathrm{drop}_{u,ij} = 1 - n^{(u)}_{ij} / n_{ij}
+
+    where the intact network makes at least ``min_transitions`` such transitions (NaN
+    elsewhere). Unit :math:`u` is a kick neuron when some drop exceeds ``threshold``: its
+    removal takes away most transitions of at least one kind, possibly of one direction only
+    (the paper's kick neurons are direction-selective).
+
+    Returns ``transitions`` (from, to) of the intact network, ``ablated_transitions`` (unit,
+    from, to), ``relative_drop`` (unit, from, to), the output ``volatility`` (unit)
+    :math:`P(s_{t+1} \ne s_t)` of each ablated copy and ``intact_volatility``, and ``kick``
+    (unit).
     """
+    num_symbols = model.num_symbols
     noise = jax.random.normal(jax.random.key(seed), (num_trials, num_timesteps, model.noise_dim))
 
-    def volatility(weights):
+    def transition_counts(weights):
         hidden = jax.vmap(lambda xi: model.hidden_path(weights, xi))(noise)
         symbols = jnp.argmax(hidden @ weights["W_out"].T, axis=-1)
-        return jnp.mean(symbols[:, 1:] != symbols[:, :-1])
+        pairs = symbols[:, :-1] * num_symbols + symbols[:, 1:]
+        counts = jnp.bincount(pairs.ravel(), length=num_symbols**2)
+        return counts.reshape(num_symbols, num_symbols)
 
     def ablated(unit):
         keep = (jnp.arange(model.hidden) != unit)[:, None]
-        return volatility(dict(params, W_hh=params["W_hh"] * keep, W_in=params["W_in"] * keep))
+        return transition_counts(
+            dict(params, W_hh=params["W_hh"] * keep, W_in=params["W_in"] * keep)
+        )
 
-    intact = float(volatility(params))
+    intact = np.asarray(transition_counts(params))
     per_unit = np.asarray(jax.lax.map(ablated, jnp.arange(model.hidden)))
-    drop = 1.0 - per_unit / intact if intact > 0 else np.zeros_like(per_unit)
+    changes = ~np.eye(num_symbols, dtype=bool)
+    steps = num_trials * (num_timesteps - 1)
+    counted = changes & (intact >= min_transitions)
+    drop = np.where(counted, 1.0 - per_unit / np.where(counted, intact, 1), np.nan)
+    symbol = np.arange(num_symbols)
     return xr.Dataset(
         {
-            "volatility": ("unit", per_unit),
-            "intact_volatility": ((), intact),
-            "relative_drop": ("unit", drop),
-            "kick": ("unit", drop > threshold),
-        }
+            "transitions": (("from", "to"), intact),
+            "ablated_transitions": (("unit", "from", "to"), per_unit),
+            "relative_drop": (("unit", "from", "to"), drop),
+            "volatility": ("unit", per_unit[:, changes].sum(axis=-1) / steps),
+            "intact_volatility": ((), intact[changes].sum() / steps),
+            "kick": ("unit", (np.nan_to_num(drop, nan=0.0) > threshold).any(axis=(1, 2))),
+        },
+        coords={"from": symbol, "to": symbol},
     )

@@ -52,3 +52,59 @@ def test_kick_neurons_are_the_units_whose_ablation_stops_the_output_switching():
     np.testing.assert_allclose(result.volatility.values[:2], 0.0)
     assert result.volatility.values[2] == float(result.intact_volatility)  # same noise
     np.testing.assert_array_equal(result.kick.values, [True, True, False])
+
+
+def test_kick_neurons_count_each_kind_of_transition_as_a_loop_over_the_steps_does():
+    # Random 6-unit networks, 3 symbols: the transition counts of the intact network and of
+    # every ablated copy, recomputed step by step in NumPy from the same noise.
+    import jax
+
+    model = RNNEmulator(hidden=6, noise_dim=2, num_symbols=3)
+    rng = np.random.default_rng(1)
+    noise = np.asarray(jax.random.normal(jax.random.key(5), (20, 60, 2)), dtype=np.float64)
+    for _ in range(3):
+        params = {
+            "W_in": rng.normal(size=(6, 2)),
+            "W_hh": rng.normal(size=(6, 6)) * 0.6,
+            "W_out": rng.normal(size=(3, 6)),
+        }
+
+        def counts(w_in, w_hh, w_out):
+            n = np.zeros((3, 3), dtype=int)
+            for xi in noise:
+                h, previous = np.zeros(6), None
+                for x in xi:
+                    h = np.maximum(w_in @ x + w_hh @ h, 0.0)
+                    s = int(np.argmax(w_out @ h))
+                    if previous is not None:
+                        n[previous, s] += 1
+                    previous = s
+            return n
+
+        intact = counts(params["W_in"], params["W_hh"], params["W_out"])
+        ablated = []
+        for unit in range(6):
+            keep = (np.arange(6) != unit)[:, None]
+            ablated.append(counts(params["W_in"] * keep, params["W_hh"] * keep, params["W_out"]))
+        ablated = np.array(ablated)
+
+        result = kick_neurons(
+            model,
+            {k: jnp.asarray(v, jnp.float32) for k, v in params.items()},
+            seed=5,
+            num_trials=20,
+            num_timesteps=60,
+            min_transitions=10,
+        )
+        np.testing.assert_array_equal(result.transitions.values, intact)
+        np.testing.assert_array_equal(result.ablated_transitions.values, ablated)
+        changes = ~np.eye(3, dtype=bool)
+        counted = changes & (intact >= 10)
+        with np.errstate(divide="ignore", invalid="ignore"):
+            drop = np.where(counted, 1 - ablated / intact, np.nan)
+        np.testing.assert_allclose(result.relative_drop.values, drop)
+        np.testing.assert_allclose(
+            result.volatility.values, ablated[:, changes].sum(-1) / (20 * 59)
+        )
+        expected_kick = [bool(np.any(d[counted] > 0.5)) for d in drop]
+        np.testing.assert_array_equal(result.kick.values, expected_kick)

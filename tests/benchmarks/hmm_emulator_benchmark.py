@@ -157,10 +157,18 @@ def main():
     )
 
     kicks = kick_neurons(model, params, seed=8)
+    strongest = kicks.relative_drop.fillna(-np.inf).max(["from", "to"])
+    kinds = {
+        int(unit): [
+            f"{i}->{j} {float(kicks.relative_drop[unit, i, j]):.2f}"
+            for i, j in zip(*np.nonzero(kicks.relative_drop.values[unit] > 0.5), strict=True)
+        ]
+        for unit in np.flatnonzero(kicks.kick.values)
+    }
     print(
-        f"kick neurons (ablation removes > half of the transitions of the most likely symbol, "
-        f"intact volatility {float(kicks.intact_volatility):.3f}):",
-        np.flatnonzero(kicks.kick.values).tolist(),
+        f"output transitions of the intact network (most likely symbol):\n{kicks.transitions.values}"
+        f"\nkick neurons (ablation removes > half of the transitions of some kind): {kinds or 'none'}"
+        f"; largest drop of any unit {float(strongest.max()):.2f}"
     )
 
     states = np.asarray(hidden[:50, ::5]).reshape(-1, model.hidden)
