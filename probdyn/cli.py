@@ -325,7 +325,9 @@ def build_parser() -> argparse.ArgumentParser:
     demo = commands.add_parser("demo", help="simulate, fit candidate models, compare, report")
     demo.add_argument("--out", default="probdyn-demo", help="output directory")
     demo.add_argument(
-        "--quick", action="store_true", help="smaller data, IWAE bound (under a minute)"
+        "--quick",
+        action="store_true",
+        help="one candidate per family, smaller data, fewer steps (under a minute)",
     )
     demo.add_argument("--seed", type=int, default=0)
     demo.add_argument("--no-progress", action="store_true", help="no progress bars")
