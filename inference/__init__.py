@@ -7,7 +7,8 @@
   same scale;
 - :func:`fit_sinkhorn` and :func:`fit_particle_filter` -> :class:`PointEstimate` (weights of
   noise-driven sequence generators: matched by Sinkhorn divergence, as Torre et al. train HMM
-  emulators, or by the particle filter's likelihood bound);
+  emulators, or by the particle filter's likelihood bound); :func:`fit_particle_filter_posterior`
+  -> :class:`WeightPosterior` (a mean-field Gaussian over those weights by the filter's bound);
 - :func:`compare` -> a table of log evidence, Bayes factors, model probabilities, elpd_loo
   (:func:`comparison_table` builds it from saved evidence).
 """
@@ -15,7 +16,11 @@
 from probdyn.inference.compare import MixedEvidenceWarning, compare, comparison_table
 from probdyn.inference.density import Density, bind
 from probdyn.inference.evidence import Evidence, find_mode, held_out_evidence, log_evidence
-from probdyn.inference.filtering import fit_particle_filter
+from probdyn.inference.filtering import (
+    WeightPosterior,
+    fit_particle_filter,
+    fit_particle_filter_posterior,
+)
 from probdyn.inference.mcmc import DiagnosticWarning, MCMCResult, nuts
 from probdyn.inference.point_estimate import PointEstimate
 from probdyn.inference.sinkhorn import fit_sinkhorn
@@ -29,11 +34,13 @@ __all__ = [
     "MixedEvidenceWarning",
     "PointEstimate",
     "SVIResult",
+    "WeightPosterior",
     "bind",
     "compare",
     "comparison_table",
     "find_mode",
     "fit_particle_filter",
+    "fit_particle_filter_posterior",
     "fit_sinkhorn",
     "held_out_evidence",
     "log_evidence",

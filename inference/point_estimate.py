@@ -46,8 +46,9 @@ def minimise(
 ) -> PointEstimate:
     """Minimise ``loss(params, key)`` over the model's weights with ``optimizer``.
 
-    Starts at ``init`` or a draw from the model's priors; step ``s`` uses the key
-    ``fold_in(key(seed), 2 + s)``. The progress bar is named ``label``.
+    ``params`` is any pytree of arrays (the weights themselves, or the parameters of a
+    distribution over them). Starts at ``init`` or a draw from the model's priors; step ``s``
+    uses the key ``fold_in(key(seed), 2 + s)``. The progress bar is named ``label``.
     """
     if num_steps < 1:
         raise ConfigError(f"num_steps={num_steps}; expected >= 1")
@@ -58,7 +59,7 @@ def minimise(
         init = {
             name: prior.sample(k) for (name, prior), k in zip(priors.items(), keys, strict=True)
         }
-    params = {name: jnp.asarray(value) for name, value in init.items()}
+    params = jax.tree.map(jnp.asarray, dict(init))
 
     @jax.jit
     def update(params, state, key):
@@ -75,4 +76,4 @@ def minimise(
             if step % 50 == 0:
                 bar.set_postfix(loss=f"{losses[step]:.4f}")
             bar.update()
-    return PointEstimate({k: np.asarray(v) for k, v in params.items()}, losses)
+    return PointEstimate(jax.tree.map(np.asarray, params), losses)

@@ -17,10 +17,12 @@ sequence), and prints:
 
     python tests/benchmarks/hmm_emulator_benchmark.py [--fit sinkhorn|svi|filter] [--steps 3000]
         [--hidden 150 --noise-dim 100] [--batch-size 256] [--learning-rate 1e-3] [--prior-scale 1] [--seed 0]
-        [--generated 2000] [--save W.npz] [--init W.npz]
+        [--generated 2000] [--save W.npz] [--init W.npz] [--posterior-steps 0]
 
 ``--save`` keeps the fitted weights; ``--init W.npz`` starts a fit from them, or with ``--steps 0``
 evaluates them again (e.g. with more ``--generated`` sequences) without fitting.
+``--posterior-steps K`` goes on to a mean-field Gaussian over the weights
+(``fit_particle_filter_posterior``) whose 200 draws give the posterior over fixed points.
 """
 
 import argparse
@@ -33,6 +35,7 @@ import numpyro.distributions as dist
 from probdyn.inference import (
     comparison_table,
     fit_particle_filter,
+    fit_particle_filter_posterior,
     fit_sinkhorn,
     held_out_evidence,
     svi,
@@ -65,6 +68,15 @@ def main():
     parser.add_argument(
         "--generated", type=int, default=2000, help="RNN sequences behind its output statistics"
     )
+    parser.add_argument(
+        "--posterior-steps",
+        type=int,
+        default=0,
+        help="then a mean-field posterior over the weights by the filter bound (this many "
+        "steps, --train-particles, --batch-size); its draws give the fixed points",
+    )
+    parser.add_argument("--posterior-learning-rate", type=float, default=1e-2)
+    parser.add_argument("--posterior-init-scale", type=float, default=1e-2)
     parser.add_argument("--save", help="write the fitted weights to this .npz file")
     parser.add_argument(
         "--init", help="start from the weights in this .npz file (--steps 0: evaluate them only)"
@@ -172,7 +184,30 @@ def main():
     )
 
     states = np.asarray(hidden[:50, ::5]).reshape(-1, model.hidden)
-    draws = {name: np.asarray(value)[None] for name, value in params.items()}  # one draw
+    if args.posterior_steps:
+        start = time.perf_counter()
+        posterior = fit_particle_filter_posterior(
+            model,
+            train,
+            params,
+            seed=args.seed,
+            num_steps=args.posterior_steps,
+            batch_size=args.batch_size,
+            num_particles=args.train_particles,
+            learning_rate=args.posterior_learning_rate,
+            init_scale=args.posterior_init_scale,
+            progress=False,
+        )
+        losses = posterior.losses
+        print(
+            f"\nweight posterior: {args.posterior_steps} steps in {time.perf_counter() - start:.0f}"
+            f" s; negative bound per symbol {losses[:50].mean():.3f} -> {losses[-50:].mean():.3f};"
+            " median scale "
+            + ", ".join(f"{k} {np.median(v):.4f}" for k, v in posterior.scale.items())
+        )
+        draws = posterior.draws(200, seed=args.seed)
+    else:
+        draws = {name: np.asarray(value)[None] for name, value in params.items()}  # one draw
     points = probdyn.fixed_points(model, draws, states=states, seed=0)
     print("\nnoise-free network:", points.describe())
 
@@ -203,10 +238,11 @@ def main():
     )
     gap = rnn - exact
     print(f"  RNN - HMM, paired: {gap.mean():.3f} ± {gap.std(ddof=1) / np.sqrt(n):.3f} nats/seq")
+    source = f"{args.fit} fit" if args.steps else "weights from --init"
     table = comparison_table(
         {
             "HMM (generating parameters)": held_out_evidence(exact),
-            f"RNN emulator ({args.fit} fit)": held_out_evidence(rnn, rnn_se),
+            f"RNN emulator ({source})": held_out_evidence(rnn, rnn_se),
         }
     )
     print("\nheld-out evidence of all test sequences (standard errors: Monte Carlo):")
