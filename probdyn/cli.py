@@ -19,7 +19,11 @@ def _demo(args) -> int:
     from probdyn.demo import TRUE_LATENT_DIM, run_demo
 
     table, report, points = run_demo(
-        args.out, quick=args.quick, seed=args.seed, progress=not args.no_progress
+        args.out,
+        quick=args.quick,
+        seed=args.seed,
+        progress=not args.no_progress,
+        workers=args.workers,
     )
     columns = [
         "model",
@@ -318,6 +322,12 @@ def _compare(args) -> int:
     return 0
 
 
+def _positive_int(text: str) -> int:
+    if not text.isdigit() or int(text) < 1:
+        raise argparse.ArgumentTypeError(f"{text!r} is not a positive whole number")
+    return int(text)
+
+
 def build_parser() -> argparse.ArgumentParser:
     """The argument parser with its subcommands."""
     parser = argparse.ArgumentParser(prog="probdyn", description=__doc__.splitlines()[0])
@@ -330,6 +340,11 @@ def build_parser() -> argparse.ArgumentParser:
         help="one candidate per family, smaller data, fewer steps (under a minute)",
     )
     demo.add_argument("--seed", type=int, default=0)
+    demo.add_argument(
+        "--workers",
+        type=_positive_int,
+        help="processes fitting the candidates (default: one per core; 1: in this process)",
+    )
     demo.add_argument("--no-progress", action="store_true", help="no progress bars")
     demo.set_defaults(handler=_demo)
     points = commands.add_parser(

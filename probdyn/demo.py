@@ -12,21 +12,32 @@ filter, HMM by the forward algorithm) and loose where the path is sampled (the S
 non-centred path: hundreds of latent dimensions under the guide), so a margin in favour of a
 marginalised model over the SDE RNN is partly the bound's looseness; the report says so.
 
-For every family with continuous dynamics, the report shows the posterior over fixed points of
-its best model (location, class and eigenvalues across 200 posterior draws); the winner's also
-joins the saved ArviZ tree ``winner.nc`` as its ``fixed_points`` group.
+Every candidate with continuous dynamics gets the posterior over its fixed points (location,
+class and eigenvalues across 200 posterior draws), saved with its run; the report shows those
+of each family's best model, and the winner's run is also written as ``winner.nc``.
+
+The candidates are independent: each is fitted, scored and saved by a worker process of its own,
+as many at once as the machine has cores (compiling the programs, most of a short run's time on
+a CPU, takes one core each). The results do not depend on the number of workers: every
+candidate has its own seed.
 """
 
 from __future__ import annotations
 
+import concurrent.futures
 import math
+import multiprocessing
+import os
 import re
+import time
 from pathlib import Path
 
+import jax
 import jax.numpy as jnp
 import numpy as np
 import numpyro.distributions as dist
 import xarray as xr
+from tqdm.auto import tqdm
 
 from probdyn.compilation import run_once
 from probdyn.model import Model, prior_predictive
@@ -94,15 +105,121 @@ def _best_per_family(table, candidates: dict[str, Model]) -> dict[str, str]:
     return best
 
 
+def _available_cores() -> int:
+    """Cores this process may run on (the affinity mask where the system has one)."""
+    if hasattr(os, "sched_getaffinity"):
+        return len(os.sched_getaffinity(0))
+    return os.cpu_count() or 1
+
+
+def _jax_settings() -> dict:
+    """The JAX settings a worker process must share with this one (precision, compile cache)."""
+    return {
+        name: getattr(jax.config, name)
+        for name in (
+            "jax_enable_x64",
+            "jax_compilation_cache_dir",
+            "jax_persistent_cache_min_compile_time_secs",
+        )
+    }
+
+
+def _start_worker(settings: dict) -> None:
+    for name, value in settings.items():
+        jax.config.update(name, value)
+
+
+def fit_candidate(
+    name: str, *, quick: bool, recording: Path, run_path: Path, seed: int
+) -> tuple[str, float]:
+    """Fit one candidate by SVI, bound its evidence, find its fixed points; save the run.
+
+    The run (``run_path``, an ArviZ DataTree) holds the posterior and predictive draws, the SVI
+    loss trace (``optimization``), the evidence and, for continuous dynamics, the fixed points.
+    Returns the name and the seconds taken.
+    """
+    from probdyn.fixed_point_posterior import fixed_points
+    from probdyn.inference import log_evidence, svi
+
+    start = time.perf_counter()
+    model = candidate_models(quick)[name]
+    with xr.open_dataset(recording) as stored:
+        ds = stored.load()
+    fit = svi(model, ds, num_steps=1000 if quick else 3000, seed=seed, progress=False)
+    evidence = log_evidence(
+        model,
+        ds,
+        method="iwae",
+        seed=seed,
+        svi_result=fit,
+        num_importance=500 if quick else 2000,
+        num_batches=4,
+    )
+    # Saving draws and finding fixed points run each program once: compiled unoptimised (at
+    # these sizes compiling dominates). The fit and the evidence keep full optimisation.
+    with run_once():
+        run = fit.to_arviz(num_samples=200, seed=seed)
+        if not isinstance(model, HMM):  # discrete states: no vector field, no fixed points
+            run = fixed_points(model, fit, num_draws=200, seed=seed).attach(run)
+    run["evidence"] = xr.DataTree(evidence.to_dataset())
+    run.attrs["name"] = name
+    run.to_netcdf(run_path)
+    return name, time.perf_counter() - start
+
+
+def _fit_all(
+    out: Path, quick: bool, seed: int, progress: bool, workers: int | None
+) -> dict[str, xr.DataTree]:
+    """Every candidate's saved run, by name, fitted ``workers`` at a time."""
+    names = list(candidate_models(quick))
+    workers = min(len(names), workers or _available_cores())
+    paths = {name: out / "runs" / f"{run_file_stem(name)}.nc" for name in names}
+    jobs = {
+        name: dict(quick=quick, recording=out / "recording.nc", run_path=paths[name], seed=seed + i)
+        for i, name in enumerate(names)
+    }
+    with tqdm(
+        total=len(names), disable=not progress, desc=f"fitting on {workers} processes"
+    ) as bar:
+        if workers == 1:
+            for name in names:
+                fit_candidate(name, **jobs[name])
+                bar.update()
+        else:
+            with concurrent.futures.ProcessPoolExecutor(
+                workers,
+                mp_context=multiprocessing.get_context("spawn"),  # JAX's threads and fork clash
+                initializer=_start_worker,
+                initargs=(_jax_settings(),),
+            ) as pool:
+                futures = [pool.submit(fit_candidate, name, **jobs[name]) for name in names]
+                for future in concurrent.futures.as_completed(futures):
+                    name, seconds = future.result()
+                    bar.set_postfix_str(f"{name} {seconds:.0f} s")
+                    bar.update()
+    runs = {}
+    for name in names:
+        with xr.open_datatree(paths[name]) as tree:
+            runs[name] = tree.load()
+    return runs
+
+
 def run_demo(
-    out: str | Path = "probdyn-demo", *, quick: bool = False, seed: int = 0, progress: bool = True
+    out: str | Path = "probdyn-demo",
+    *,
+    quick: bool = False,
+    seed: int = 0,
+    progress: bool = True,
+    workers: int | None = None,
 ):
     """Run the demo; return (comparison table, report path, the winner's fixed points or None).
 
-    The fixed points are None when the winner has no continuous dynamics (an HMM).
+    ``workers`` processes fit the candidates (default: one per core, at most one per
+    candidate; 1 fits them in this process). The fixed points are None when the winner has no
+    continuous dynamics (an HMM).
     """
-    from probdyn.fixed_point_posterior import fixed_points
-    from probdyn.inference import compare, log_evidence, svi
+    from probdyn.fixed_point_posterior import FixedPointPosterior
+    from probdyn.inference import Evidence, comparison_table
     from probdyn.report import (
         evidence_figure,
         figure_html,
@@ -113,51 +230,27 @@ def run_demo(
     )
 
     out = Path(out)
-    out.mkdir(parents=True, exist_ok=True)
-    # Simulating, finding fixed points and saving draws run each program once: compiled
-    # unoptimised (at these sizes compiling dominates). Fits and evidence keep full optimisation.
+    (out / "runs").mkdir(parents=True, exist_ok=True)
     with run_once():
         ds = simulate_demo_recording(
             seed=seed, num_trials=4 if quick else 8, num_timesteps=40 if quick else 60
         )
     ds.to_netcdf(out / "recording.nc")
-    candidates = candidate_models(quick)
-    fits, evidences = {}, {}
-    for i, (name, model) in enumerate(candidates.items()):
-        fits[name] = svi(
-            model, ds, num_steps=1000 if quick else 3000, seed=seed + i, progress=progress
-        )
-        evidences[name] = log_evidence(
-            model,
-            ds,
-            method="iwae",
-            seed=seed + i,
-            svi_result=fits[name],
-            num_importance=500 if quick else 2000,
-            num_batches=4,
-        )
-    table = compare(candidates, ds, seed=seed, evidences=evidences)
+    # Every candidate is saved as a run (posterior, predictive, loss trace, evidence, fixed
+    # points where found), which `probdyn compare out/runs/*.nc` and `probdyn report RUN` read.
+    runs = _fit_all(out, quick, seed, progress, workers)
+    table = comparison_table(
+        {name: Evidence.from_dataset(run["evidence"].to_dataset()) for name, run in runs.items()}
+    )
     winner = table["model"].iloc[0]
-    with run_once():
-        family_points = {
-            name: fixed_points(candidates[name], fits[name], num_draws=200, seed=seed)
-            for family, name in _best_per_family(table, candidates).items()
-            if family != "HMM"  # discrete states: no vector field, no fixed points
-        }
+    candidates = candidate_models(quick)
+    family_points = {
+        name: FixedPointPosterior.from_tree(runs[name])
+        for name in _best_per_family(table, candidates).values()
+        if "fixed_points" in runs[name].children
+    }
     points = family_points.get(winner)  # None when an HMM wins
-    # Every candidate is saved as a run (posterior, predictive, evidence, fixed points where
-    # found), which `probdyn compare out/runs/*.nc` and `probdyn report RUN` read back.
-    (out / "runs").mkdir(exist_ok=True)
-    for name, fit in fits.items():
-        with run_once():
-            run = fit.to_arviz(num_samples=200, seed=seed)
-        run["evidence"] = xr.DataTree(evidences[name].to_dataset())
-        if name in family_points:
-            run = family_points[name].attach(run)
-        run.attrs["name"] = name
-        run.to_netcdf(out / "runs" / f"{run_file_stem(name)}.nc")
-        if name == winner:
-            tree = run
+    tree = runs[winner]
     tree.to_netcdf(out / "winner.nc")
     predicted = tree["posterior_predictive"]["y"].values[0]
     sections = [
@@ -198,7 +291,10 @@ def run_demo(
         (
             "Fit diagnostics",
             "".join(
-                figure_html(loss_figure(f.losses, n), f"SVI loss of {n}") for n, f in fits.items()
+                figure_html(
+                    loss_figure(run["optimization"]["loss"].values, name), f"SVI loss of {name}"
+                )
+                for name, run in runs.items()
             ),
         ),
     ]
