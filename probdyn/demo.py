@@ -129,7 +129,7 @@ def _start_worker(settings: dict) -> None:
         jax.config.update(name, value)
 
 
-def fit_candidate(
+def _fit_candidate(
     name: str, *, quick: bool, recording: Path, run_path: Path, seed: int
 ) -> tuple[str, float]:
     """Fit one candidate by SVI, bound its evidence, find its fixed points; save the run.
@@ -183,7 +183,7 @@ def _fit_all(
     ) as bar:
         if workers == 1:
             for name in names:
-                fit_candidate(name, **jobs[name])
+                _fit_candidate(name, **jobs[name])
                 bar.update()
         else:
             with concurrent.futures.ProcessPoolExecutor(
@@ -192,7 +192,7 @@ def _fit_all(
                 initializer=_start_worker,
                 initargs=(_jax_settings(),),
             ) as pool:
-                futures = [pool.submit(fit_candidate, name, **jobs[name]) for name in names]
+                futures = [pool.submit(_fit_candidate, name, **jobs[name]) for name in names]
                 for future in concurrent.futures.as_completed(futures):
                     name, seconds = future.result()
                     bar.set_postfix_str(f"{name} {seconds:.0f} s")
