@@ -33,6 +33,7 @@ as every mean-field fit, it tends to understate the posterior's spread.
 from __future__ import annotations
 
 import dataclasses
+import os
 from collections.abc import Callable, Mapping
 
 import jax
@@ -40,6 +41,7 @@ import jax.numpy as jnp
 import numpy as np
 import optax
 from jax import Array
+from probdyn.inference.density import fingerprint
 from probdyn.inference.point_estimate import PointEstimate, minimise
 
 from probdyn import particle_filter
@@ -50,7 +52,6 @@ def _filter_log_joint(
     model, data, batch_size: int, num_particles: int
 ) -> tuple[Callable[[Mapping[str, Array], Array], Array], int]:
     """``log_joint(weights, key)``: (N/B) sum_b log Z_b(W) + log p(W) on a random batch; N T."""
-    data = model.as_data(data)
     if not 1 <= batch_size <= data.num_trials:
         raise ConfigError(f"batch_size={batch_size}; expected 1..{data.num_trials} sequences")
     if num_particles < 2:
@@ -88,6 +89,8 @@ def fit_particle_filter(
     learning_rate: float = 3e-3,
     init: Mapping[str, Array] | None = None,
     progress: bool = True,
+    checkpoint: str | os.PathLike | None = None,
+    checkpoint_every: int = 100,
 ) -> PointEstimate:
     """Maximise the particle filter's log likelihood plus the weights' log prior.
 
@@ -96,8 +99,12 @@ def fit_particle_filter(
     :class:`~probdyn.ModelData` of observed sequences. The loss is the negative objective per
     observed symbol (see the module docstring). Starts at ``init`` or a prior draw; Adam, its
     learning rate decaying from ``learning_rate`` to a tenth of it along a cosine.
+    ``checkpoint``: a file written every ``checkpoint_every`` steps, from which the same call
+    resumes (:func:`~probdyn.inference.point_estimate.minimise`).
     """
+    data = model.as_data(data)
     log_joint, num_symbols = _filter_log_joint(model, data, batch_size, num_particles)
+    settings = (seed, num_steps, batch_size, num_particles, learning_rate)
     return minimise(
         lambda params, key: -log_joint(params, key) / num_symbols,
         model,
@@ -107,6 +114,11 @@ def fit_particle_filter(
         init=init,
         progress=progress,
         label="particle filter",
+        checkpoint=checkpoint,
+        checkpoint_every=checkpoint_every,
+        signature=fingerprint(
+            {"fit": "filter", "model": model, "data": data, "settings": settings, "init": init}
+        ),
     )
 
 
@@ -117,6 +129,7 @@ class WeightPosterior:
     loc: dict[str, np.ndarray]
     scale: dict[str, np.ndarray]
     losses: np.ndarray
+    resumed_from: int = 0
 
     @property
     def params(self) -> dict[str, np.ndarray]:
@@ -147,19 +160,23 @@ def fit_particle_filter_posterior(
     learning_rate: float = 3e-3,
     init_scale: float = 1e-3,
     progress: bool = True,
+    checkpoint: str | os.PathLike | None = None,
+    checkpoint_every: int = 100,
 ) -> WeightPosterior:
     r"""Mean-field Gaussian posterior over the weights by the filter's evidence bound.
 
     Starts at means ``init`` (a fit's weights, e.g. :func:`fit_particle_filter`'s) and scales
     ``init_scale``; the scales are :math:`s = \mathrm{softplus}(\rho)` of free :math:`\rho`.
     Each step draws one set of weights and runs the filter on ``batch_size`` sequences (module
-    docstring); the loss is the negative bound per observed symbol. Adam as
+    docstring); the loss is the negative bound per observed symbol. Adam and ``checkpoint`` as
     :func:`fit_particle_filter`.
     """
     if init_scale <= 0:
         raise ConfigError(f"init_scale={init_scale}; expected > 0")
+    data = model.as_data(data)
     log_joint, num_symbols = _filter_log_joint(model, data, batch_size, num_particles)
     start = init.params if isinstance(init, PointEstimate) else init
+    settings = (seed, num_steps, batch_size, num_particles, learning_rate, init_scale)
     rho = float(np.log(np.expm1(init_scale)))  # softplus(rho) = init_scale
 
     def loss(variational, key):
@@ -187,11 +204,16 @@ def fit_particle_filter_posterior(
         },
         progress=progress,
         label="weight posterior",
+        checkpoint=checkpoint,
+        checkpoint_every=checkpoint_every,
+        signature=fingerprint(
+            {"fit": "posterior", "model": model, "data": data, "settings": settings, "init": start}
+        ),
     )
     scale = {
         name: np.asarray(jax.nn.softplus(value)) for name, value in fitted.params["rho"].items()
     }
-    return WeightPosterior(fitted.params["loc"], scale, fitted.losses)
+    return WeightPosterior(fitted.params["loc"], scale, fitted.losses, fitted.resumed_from)
 
 
 def _decaying_adam(learning_rate: float, num_steps: int) -> optax.GradientTransformation:

@@ -9,13 +9,16 @@ random key each, and keep the objective at every step.
 from __future__ import annotations
 
 import dataclasses
+import os
 from collections.abc import Callable, Mapping
+from pathlib import Path
 
 import jax
 import jax.numpy as jnp
 import numpy as np
 import optax
 from jax import Array
+from probdyn.inference.checkpoint import read_checkpoint, write_checkpoint
 from tqdm.auto import tqdm
 
 from probdyn.errors import ConfigError
@@ -23,10 +26,11 @@ from probdyn.errors import ConfigError
 
 @dataclasses.dataclass(frozen=True)
 class PointEstimate:
-    """Fitted weights and the objective at every step."""
+    """Fitted weights, the objective at every step, and the step a checkpoint resumed from."""
 
     params: dict[str, np.ndarray]
     losses: np.ndarray
+    resumed_from: int = 0
 
     def draws(self) -> dict[str, np.ndarray]:
         """The weights as a single posterior draw (leading draw axis), for the analyses."""
@@ -43,15 +47,25 @@ def minimise(
     init: Mapping[str, Array] | None,
     progress: bool,
     label: str,
+    checkpoint: str | os.PathLike | None = None,
+    checkpoint_every: int = 100,
+    signature: str = "",
 ) -> PointEstimate:
     """Minimise ``loss(params, key)`` over the model's weights with ``optimizer``.
 
     ``params`` is any pytree of arrays (the weights themselves, or the parameters of a
     distribution over them). Starts at ``init`` or a draw from the model's priors; step ``s``
     uses the key ``fold_in(key(seed), 2 + s)``. The progress bar is named ``label``.
+
+    With ``checkpoint`` (a file), the weights, optimiser state and losses are written there
+    every ``checkpoint_every`` steps; a run of the same ``signature`` (the caller's fingerprint
+    of its model, data and settings) resumes from the file and ends exactly where an unbroken
+    run would.
     """
     if num_steps < 1:
         raise ConfigError(f"num_steps={num_steps}; expected >= 1")
+    if checkpoint_every < 1:
+        raise ConfigError(f"checkpoint_every={checkpoint_every}; expected >= 1")
     key = jax.random.key(seed)
     if init is None:
         priors = model.site_priors(model.num_symbols)
@@ -69,11 +83,22 @@ def minimise(
 
     state = optimizer.init(params)
     losses = np.empty(num_steps)
-    with tqdm(total=num_steps, disable=not progress, desc=label, unit="step") as bar:
-        for step in range(num_steps):
+    path = Path(checkpoint) if checkpoint is not None else None
+    first = 0
+    saved = read_checkpoint(path, signature)
+    if saved is not None:
+        first = saved["step"]
+        params, state = jax.tree.map(jnp.asarray, saved["state"])
+        losses[:first] = saved["losses"]
+    with tqdm(total=num_steps, initial=first, disable=not progress, desc=label, unit="step") as bar:
+        for step in range(first, num_steps):
             params, state, value = update(params, state, jax.random.fold_in(key, 2 + step))
             losses[step] = float(value)
             if step % 50 == 0:
                 bar.set_postfix(loss=f"{losses[step]:.4f}")
             bar.update()
-    return PointEstimate(jax.tree.map(np.asarray, params), losses)
+            done = step + 1
+            if path is not None and (done % checkpoint_every == 0 or done == num_steps):
+                state_on_host = jax.tree.map(np.asarray, (params, state))
+                write_checkpoint(path, signature, done, losses[:done], state_on_host)
+    return PointEstimate(jax.tree.map(np.asarray, params), losses, resumed_from=first)

@@ -12,12 +12,14 @@ comes from :meth:`probdyn.models.RNNEmulator.log_likelihood`.
 
 from __future__ import annotations
 
+import os
 from collections.abc import Mapping
 
 import jax
 import jax.numpy as jnp
 import optax
 from jax import Array
+from probdyn.inference.density import fingerprint
 from probdyn.inference.point_estimate import PointEstimate, minimise
 
 from probdyn.errors import ConfigError
@@ -44,12 +46,16 @@ def fit_sinkhorn(
     temperature: float = 1.0,
     init: Mapping[str, Array] | None = None,
     progress: bool = True,
+    checkpoint: str | os.PathLike | None = None,
+    checkpoint_every: int = 100,
 ) -> PointEstimate:
     """Minimise the Sinkhorn divergence between generated and observed symbol sequences.
 
     ``model`` generates sequences from parameters and noise (:class:`~probdyn.models.
     RNNEmulator`); ``data`` is a Dataset or :class:`~probdyn.ModelData` of ``symbols``. Starts at
-    ``init`` or a draw from the prior; Adam with ``learning_rate``.
+    ``init`` or a draw from the prior; Adam with ``learning_rate``. ``checkpoint``: a file
+    written every ``checkpoint_every`` steps, from which the same call resumes
+    (:func:`~probdyn.inference.point_estimate.minimise`).
     """
     data = model.as_data(data)
     if batch_size < 2:
@@ -79,4 +85,15 @@ def fit_sinkhorn(
         init=init,
         progress=progress,
         label="sinkhorn",
+        checkpoint=checkpoint,
+        checkpoint_every=checkpoint_every,
+        signature=fingerprint(
+            {
+                "fit": "sinkhorn",
+                "model": model,
+                "data": data,
+                "settings": (seed, num_steps, batch_size, learning_rate, blur, temperature),
+                "init": init,
+            }
+        ),
     )

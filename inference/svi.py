@@ -17,7 +17,6 @@ from __future__ import annotations
 import dataclasses
 import functools
 import os
-import pickle
 import time
 from collections.abc import Mapping
 from pathlib import Path
@@ -41,6 +40,7 @@ from probdyn.inference.amortised import (
     refine_local,
 )
 from probdyn.inference.arviz import to_datatree
+from probdyn.inference.checkpoint import read_checkpoint, write_checkpoint
 from probdyn.inference.density import Density, bind, fingerprint
 from tqdm.auto import tqdm
 
@@ -407,13 +407,8 @@ def svi(
     )
     step, losses, resumed_from = 0, [], 0
     path = Path(checkpoint) if checkpoint is not None else None
-    if path is not None and path.exists():
-        saved = pickle.loads(path.read_bytes())
-        if saved["signature"] != signature:
-            raise ConfigError(
-                f"checkpoint {str(path)!r} was written by a run with other arguments or data; "
-                "remove it or choose another path"
-            )
+    saved = read_checkpoint(path, signature)
+    if saved is not None:
         state = saved["state"]
         step, losses, resumed_from = saved["step"], list(saved["losses"]), saved["step"]
     if sharded:
@@ -435,7 +430,7 @@ def svi(
             bar.update(length)
             bar.set_postfix(loss=f"{losses[-1]:.4g}")
             if path is not None:
-                _write_checkpoint(path, signature, step, losses, devices.to_host(state))
+                write_checkpoint(path, signature, step, losses, devices.to_host(state))
     bar.close()
     losses = np.asarray(losses)
     if not np.isfinite(losses[-1]):
@@ -469,13 +464,3 @@ def _scan_steps(engine: SVI, batch_size: int | None):
         return jax.lax.scan(step, state, None, length=length)
 
     return run
-
-
-def _write_checkpoint(path: Path, signature: str, step: int, losses: list, state) -> None:
-    """Write the state atomically (a kill never leaves half a file); process 0 only."""
-    if not devices.is_main_process():
-        return
-    payload = {"signature": signature, "step": step, "losses": np.asarray(losses), "state": state}
-    temporary = path.with_suffix(path.suffix + ".partial")
-    temporary.write_bytes(pickle.dumps(payload))
-    os.replace(temporary, path)

@@ -1,6 +1,8 @@
 """HMM emulators: Sinkhorn divergence, particle filter, the RNN emulator, symbol statistics."""
 
 import itertools
+import pickle
+import sys
 from types import SimpleNamespace
 
 import jax
@@ -16,6 +18,7 @@ from probdyn.inference import (
     svi,
 )
 from probdyn.models import RNNEmulator
+from tqdm.auto import tqdm
 
 import probdyn
 from probdyn import particle_filter
@@ -208,6 +211,37 @@ def test_emulator_fit_by_the_particle_filter_closes_most_of_the_gap_to_the_true_
         fit_particle_filter(model, train, seed=0, num_particles=1)
     with pytest.raises(ConfigError, match="batch_size=0"):
         fit_particle_filter(model, train, seed=0, batch_size=0)
+
+
+def test_particle_filter_fit_resumes_from_its_checkpoint_exactly(tmp_path, monkeypatch):
+    train = probdyn.data.simulate_hmm("linear", num_trials=20, num_timesteps=10, seed=0)
+    model = RNNEmulator(hidden=4, noise_dim=2, num_symbols=3)
+    options = dict(seed=3, num_steps=30, batch_size=4, num_particles=4, progress=False)
+    whole = fit_particle_filter(model, train, **options)
+
+    class Interrupted(Exception):
+        pass
+
+    class StopAfter25Steps(tqdm):
+        def update(self, n=1):
+            self.steps = getattr(self, "steps", 0) + n
+            if self.steps == 25:
+                raise Interrupted
+
+    path = tmp_path / "fit.checkpoint"
+    loop = sys.modules["probdyn.inference.point_estimate"]
+    monkeypatch.setattr(loop, "tqdm", StopAfter25Steps)
+    with pytest.raises(Interrupted):
+        fit_particle_filter(model, train, checkpoint=path, checkpoint_every=10, **options)
+    monkeypatch.undo()
+    assert pickle.loads(path.read_bytes())["step"] == 20  # the last checkpoint before the stop
+    resumed = fit_particle_filter(model, train, checkpoint=path, checkpoint_every=10, **options)
+    assert resumed.resumed_from == 20 and whole.resumed_from == 0
+    for name, value in whole.params.items():
+        np.testing.assert_array_equal(resumed.params[name], value)
+    np.testing.assert_array_equal(resumed.losses, whole.losses)
+    with pytest.raises(ConfigError, match="other arguments or data"):
+        fit_particle_filter(model, train, checkpoint=path, **dict(options, seed=4))
 
 
 class GaussianMean:

@@ -17,7 +17,7 @@ sequence), and prints:
 
     python tests/benchmarks/hmm_emulator_benchmark.py [--fit sinkhorn|svi|filter] [--steps 3000]
         [--hidden 150 --noise-dim 100] [--batch-size 256] [--learning-rate 1e-3] [--prior-scale 1] [--seed 0]
-        [--generated 2000] [--save W.npz] [--init W.npz] [--posterior-steps 0]
+        [--generated 2000] [--save W.npz] [--init W.npz] [--posterior-steps 0] [--checkpoint FILE]
 
 ``--save`` keeps the fitted weights; ``--init W.npz`` starts a fit from them, or with ``--steps 0``
 evaluates them again (e.g. with more ``--generated`` sequences) without fitting.
@@ -86,6 +86,7 @@ def main():
         "--prior-scale", type=float, default=1.0, help="multiplies the weights' prior scales"
     )
     parser.add_argument("--seed", type=int, default=0)
+    parser.add_argument("--no-progress", action="store_true", help="no progress bars")
     parser.add_argument(
         "--generated", type=int, default=2000, help="RNN sequences behind its output statistics"
     )
@@ -99,6 +100,11 @@ def main():
     parser.add_argument("--posterior-learning-rate", type=float, default=1e-2)
     parser.add_argument("--posterior-init-scale", type=float, default=1e-2)
     parser.add_argument("--save", help="write the fitted weights to this .npz file")
+    parser.add_argument(
+        "--checkpoint",
+        help="the sinkhorn or filter fit is checkpointed to this file every 100 steps and "
+        "resumes from it (the posterior fit to FILE.posterior)",
+    )
     parser.add_argument(
         "--init", help="start from the weights in this .npz file (--steps 0: evaluate them only)"
     )
@@ -121,7 +127,7 @@ def main():
         num_steps=args.steps,
         batch_size=args.batch_size,
         learning_rate=args.learning_rate,
-        progress=False,
+        progress=not args.no_progress,
     )
     start = time.perf_counter()
     if args.steps == 0:
@@ -130,11 +136,16 @@ def main():
         result = None
         params, label = init, ""
     elif args.fit == "sinkhorn":
-        result = fit_sinkhorn(model, train, init=init, **settings)
+        result = fit_sinkhorn(model, train, init=init, checkpoint=args.checkpoint, **settings)
         params, label = result.params, "divergence"
     elif args.fit == "filter":
         result = fit_particle_filter(
-            model, train, num_particles=args.train_particles, init=init, **settings
+            model,
+            train,
+            num_particles=args.train_particles,
+            init=init,
+            checkpoint=args.checkpoint,
+            **settings,
         )
         params, label = result.params, "negative filtering bound per symbol"
     else:
@@ -222,7 +233,8 @@ def main():
             num_particles=args.train_particles,
             learning_rate=args.posterior_learning_rate,
             init_scale=args.posterior_init_scale,
-            progress=False,
+            progress=not args.no_progress,
+            checkpoint=args.checkpoint and f"{args.checkpoint}.posterior",
         )
         losses = posterior.losses
         print(
