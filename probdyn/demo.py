@@ -125,6 +125,7 @@ def _jax_settings() -> dict:
 
 
 def _start_worker(settings: dict) -> None:
+    """Give a fresh worker process the parent's JAX settings (before it compiles anything)."""
     for name, value in settings.items():
         jax.config.update(name, value)
 
