@@ -322,12 +322,6 @@ def _compare(args) -> int:
     return 0
 
 
-def _positive_int(text: str) -> int:
-    if not text.isdigit() or int(text) < 1:
-        raise argparse.ArgumentTypeError(f"{text!r} is not a positive whole number")
-    return int(text)
-
-
 def build_parser() -> argparse.ArgumentParser:
     """The argument parser with its subcommands."""
     parser = argparse.ArgumentParser(prog="probdyn", description=__doc__.splitlines()[0])
@@ -342,7 +336,7 @@ def build_parser() -> argparse.ArgumentParser:
     demo.add_argument("--seed", type=int, default=0)
     demo.add_argument(
         "--workers",
-        type=_positive_int,
+        type=_count(1),
         help="processes fitting the candidates (default: one per core; 1: in this process)",
     )
     demo.add_argument("--no-progress", action="store_true", help="no progress bars")
