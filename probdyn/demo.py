@@ -29,6 +29,7 @@ import math
 import multiprocessing
 import os
 import re
+import shutil
 import time
 from pathlib import Path
 
@@ -80,9 +81,9 @@ def simulate_demo_recording(*, seed: int, num_trials: int, num_timesteps: int) -
     )
 
 
-def run_file_stem(name: str) -> str:
-    """A file name for a model's display name: ``LDS(latent_dim=2)`` -> ``LDS_latent_dim_2``."""
-    return re.sub(r"[^A-Za-z0-9]+", "_", name).strip("_")
+def run_path(out: Path, name: str) -> Path:
+    """A candidate's saved run: ``LDS(latent_dim=2)`` -> ``OUT/runs/LDS_latent_dim_2.nc``."""
+    return out / "runs" / f"{re.sub(r'[^A-Za-z0-9]+', '_', name).strip('_')}.nc"
 
 
 def candidate_models(quick: bool = False) -> dict[str, Model]:
@@ -131,11 +132,11 @@ def _start_worker(settings: dict) -> None:
 
 
 def _fit_candidate(
-    name: str, *, quick: bool, recording: Path, run_path: Path, seed: int
+    name: str, *, quick: bool, recording: Path, destination: Path, seed: int
 ) -> tuple[str, float]:
     """Fit one candidate by SVI, bound its evidence, find its fixed points; save the run.
 
-    The run (``run_path``, an ArviZ DataTree) holds the posterior and predictive draws, the SVI
+    The run (``destination``, an ArviZ DataTree) holds the posterior and predictive draws, the SVI
     loss trace (``optimization``), the evidence and, for continuous dynamics, the fixed points.
     Returns the name and the seconds taken.
     """
@@ -164,7 +165,7 @@ def _fit_candidate(
             run = fixed_points(model, fit, num_draws=200, seed=seed).attach(run)
     run["evidence"] = xr.DataTree(evidence.to_dataset())
     run.attrs["name"] = name
-    run.to_netcdf(run_path)
+    run.to_netcdf(destination)
     return name, time.perf_counter() - start
 
 
@@ -174,9 +175,13 @@ def _fit_all(
     """Every candidate's saved run, by name, fitted ``workers`` at a time."""
     names = list(candidate_models(quick))
     workers = min(len(names), workers or _available_cores())
-    paths = {name: out / "runs" / f"{run_file_stem(name)}.nc" for name in names}
     jobs = {
-        name: dict(quick=quick, recording=out / "recording.nc", run_path=paths[name], seed=seed + i)
+        name: dict(
+            quick=quick,
+            recording=out / "recording.nc",
+            destination=run_path(out, name),
+            seed=seed + i,
+        )
         for i, name in enumerate(names)
     }
     with tqdm(
@@ -200,7 +205,7 @@ def _fit_all(
                     bar.update()
     runs = {}
     for name in names:
-        with xr.open_datatree(paths[name]) as tree:
+        with xr.open_datatree(run_path(out, name)) as tree:
             runs[name] = tree.load()
     return runs
 
@@ -252,7 +257,7 @@ def run_demo(
     }
     points = family_points.get(winner)  # None when an HMM wins
     tree = runs[winner]
-    tree.to_netcdf(out / "winner.nc")
+    shutil.copyfile(run_path(out, winner), out / "winner.nc")
     predicted = tree["posterior_predictive"]["y"].values[0]
     sections = [
         (
