@@ -181,8 +181,12 @@ def fingerprint(value) -> str:
     """A process-independent hash of ``value``: models, distributions, arrays, data, settings.
 
     ``repr`` will not do: distributions and optax transformations print memory addresses, which
-    differ between a killed process and the one that resumes. Arrays count by shape, dtype and
-    bytes. Used to recognise a checkpoint's run and to reuse a compiled sampler.
+    differ between a killed process and the one that resumes. Nor will a distribution's pytree
+    leaves: NumPyro gathers its data fields through a ``set``, whose order follows the process's
+    string-hash seed. So a distribution counts by its class, shapes and fields taken in name
+    order; arrays by shape, dtype and bytes; other pytree nodes (NumPyro's transforms) by class
+    and leaves; functions by qualified name. Used to recognise a checkpoint's run and to reuse a
+    compiled sampler.
     """
     digest = hashlib.sha256()
     _feed(value, digest)
@@ -199,13 +203,24 @@ def _feed(value, digest) -> None:
         for key in sorted(value, key=str):
             digest.update(str(key).encode())
             _feed(value[key], digest)
+    elif isinstance(value, (list, tuple)):
+        digest.update(f"{type(value).__qualname__}{len(value)}".encode())
+        for item in value:
+            _feed(item, digest)
     elif isinstance(value, numpyro.distributions.Distribution):
-        digest.update(type(value).__qualname__.encode())
-        for leaf in jax.tree_util.tree_leaves(value):
-            _feed(leaf, digest)
+        digest.update(f"{type(value).__qualname__}{value.batch_shape}{value.event_shape}".encode())
+        for name in sorted(type(value).gather_pytree_data_fields()):
+            digest.update(name.encode())
+            _feed(value.__dict__.get(name), digest)
     elif hasattr(value, "shape") and hasattr(value, "dtype"):
         array = np.asarray(jax.device_get(value))
         digest.update(f"{array.shape}{array.dtype}".encode())
         digest.update(array.tobytes())
+    elif callable(value) and hasattr(value, "__qualname__"):
+        digest.update(f"{getattr(value, '__module__', '')}.{value.__qualname__}".encode())
+    elif (leaves := jax.tree_util.tree_leaves(value)) != [value]:
+        digest.update(type(value).__qualname__.encode())
+        for leaf in leaves:
+            _feed(leaf, digest)
     else:
         digest.update(repr(value).encode())

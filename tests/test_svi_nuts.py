@@ -196,6 +196,37 @@ def test_checkpoint_from_other_arguments_is_refused(tmp_path):
         fit(1)
 
 
+FINGERPRINT_OF_CUSTOM_PRIORS = textwrap.dedent(
+    """
+    import sys
+    import numpyro.distributions as dist
+    from probdyn.inference.density import fingerprint
+
+    loc = float(sys.argv[1])
+    priors = {"A": dist.Normal(loc, 0.5), "q": dist.LogNormal(loc, 0.3).to_event(0)}
+    print(fingerprint({"priors": priors, "steps": (10, 20)}))
+    """
+)
+
+
+def test_fingerprint_of_custom_priors_is_the_same_in_every_process():
+    """A resumed run must recognise its checkpoint whatever the process's string-hash seed.
+
+    NumPyro orders a distribution's pytree leaves through a set of field names, so hashing the
+    leaves in that order gave each process its own fingerprint (found when a killed fit with
+    custom priors refused its own checkpoint).
+    """
+
+    def fingerprint_in_process(hash_seed, loc):
+        env = {**os.environ, "PYTHONHASHSEED": str(hash_seed)}
+        command = [sys.executable, "-c", FINGERPRINT_OF_CUSTOM_PRIORS, str(loc)]
+        return subprocess.run(command, env=env, capture_output=True, text=True, check=True).stdout
+
+    seen = {fingerprint_in_process(seed, 0.0) for seed in range(4)}
+    assert len(seen) == 1
+    assert fingerprint_in_process(0, 0.1) not in seen
+
+
 @pytest.mark.slow
 def test_nuts_matches_grid_posterior_and_datatree_round_trips(tmp_path):
     ds = ou_dataset(seed=11)
