@@ -97,8 +97,9 @@ def fit_particle_filter(
     ``model`` provides :meth:`filter_parts` (its state-space form, e.g. :class:`~probdyn.
     models.RNNEmulator`) and priors over its weights; ``data`` is a Dataset or
     :class:`~probdyn.ModelData` of observed sequences. The loss is the negative objective per
-    observed symbol (see the module docstring). Starts at ``init`` or a prior draw; Adam, its
-    learning rate decaying from ``learning_rate`` to a tenth of it along a cosine.
+    observed symbol (see the module docstring). Starts at ``init`` or
+    ``model.initial_weights``; Adam, its learning rate decaying from ``learning_rate`` to a
+    tenth of it along a cosine.
     ``checkpoint``: a file written every ``checkpoint_every`` steps, from which the same call
     resumes (:func:`~probdyn.inference.point_estimate.minimise`).
     """

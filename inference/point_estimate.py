@@ -2,8 +2,8 @@ r"""Point estimates of a sequence generator's weights by a stochastic objective 
 
 The fits of :mod:`probdyn.inference.sinkhorn` (distribution matching) and
 :mod:`probdyn.inference.filtering` (particle-filter likelihood) differ only in the objective:
-both start at a prior draw (or given weights), take ``num_steps`` optimiser steps on a fresh
-random key each, and keep the objective at every step.
+both start at the model's ``initial_weights`` (or given weights), take ``num_steps`` optimiser
+steps on a fresh random key each, and keep the objective at every step.
 """
 
 from __future__ import annotations
@@ -54,7 +54,7 @@ def minimise(
     """Minimise ``loss(params, key)`` over the model's weights with ``optimizer``.
 
     ``params`` is any pytree of arrays (the weights themselves, or the parameters of a
-    distribution over them). Starts at ``init`` or a draw from the model's priors; step ``s``
+    distribution over them). Starts at ``init`` or ``model.initial_weights``; step ``s``
     uses the key ``fold_in(key(seed), 2 + s)``. The progress bar is named ``label``.
 
     With ``checkpoint`` (a file), the weights, optimiser state and losses are written there
@@ -68,11 +68,7 @@ def minimise(
         raise ConfigError(f"checkpoint_every={checkpoint_every}; expected >= 1")
     key = jax.random.key(seed)
     if init is None:
-        priors = model.site_priors(model.num_symbols)
-        keys = jax.random.split(jax.random.fold_in(key, 1), len(priors))
-        init = {
-            name: prior.sample(k) for (name, prior), k in zip(priors.items(), keys, strict=True)
-        }
+        init = model.initial_weights(jax.random.fold_in(key, 1))
     params = jax.tree.map(jnp.asarray, dict(init))
 
     @jax.jit

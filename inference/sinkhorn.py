@@ -53,7 +53,7 @@ def fit_sinkhorn(
 
     ``model`` generates sequences from parameters and noise (:class:`~probdyn.models.
     RNNEmulator`); ``data`` is a Dataset or :class:`~probdyn.ModelData` of ``symbols``. Starts at
-    ``init`` or a draw from the prior; Adam with ``learning_rate``. ``checkpoint``: a file
+    ``init`` or ``model.initial_weights``; Adam with ``learning_rate``. ``checkpoint``: a file
     written every ``checkpoint_every`` steps, from which the same call resumes
     (:func:`~probdyn.inference.point_estimate.minimise`).
     """

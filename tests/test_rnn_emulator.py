@@ -133,6 +133,20 @@ def test_emulator_program_and_generation():
     np.testing.assert_array_equal(model.vector_field(params, jnp.zeros(6)), 0.0)
 
 
+def test_fits_start_at_the_fan_in_scale_whatever_the_priors():
+    wide = {"W_hh": dist.Normal(jnp.zeros((200, 200)), 3.0 / np.sqrt(200))}
+    model = RNNEmulator(hidden=200, noise_dim=50, num_symbols=3, priors=wide)
+    start = model.initial_weights(jax.random.key(0))
+    same = RNNEmulator(hidden=200, noise_dim=50, num_symbols=3).initial_weights(jax.random.key(0))
+    for name, fan_in in {"W_in": 50, "W_hh": 200, "W_out": 200}.items():
+        np.testing.assert_array_equal(start[name], same[name])
+        # sd 1/sqrt(fan_in), estimated from >= 600 entries to within 4 standard errors
+        count = start[name].size
+        assert abs(np.std(start[name]) * np.sqrt(fan_in) - 1) < 4 / np.sqrt(2 * count)
+    # A draw from the wide prior would start at spectral radius ~3 (circular law); this one ~1.
+    assert np.max(np.abs(np.linalg.eigvals(np.asarray(start["W_hh"])))) < 1.2
+
+
 def test_noise_path_encoder_reads_the_symbols_in_both_directions():
     model = RNNEmulator(hidden=6, noise_dim=3, num_symbols=3, encoder_hidden=5)
     symbols = jnp.array([[0.0, 2, 2, 1, 0, 0], [1.0, 1, 0, 0, 2, 2]])
