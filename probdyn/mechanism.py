@@ -22,7 +22,7 @@ import jax.numpy as jnp
 import numpy as np
 import xarray as xr
 
-from probdyn.errors import DataError
+from probdyn.errors import ConfigError, DataError
 
 GROUPS = ("transition", "kick zone", "cluster")
 
@@ -83,6 +83,7 @@ def kick_neurons(
     num_timesteps: int = 200,
     threshold: float = 0.5,
     min_transitions: int = 20,
+    max_group: int = 10,
 ) -> xr.Dataset:
     r"""Output transitions of a noise-driven RNN with each hidden unit ablated in turn.
 
@@ -102,11 +103,18 @@ def kick_neurons(
     removal takes away most transitions of at least one kind, possibly of one direction only
     (the paper's kick neurons are direction-selective).
 
+    Switching may also be carried by a group of units none of which matters alone. So the units
+    are ranked by their largest single drop (``rank``: rank -> unit, ties by unit index) and the
+    first :math:`k` ranked units are ablated together, for :math:`k = 1 \dots` ``max_group``:
+    ``group_transitions`` and ``group_relative_drop`` (group_size, from, to), defined as above.
+
     Returns ``transitions`` (from, to) of the intact network, ``ablated_transitions`` (unit,
     from, to), ``relative_drop`` (unit, from, to), the output ``volatility`` (unit)
-    :math:`P(s_{t+1} \ne s_t)` of each ablated copy and ``intact_volatility``, and ``kick``
-    (unit).
+    :math:`P(s_{t+1} \ne s_t)` of each ablated copy and ``intact_volatility``, ``kick``
+    (unit), and the group ablation above.
     """
+    if max_group < 1:
+        raise ConfigError(f"max_group={max_group}; expected at least 1 unit")
     num_symbols = model.num_symbols
     noise = jax.random.normal(jax.random.key(seed), (num_trials, num_timesteps, model.noise_dim))
 
@@ -117,18 +125,27 @@ def kick_neurons(
         counts = jnp.bincount(pairs.ravel(), length=num_symbols**2)
         return counts.reshape(num_symbols, num_symbols)
 
-    def ablated(unit):
-        keep = (jnp.arange(model.hidden) != unit)[:, None]
+    def ablated(removed):
+        keep = ~removed[:, None]
         return transition_counts(
             dict(params, W_hh=params["W_hh"] * keep, W_in=params["W_in"] * keep)
         )
 
+    def relative_drop(counts):
+        return np.where(counted, 1.0 - counts / np.where(counted, intact, 1), np.nan)
+
+    units = jnp.arange(model.hidden)
     intact = np.asarray(transition_counts(params))
-    per_unit = np.asarray(jax.lax.map(ablated, jnp.arange(model.hidden)))
+    per_unit = np.asarray(jax.lax.map(lambda unit: ablated(units == unit), units))
     changes = ~np.eye(num_symbols, dtype=bool)
     steps = num_trials * (num_timesteps - 1)
     counted = changes & (intact >= min_transitions)
-    drop = np.where(counted, 1.0 - per_unit / np.where(counted, intact, 1), np.nan)
+    drop = relative_drop(per_unit)
+    largest = np.where(counted, drop, -np.inf).max(axis=(1, 2))
+    ranking = np.argsort(-largest, kind="stable")
+    sizes = np.arange(1, min(max_group, model.hidden) + 1)
+    rank_of_unit = jnp.asarray(np.argsort(ranking))
+    per_group = np.asarray(jax.lax.map(lambda size: ablated(rank_of_unit < size), sizes))
     symbol = np.arange(num_symbols)
     return xr.Dataset(
         {
@@ -137,7 +154,10 @@ def kick_neurons(
             "relative_drop": (("unit", "from", "to"), drop),
             "volatility": ("unit", per_unit[:, changes].sum(axis=-1) / steps),
             "intact_volatility": ((), intact[changes].sum() / steps),
-            "kick": ("unit", (np.nan_to_num(drop, nan=0.0) > threshold).any(axis=(1, 2))),
+            "kick": ("unit", largest > threshold),
+            "rank": ("rank", ranking),
+            "group_transitions": (("group_size", "from", "to"), per_group),
+            "group_relative_drop": (("group_size", "from", "to"), relative_drop(per_group)),
         },
-        coords={"from": symbol, "to": symbol},
+        coords={"from": symbol, "to": symbol, "group_size": sizes},
     )

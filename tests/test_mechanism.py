@@ -95,6 +95,7 @@ def test_kick_neurons_count_each_kind_of_transition_as_a_loop_over_the_steps_doe
             num_trials=20,
             num_timesteps=60,
             min_transitions=10,
+            max_group=4,
         )
         np.testing.assert_array_equal(result.transitions.values, intact)
         np.testing.assert_array_equal(result.ablated_transitions.values, ablated)
@@ -108,3 +109,15 @@ def test_kick_neurons_count_each_kind_of_transition_as_a_loop_over_the_steps_doe
         )
         expected_kick = [bool(np.any(d[counted] > 0.5)) for d in drop]
         np.testing.assert_array_equal(result.kick.values, expected_kick)
+
+        # Groups: the units in order of their largest single drop, the first k ablated together.
+        largest = [max(unit_drop[counted], default=-np.inf) for unit_drop in drop]
+        ranking = sorted(range(6), key=lambda unit: -largest[unit])
+        np.testing.assert_array_equal(result["rank"].values, ranking)
+        for size in range(1, 5):
+            keep = ~np.isin(np.arange(6), ranking[:size])[:, None]
+            group = counts(params["W_in"] * keep, params["W_hh"] * keep, params["W_out"])
+            np.testing.assert_array_equal(result.group_transitions.sel(group_size=size), group)
+            with np.errstate(divide="ignore", invalid="ignore"):
+                group_drop = np.where(counted, 1 - group / intact, np.nan)
+            np.testing.assert_allclose(result.group_relative_drop.sel(group_size=size), group_drop)

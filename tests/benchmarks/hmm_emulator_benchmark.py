@@ -219,6 +219,14 @@ def main():
         f"\nkick neurons (ablation removes > half of the transitions of some kind): {kinds or 'none'}"
         f"; largest drop of any unit {float(strongest.max()):.2f}"
     )
+    group_drop = kicks.group_relative_drop.fillna(-np.inf)
+    print(
+        "the top-ranked units ablated together, largest drop of any kind of transition: "
+        + ", ".join(
+            f"{int(size)} units {float(group_drop.sel(group_size=size).max()):.2f}"
+            for size in kicks.group_size.values
+        )
+    )
 
     states = np.asarray(hidden[:50, ::5]).reshape(-1, model.hidden)
     if args.posterior_steps:
