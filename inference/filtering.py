@@ -41,7 +41,6 @@ import jax.numpy as jnp
 import numpy as np
 import optax
 from jax import Array
-from probdyn.inference.density import fingerprint
 from probdyn.inference.point_estimate import PointEstimate, minimise
 
 from probdyn import particle_filter
@@ -105,7 +104,6 @@ def fit_particle_filter(
     """
     data = model.as_data(data)
     log_joint, num_symbols = _filter_log_joint(model, data, batch_size, num_particles)
-    settings = (seed, num_steps, batch_size, num_particles, learning_rate)
     return minimise(
         lambda params, key: -log_joint(params, key) / num_symbols,
         model,
@@ -115,11 +113,9 @@ def fit_particle_filter(
         init=init,
         progress=progress,
         label="particle filter",
+        settings=_filter_settings(data, batch_size, num_particles, learning_rate),
         checkpoint=checkpoint,
         checkpoint_every=checkpoint_every,
-        signature=fingerprint(
-            {"fit": "filter", "model": model, "data": data, "settings": settings, "init": init}
-        ),
     )
 
 
@@ -177,7 +173,6 @@ def fit_particle_filter_posterior(
     data = model.as_data(data)
     log_joint, num_symbols = _filter_log_joint(model, data, batch_size, num_particles)
     start = init.params if isinstance(init, PointEstimate) else init
-    settings = (seed, num_steps, batch_size, num_particles, learning_rate, init_scale)
     rho = float(np.log(np.expm1(init_scale)))  # softplus(rho) = init_scale
 
     def loss(variational, key):
@@ -205,16 +200,24 @@ def fit_particle_filter_posterior(
         },
         progress=progress,
         label="weight posterior",
+        settings=_filter_settings(data, batch_size, num_particles, learning_rate),
         checkpoint=checkpoint,
         checkpoint_every=checkpoint_every,
-        signature=fingerprint(
-            {"fit": "posterior", "model": model, "data": data, "settings": settings, "init": start}
-        ),
     )
     scale = {
         name: np.asarray(jax.nn.softplus(value)) for name, value in fitted.params["rho"].items()
     }
     return WeightPosterior(fitted.params["loc"], scale, fitted.losses, fitted.resumed_from)
+
+
+def _filter_settings(data, batch_size: int, num_particles: int, learning_rate: float) -> dict:
+    """What defines a filter fit's objective besides the model, seed, steps and start."""
+    return {
+        "data": data,
+        "batch_size": batch_size,
+        "num_particles": num_particles,
+        "learning_rate": learning_rate,
+    }
 
 
 def _decaying_adam(learning_rate: float, num_steps: int) -> optax.GradientTransformation:

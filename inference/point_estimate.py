@@ -19,6 +19,7 @@ import numpy as np
 import optax
 from jax import Array
 from probdyn.inference.checkpoint import read_checkpoint, write_checkpoint
+from probdyn.inference.density import fingerprint
 from tqdm.auto import tqdm
 
 from probdyn.errors import ConfigError
@@ -47,9 +48,9 @@ def minimise(
     init: Mapping[str, Array] | None,
     progress: bool,
     label: str,
+    settings: Mapping,
     checkpoint: str | os.PathLike | None = None,
     checkpoint_every: int = 100,
-    signature: str = "",
 ) -> PointEstimate:
     """Minimise ``loss(params, key)`` over the model's weights with ``optimizer``.
 
@@ -57,10 +58,11 @@ def minimise(
     distribution over them). Starts at ``init`` or ``model.initial_weights``; step ``s``
     uses the key ``fold_in(key(seed), 2 + s)``. The progress bar is named ``label``.
 
+    ``settings``: what else defines the objective (the data, batch size, learning rate, ...).
     With ``checkpoint`` (a file), the weights, optimiser state and losses are written there
-    every ``checkpoint_every`` steps; a run of the same ``signature`` (the caller's fingerprint
-    of its model, data and settings) resumes from the file and ends exactly where an unbroken
-    run would.
+    every ``checkpoint_every`` steps; a run of the same signature (the fingerprint of the
+    label, model, seed, number of steps, start and ``settings``) resumes from the file and ends
+    exactly where an unbroken run would; another run's file is refused.
     """
     if num_steps < 1:
         raise ConfigError(f"num_steps={num_steps}; expected >= 1")
@@ -70,6 +72,16 @@ def minimise(
     if init is None:
         init = model.initial_weights(jax.random.fold_in(key, 1))
     params = jax.tree.map(jnp.asarray, dict(init))
+    signature = fingerprint(
+        {
+            "fit": label,
+            "model": model,
+            "seed": seed,
+            "num_steps": num_steps,
+            "init": params,
+            "settings": settings,
+        }
+    )
 
     @jax.jit
     def update(params, state, key):

@@ -19,7 +19,6 @@ import jax
 import jax.numpy as jnp
 import optax
 from jax import Array
-from probdyn.inference.density import fingerprint
 from probdyn.inference.point_estimate import PointEstimate, minimise
 
 from probdyn.errors import ConfigError
@@ -85,15 +84,13 @@ def fit_sinkhorn(
         init=init,
         progress=progress,
         label="sinkhorn",
+        settings={
+            "data": data,
+            "batch_size": batch_size,
+            "learning_rate": learning_rate,
+            "blur": blur,
+            "temperature": temperature,
+        },
         checkpoint=checkpoint,
         checkpoint_every=checkpoint_every,
-        signature=fingerprint(
-            {
-                "fit": "sinkhorn",
-                "model": model,
-                "data": data,
-                "settings": (seed, num_steps, batch_size, learning_rate, blur, temperature),
-                "init": init,
-            }
-        ),
     )
