@@ -337,7 +337,7 @@ def build_parser() -> argparse.ArgumentParser:
     demo.add_argument(
         "--workers",
         type=_count(1),
-        help="processes fitting the candidates (default: one per core; 1: in this process)",
+        help="processes fitting the candidates (default: cores + 1; 1: in this process)",
     )
     demo.add_argument("--no-progress", action="store_true", help="no progress bars")
     demo.set_defaults(handler=_demo)

@@ -16,10 +16,11 @@ Every candidate with continuous dynamics gets the posterior over its fixed point
 class and eigenvalues across 200 posterior draws), saved with its run; the report shows those
 of each family's best model, and the winner's run is also written as ``winner.nc``.
 
-The candidates are independent: each is fitted, scored and saved by a worker process of its own,
-as many at once as the machine has cores (compiling the programs, most of a short run's time on
-a CPU, takes one core each). The results do not depend on the number of workers: every
-candidate has its own seed.
+The candidates are independent: each is fitted, scored and saved by a worker process, one more
+at once than the machine has cores (compiling the programs, most of a short run's time on a
+CPU, takes one core each; the spare process keeps the cores busy while another starts up or
+writes its run; more than one spare and the processes' runtimes contend: docs/devices.md). The
+results do not depend on the number of workers: every candidate has its own seed.
 """
 
 from __future__ import annotations
@@ -174,7 +175,7 @@ def _fit_all(
 ) -> dict[str, xr.DataTree]:
     """Every candidate's saved run, by name, fitted ``workers`` at a time."""
     names = list(candidate_models(quick))
-    workers = min(len(names), workers or _available_cores())
+    workers = min(len(names), workers or _available_cores() + 1)
     jobs = {
         name: dict(
             quick=quick,
@@ -220,7 +221,7 @@ def run_demo(
 ):
     """Run the demo; return (comparison table, report path, the winner's fixed points or None).
 
-    ``workers`` processes fit the candidates (default: one per core, at most one per
+    ``workers`` processes fit the candidates (default: one more than the cores, at most one per
     candidate; 1 fits them in this process). The fixed points are None when the winner has no
     continuous dynamics (an HMM).
     """
