@@ -126,11 +126,9 @@ class RNNEmulator(Model):
         it made the output switch too often (volatility 0.329 against 0.317) where one under
         these made it 0.323 (docs/models/hmm.md).
         """
-        H, X, S = self.hidden, self.noise_dim, self.num_symbols
         return {
-            "W_in": dist.Normal(jnp.zeros((H, X)), 3.0 / math.sqrt(X)),
-            "W_hh": dist.Normal(jnp.zeros((H, H)), 3.0 / math.sqrt(H)),
-            "W_out": dist.Normal(jnp.zeros((S, H)), 3.0 / math.sqrt(H)),
+            name: dist.Normal(jnp.zeros(shape), 3.0 / math.sqrt(fan_in))
+            for name, (shape, fan_in) in self._weight_layout().items()
         }
 
     def initial_weights(self, key: Array) -> dict[str, Array]:
@@ -142,13 +140,17 @@ class RNNEmulator(Model):
         3, logits of order :math:`3^T`, and an optimiser that spends hundreds of steps only
         shrinking them.)
         """
-        defaults = self.default_priors(self.num_symbols)
-        fan_in = {"W_in": self.noise_dim, "W_hh": self.hidden, "W_out": self.hidden}
-        keys = jax.random.split(key, len(fan_in))
+        layout = self._weight_layout()
+        keys = jax.random.split(key, len(layout))
         return {
-            name: jax.random.normal(k, defaults[name].batch_shape) / math.sqrt(fan_in[name])
-            for name, k in zip(fan_in, keys, strict=True)
+            name: jax.random.normal(k, shape) / math.sqrt(fan_in)
+            for (name, (shape, fan_in)), k in zip(layout.items(), keys, strict=True)
         }
+
+    def _weight_layout(self) -> dict[str, tuple[tuple[int, int], int]]:
+        """Each weight matrix's shape and fan-in (the inputs each unit sums)."""
+        H, X, S = self.hidden, self.noise_dim, self.num_symbols
+        return {"W_in": ((H, X), X), "W_hh": ((H, H), H), "W_out": ((S, H), H)}
 
     def encoder(self) -> NoisePathEncoder:
         """The network of the amortised guide over ``noise`` (see :mod:`probdyn.inference`)."""

@@ -131,15 +131,16 @@ def kick_neurons(
             dict(params, W_hh=params["W_hh"] * keep, W_in=params["W_in"] * keep)
         )
 
-    def relative_drop(counts):
-        return np.where(counted, 1.0 - counts / np.where(counted, intact, 1), np.nan)
-
     units = jnp.arange(model.hidden)
     intact = np.asarray(transition_counts(params))
     per_unit = np.asarray(jax.lax.map(lambda unit: ablated(units == unit), units))
     changes = ~np.eye(num_symbols, dtype=bool)
     steps = num_trials * (num_timesteps - 1)
     counted = changes & (intact >= min_transitions)
+
+    def relative_drop(counts):
+        return np.where(counted, 1.0 - counts / np.where(counted, intact, 1), np.nan)
+
     drop = relative_drop(per_unit)
     largest = np.where(counted, drop, -np.inf).max(axis=(1, 2))
     ranking = np.argsort(-largest, kind="stable")
