@@ -12,9 +12,13 @@ the filtering variational objective (FIVO; Maddison et al. 2017, Le et al. 2018,
 :math:`\mathbb{E}\log\hat Z_b \le \log p(y_b \mid W)`, a bound that tightens as :math:`P` grows
 and, unlike the evidence lower bound of an amortised Gaussian over the noise, does not favour
 networks whose noise posterior is easy to approximate. Gradients flow through the particles
-and their weights, not through the choice of resampled ancestors (the resampling term, whose
-variance grows with the sequence length, is left out, as those papers recommend). The result
-is a MAP-style point estimate of the weights (:class:`~probdyn.inference.PointEstimate`).
+and their weights; with ``resampling_gradient=True`` (the default) also through the past
+weights that chose the ancestors, which makes the gradient Fisher's identity over the filter's
+surviving paths, consistent for :math:`\nabla\log p(y_b \mid W)` as :math:`P` grows; without
+it (FIVO's gradient, the resampling term left out as those papers recommend) each
+observation's score is averaged under the filter at its own time, a bias that does not shrink
+with :math:`P` (:mod:`probdyn.particle_filter`). The result is a MAP-style point estimate of the
+weights (:class:`~probdyn.inference.PointEstimate`).
 
 :func:`fit_particle_filter_posterior` goes on from such an estimate to a mean-field Gaussian
 :math:`q(W) = \prod_i N(W_i; m_i, s_i^2)` by maximising, with reparameterised draws
@@ -48,7 +52,7 @@ from probdyn.errors import ConfigError
 
 
 def _filter_log_joint(
-    model, data, batch_size: int, num_particles: int
+    model, data, batch_size: int, num_particles: int, resampling_gradient: bool
 ) -> tuple[Callable[[Mapping[str, Array], Array], Array], int]:
     """``log_joint(weights, key)``: (N/B) sum_b log Z_b(W) + log p(W) on a random batch; N T."""
     if not 1 <= batch_size <= data.num_trials:
@@ -66,7 +70,13 @@ def _filter_log_joint(
 
         def log_z(key, sequence):
             return particle_filter.log_likelihood_estimate(
-                key, initial, transition, log_observation, sequence, num_particles
+                key,
+                initial,
+                transition,
+                log_observation,
+                sequence,
+                num_particles,
+                resampling_gradient=resampling_gradient,
             )
 
         keys = jax.random.split(key_filter, batch_size)
@@ -86,6 +96,7 @@ def fit_particle_filter(
     batch_size: int = 32,
     num_particles: int = 16,
     learning_rate: float = 3e-3,
+    resampling_gradient: bool = True,
     init: Mapping[str, Array] | None = None,
     progress: bool = True,
     checkpoint: str | os.PathLike | None = None,
@@ -98,12 +109,15 @@ def fit_particle_filter(
     :class:`~probdyn.ModelData` of observed sequences. The loss is the negative objective per
     observed symbol (see the module docstring). Starts at ``init`` or
     ``model.initial_weights``; Adam, its learning rate decaying from ``learning_rate`` to a
-    tenth of it along a cosine.
+    tenth of it along a cosine. ``resampling_gradient``: the consistent (Fisher) gradient;
+    False gives FIVO's.
     ``checkpoint``: a file written every ``checkpoint_every`` steps, from which the same call
     resumes (:func:`~probdyn.inference.point_estimate.minimise`).
     """
     data = model.as_data(data)
-    log_joint, num_symbols = _filter_log_joint(model, data, batch_size, num_particles)
+    log_joint, num_symbols = _filter_log_joint(
+        model, data, batch_size, num_particles, resampling_gradient
+    )
     return minimise(
         lambda params, key: -log_joint(params, key) / num_symbols,
         model,
@@ -113,7 +127,9 @@ def fit_particle_filter(
         init=init,
         progress=progress,
         label="particle filter",
-        settings=_filter_settings(data, batch_size, num_particles, learning_rate),
+        settings=_filter_settings(
+            data, batch_size, num_particles, learning_rate, resampling_gradient
+        ),
         checkpoint=checkpoint,
         checkpoint_every=checkpoint_every,
     )
@@ -155,6 +171,7 @@ def fit_particle_filter_posterior(
     batch_size: int = 32,
     num_particles: int = 16,
     learning_rate: float = 3e-3,
+    resampling_gradient: bool = True,
     init_scale: float = 1e-3,
     progress: bool = True,
     checkpoint: str | os.PathLike | None = None,
@@ -171,7 +188,9 @@ def fit_particle_filter_posterior(
     if init_scale <= 0:
         raise ConfigError(f"init_scale={init_scale}; expected > 0")
     data = model.as_data(data)
-    log_joint, num_symbols = _filter_log_joint(model, data, batch_size, num_particles)
+    log_joint, num_symbols = _filter_log_joint(
+        model, data, batch_size, num_particles, resampling_gradient
+    )
     start = init.params if isinstance(init, PointEstimate) else init
     rho = float(np.log(np.expm1(init_scale)))  # softplus(rho) = init_scale
 
@@ -200,7 +219,9 @@ def fit_particle_filter_posterior(
         },
         progress=progress,
         label="weight posterior",
-        settings=_filter_settings(data, batch_size, num_particles, learning_rate),
+        settings=_filter_settings(
+            data, batch_size, num_particles, learning_rate, resampling_gradient
+        ),
         checkpoint=checkpoint,
         checkpoint_every=checkpoint_every,
     )
@@ -210,13 +231,16 @@ def fit_particle_filter_posterior(
     return WeightPosterior(fitted.params["loc"], scale, fitted.losses, fitted.resumed_from)
 
 
-def _filter_settings(data, batch_size: int, num_particles: int, learning_rate: float) -> dict:
+def _filter_settings(
+    data, batch_size: int, num_particles: int, learning_rate: float, resampling_gradient: bool
+) -> dict:
     """What defines a filter fit's objective besides the model, seed, steps and start."""
     return {
         "data": data,
         "batch_size": batch_size,
         "num_particles": num_particles,
         "learning_rate": learning_rate,
+        "resampling_gradient": resampling_gradient,
     }
 
 

@@ -11,6 +11,29 @@ an unbiased estimate of :math:`p(y_{0:T-1})` (Del Moral 2004, *Feynman-Kac Formu
 Doucet & Holenstein 2010, JRSS B 72 269). :math:`\log \hat Z` is biased low by about half its
 variance; :func:`log_likelihood` returns it with the spread over independent repeats, so that the
 bias can be judged (variance well below 1 means it is negligible).
+
+**Gradients.** With reparameterised transitions, autodiff of :math:`\log\hat Z` through the
+particles and weights but not the resampling choices gives
+:math:`\sum_t \sum_i W_t^{(i)} \nabla \log p(y_t \mid h_t^{(i)})`, each observation's score
+averaged under the *filter* at its own time (:math:`W_t` the normalised weights). That is what
+the filtering variational objectives use (Maddison et al. 2017; Le et al. 2018; Naesseth et al.
+2018), and it is not consistent: it leaves out how the parameters move the past weights that
+chose the ancestors, and its bias does not shrink as :math:`P` grows. With
+``resampling_gradient=True`` each resampled particle keeps
+:math:`\ell^{(a)} - \bot(\ell^{(a)})` of its ancestor's accumulated log weight :math:`\ell`
+(:math:`\bot` stops the gradient; the value is zero, so :math:`\hat Z` is unchanged), which
+turns the gradient into
+
+.. math::
+    \nabla \log \hat Z = \sum_i W_T^{(i)} \nabla \log p\big(y_{0:T-1} \mid
+    h^{(i)}_{0:T-1}\big),
+
+Fisher's identity :math:`\nabla \log p(y) = \mathbb{E}[\nabla \log p(y, \xi)
+\mid y]` (the latent being the noise :math:`\xi`, whose law has no parameters) with the
+smoothing distribution approximated by the filter's surviving paths: the stop-gradient
+resampling of Scibior & Wood (2021, arXiv:2106.10314), the path-space score estimate of
+Poyiadjis, Doucet & Singh (2011, Biometrika 98 65). It is consistent as :math:`P` grows, with a
+variance that grows with :math:`T` as the paths coalesce.
 """
 
 from __future__ import annotations
@@ -47,29 +70,37 @@ def log_likelihood_estimate(
     log_observation: LogObservation,
     observations: Array,
     num_particles: int,
+    *,
+    resampling_gradient: bool = False,
 ) -> Array:
-    r""":math:`\log \hat Z` for one sequence ``observations`` (time, ...)."""
+    r""":math:`\log \hat Z` for one sequence ``observations`` (time, ...).
+
+    The particles carry accumulated log weights :math:`\ell`; after a resample each restarts at
+    :math:`\log \hat Z_{0:t}` (the log of the running estimate), plus, with
+    ``resampling_gradient``, its ancestor's :math:`\ell^{(a)} - \bot(\ell^{(a)})` (module
+    docstring). Both give the same value.
+    """
     key_init, key_loop = jax.random.split(key)
     states = initial(key_init, num_particles)
     log_weights = log_observation(states, observations[0])
-    log_z = jax.nn.logsumexp(log_weights) - jnp.log(num_particles)
 
     def step(carry, inputs):
-        states, log_weights, log_z = carry
+        states, log_weights = carry
         key, y = inputs
         key_resample, key_move = jax.random.split(key)
-        states = states[_systematic_resample(key_resample, log_weights)]
-        states = transition(key_move, states)
-        log_weights = log_observation(states, y)
-        return (
-            states,
-            log_weights,
-            log_z + jax.nn.logsumexp(log_weights) - jnp.log(num_particles),
-        ), None
+        log_z = jax.nn.logsumexp(log_weights) - jnp.log(num_particles)
+        ancestors = _systematic_resample(key_resample, log_weights)
+        if resampling_gradient:
+            kept = log_weights[ancestors]
+            restart = jax.lax.stop_gradient(log_z) + (kept - jax.lax.stop_gradient(kept))
+        else:
+            restart = log_z
+        states = transition(key_move, states[ancestors])
+        return (states, restart + log_observation(states, y)), None
 
     keys = jax.random.split(key_loop, observations.shape[0] - 1)
-    (_, _, log_z), _ = jax.lax.scan(step, (states, log_weights, log_z), (keys, observations[1:]))
-    return log_z
+    (_, log_weights), _ = jax.lax.scan(step, (states, log_weights), (keys, observations[1:]))
+    return jax.nn.logsumexp(log_weights) - jnp.log(num_particles)
 
 
 def log_likelihood(

@@ -120,6 +120,52 @@ def test_rnn_likelihood_matches_quadrature_for_independent_steps():
     np.testing.assert_allclose(estimate, exact, atol=4 * se.max() + 1e-3)
 
 
+def test_resampling_gradient_is_the_likelihood_gradient_and_fivo_is_not():
+    # Linear-Gaussian chain h_0 ~ N(0, 1), h_t = a h_{t-1} + s xi_t, y_t ~ N(h_t, 0.5^2): the
+    # Kalman filter gives log p(y) and its gradient in (a, s) exactly. The filter's gradient,
+    # averaged over independent runs, must match it with the resampling term; without it
+    # (FIVO's gradient) it must miss, by a bias that more particles do not remove.
+    rng = np.random.default_rng(1)
+    T, r = 20, 0.5
+    h = np.zeros(T)
+    h[0] = rng.normal()
+    for t in range(1, T):
+        h[t] = 0.8 * h[t - 1] + 0.7 * rng.normal()
+    y = jnp.asarray(h + r * rng.normal(size=T))
+
+    def exact(theta):
+        a, s = theta
+        one = jnp.ones((1, 1))
+        return probdyn.kalman.kalman_log_marginal(
+            a * one, jnp.zeros(1), s**2 * one, one, jnp.zeros(1), jnp.array([r**2]), y[:, None]
+        )
+
+    def estimate(key, theta, resampling_gradient):
+        a, s = theta
+        return particle_filter.log_likelihood_estimate(
+            key,
+            lambda key, num: jax.random.normal(key, (num,)),
+            lambda key, h: a * h + s * jax.random.normal(key, h.shape),
+            lambda h, y_t: jax.scipy.stats.norm.logpdf(y_t, h, r),
+            y,
+            num_particles=1000,
+            resampling_gradient=resampling_gradient,
+        )
+
+    theta = jnp.array([0.8, 0.7])
+    keys = jax.random.split(jax.random.key(0), 300)
+    truth = np.asarray(jax.grad(exact)(theta))
+    runs = {}
+    for consistent in (True, False):
+        value_and_grad = jax.value_and_grad(lambda k, th, c=consistent: estimate(k, th, c), 1)
+        runs[consistent] = jax.jit(jax.vmap(value_and_grad, in_axes=(0, None)))(keys, theta)
+    np.testing.assert_allclose(runs[True][0], runs[False][0], rtol=1e-13)  # the same log Z
+    for consistent, (_, grads) in runs.items():
+        grads = np.asarray(grads)
+        error = np.abs(grads.mean(0) - truth) / (grads.std(0, ddof=1) / np.sqrt(len(keys)))
+        assert np.all(error < 4) if consistent else np.any(error > 8), (consistent, error)
+
+
 # -- the emulator ----------------------------------------------------------------------------
 def test_emulator_program_and_generation():
     model = RNNEmulator(hidden=6, noise_dim=3, num_symbols=3)
@@ -254,7 +300,13 @@ def test_particle_filter_fit_resumes_from_its_checkpoint_exactly(tmp_path, monke
     for name, value in whole.params.items():
         np.testing.assert_array_equal(resumed.params[name], value)
     np.testing.assert_array_equal(resumed.losses, whole.losses)
-    others = (dict(seed=4), dict(num_particles=8), dict(num_steps=40), dict(learning_rate=1e-3))
+    others = (
+        dict(seed=4),
+        dict(num_particles=8),
+        dict(num_steps=40),
+        dict(learning_rate=1e-3),
+        dict(resampling_gradient=False),
+    )
     for other in others:
         with pytest.raises(ConfigError, match="other arguments or data"):
             fit_particle_filter(model, train, checkpoint=path, **dict(options, **other))

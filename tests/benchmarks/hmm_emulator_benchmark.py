@@ -4,7 +4,8 @@ Trains ``RNNEmulator(hidden=150, noise_dim=100)`` on HMM symbol sequences by Sin
 (blur 0.2, straight-through Gumbel-softmax; ``--fit sinkhorn``) or by the evidence lower bound
 with MAP weights and an amortised Gaussian over each sequence's noise path (``--fit svi``), or
 by the particle filter's likelihood bound (``--fit filter``, ``--train-particles`` per
-sequence), and prints:
+sequence; its gradient through the resampling too, or FIVO's without it with
+``--fivo-gradient``), and prints:
 
 - the output statistics of generated sequences against the HMM's (frequencies, volatility,
   transition matrix), each with its standard error over trials;
@@ -18,6 +19,7 @@ sequence), and prints:
     python tests/benchmarks/hmm_emulator_benchmark.py [--fit sinkhorn|svi|filter] [--steps 3000]
         [--hidden 150 --noise-dim 100] [--batch-size 256] [--learning-rate 1e-3] [--prior-scale 1] [--seed 0]
         [--generated 2000] [--save W.npz] [--init W.npz] [--posterior-steps 0] [--checkpoint FILE]
+        [--fivo-gradient]
 
 ``--save`` keeps the fitted weights; ``--init W.npz`` starts a fit from them, or with ``--steps 0``
 evaluates them again (e.g. with more ``--generated`` sequences) without fitting.
@@ -83,6 +85,11 @@ def main():
     parser.add_argument("--particles", type=int, default=500, help="held-out particle filter")
     parser.add_argument("--train-particles", type=int, default=16, help="--fit filter")
     parser.add_argument(
+        "--fivo-gradient",
+        action="store_true",
+        help="--fit filter without the resampling gradient (FIVO's, inconsistent; was the default)",
+    )
+    parser.add_argument(
         "--prior-scale", type=float, default=1.0, help="multiplies the weights' prior scales"
     )
     parser.add_argument("--seed", type=int, default=0)
@@ -143,6 +150,7 @@ def main():
             model,
             train,
             num_particles=args.train_particles,
+            resampling_gradient=not args.fivo_gradient,
             init=init,
             checkpoint=args.checkpoint,
             **settings,
@@ -239,6 +247,7 @@ def main():
             num_steps=args.posterior_steps,
             batch_size=args.batch_size,
             num_particles=args.train_particles,
+            resampling_gradient=not args.fivo_gradient,
             learning_rate=args.posterior_learning_rate,
             init_scale=args.posterior_init_scale,
             progress=not args.no_progress,
