@@ -21,7 +21,6 @@ import math
 import warnings
 from collections.abc import Mapping
 
-import arviz as az
 import numpy as np
 import pandas as pd
 import xarray as xr
@@ -141,6 +140,8 @@ def comparison_table(
             stacklevel=2,
         )
     if trees:
+        import arviz as az  # here, not at the top: a process that only fits need not load it
+
         elpd, elpd_se = [], []
         for row, name in enumerate(names):
             if name in trees:

@@ -1,24 +1,27 @@
-r"""Fit a noise-driven sequence generator by its particle-filter likelihood (a filtering bound).
+r"""Fit a noise-driven sequence generator by its particle-filter likelihood.
 
 For a model whose likelihood integrates over a latent path (the emulator's hidden states driven
 by noise), each step runs a bootstrap particle filter with :math:`P` particles on a batch of
-:math:`B` of the :math:`N` observed sequences and maximises
+:math:`B` of the :math:`N` observed sequences, and the loss is
 
 .. math::
-    \frac{1}{N T}\Big[\frac{N}{B}\sum_{b} \log \hat Z_b(W) + \log p(W)\Big],
+    -\frac{1}{N T}\Big[\frac{N}{B}\sum_{b} \log \hat Z_b(W) + \log p(W)\Big],
 
-the filtering variational objective (FIVO; Maddison et al. 2017, Le et al. 2018, Naesseth et al.
-2018): since :math:`\hat Z_b` is unbiased for :math:`p(y_b \mid W)`,
-:math:`\mathbb{E}\log\hat Z_b \le \log p(y_b \mid W)`, a bound that tightens as :math:`P` grows
-and, unlike the evidence lower bound of an amortised Gaussian over the noise, does not favour
-networks whose noise posterior is easy to approximate. Gradients flow through the particles
-and their weights; with ``resampling_gradient=True`` (the default) also through the past
-weights that chose the ancestors, which makes the gradient Fisher's identity over the filter's
-surviving paths, consistent for :math:`\nabla\log p(y_b \mid W)` as :math:`P` grows; without
-it (FIVO's gradient, the resampling term left out as those papers recommend) each
-observation's score is averaged under the filter at its own time, a bias that does not shrink
-with :math:`P` (:mod:`probdyn.particle_filter`). The result is a MAP-style point estimate of the
-weights (:class:`~probdyn.inference.PointEstimate`).
+the negative filtering variational objective (FIVO; Maddison et al. 2017, Le et al. 2018,
+Naesseth et al. 2018): since :math:`\hat Z_b` is unbiased for :math:`p(y_b \mid W)`,
+:math:`\mathbb{E}\log\hat Z_b \le \log p(y_b \mid W)`, a bound that tightens as :math:`P`
+grows and, unlike the evidence lower bound of an amortised Gaussian over the noise, does not
+favour networks whose noise posterior is easy to approximate.
+
+What the weights follow is the gradient. With ``resampling_gradient=True`` (the default) it
+flows through the particles, their weights and the past weights that chose their ancestors,
+which makes it Fisher's identity over the filter's surviving paths: an estimate of
+:math:`\nabla_W \log p(y_b \mid W)` that is consistent as :math:`P` grows, so the fit climbs
+the log posterior :math:`\log p(y \mid W) + \log p(W)` itself. Without it (FIVO's gradient,
+the resampling term left out as those papers recommend) each observation's score is averaged
+under the filter at its own time, a bias that does not shrink with :math:`P`
+(:mod:`probdyn.particle_filter`). The result is a MAP-style point estimate of the weights
+(:class:`~probdyn.inference.PointEstimate`).
 
 :func:`fit_particle_filter_posterior` goes on from such an estimate to a mean-field Gaussian
 :math:`q(W) = \prod_i N(W_i; m_i, s_i^2)` by maximising, with reparameterised draws

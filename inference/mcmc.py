@@ -16,7 +16,6 @@ from __future__ import annotations
 import dataclasses
 import warnings
 
-import arviz as az
 import arviz_base
 import jax
 import numpy as np
@@ -63,6 +62,8 @@ class MCMCResult:
 
     def summary(self) -> pd.DataFrame:
         """ArviZ summary (mean, sd, HDI, R-hat, ESS) of the free parameters."""
+        import arviz as az  # here, not at the top: a process that only fits need not load it
+
         free = {name: self.samples[name] for name in self.density.shapes}
         return az.summary(arviz_base.from_dict({"posterior": free}, dims=self.model.site_dims))
 
