@@ -104,6 +104,7 @@ def fit_particle_filter(
     progress: bool = True,
     checkpoint: str | os.PathLike | None = None,
     checkpoint_every: int = 100,
+    average_over: int = 0,
 ) -> PointEstimate:
     """Maximise the particle filter's log likelihood plus the weights' log prior.
 
@@ -115,7 +116,8 @@ def fit_particle_filter(
     tenth of it along a cosine. ``resampling_gradient``: the consistent (Fisher) gradient;
     False gives FIVO's.
     ``checkpoint``: a file written every ``checkpoint_every`` steps, from which the same call
-    resumes (:func:`~probdyn.inference.point_estimate.minimise`).
+    resumes (:func:`~probdyn.inference.point_estimate.minimise`). ``average_over``: return the
+    mean of the last this many iterates (Polyak-Ruppert averaging; 0: the last iterate).
     """
     data = model.as_data(data)
     log_joint, num_symbols = _filter_log_joint(
@@ -135,6 +137,7 @@ def fit_particle_filter(
         ),
         checkpoint=checkpoint,
         checkpoint_every=checkpoint_every,
+        average_over=average_over,
     )
 
 

@@ -4,6 +4,20 @@ The fits of :mod:`probdyn.inference.sinkhorn` (distribution matching) and
 :mod:`probdyn.inference.filtering` (particle-filter likelihood) differ only in the objective:
 both start at the model's ``initial_weights`` (or given weights), take ``num_steps`` optimiser
 steps on a fresh random key each, and keep the objective at every step.
+
+A stochastic gradient leaves the iterates wandering about the optimum, and along weakly
+determined directions the last iterate is one draw from that wandering: in the HMM emulator
+fitted by the particle filter (batches of 8 sequences, rate 3e-4) the frequency of one of two
+symmetric symbols moves with a standard deviation of 0.012 between iterates 25 steps apart,
+almost four standard errors of the 2000 training sequences. ``average_over = m`` returns
+instead the mean of the last ``m`` iterates,
+
+.. math:: \bar w = \frac{1}{m} \sum_{s = S - m + 1}^{S} w_s,
+
+Polyak-Ruppert averaging (Polyak & Juditsky 1992, SIAM J. Control Optim. 30 838), which
+averages that wandering out (the emulator's averages over the last 150, 300 and 600 of those
+steps agree within 0.0012); applied to network weights in one basin it is stochastic weight
+averaging (Izmailov et al. 2018, UAI).
 """
 
 from __future__ import annotations
@@ -51,6 +65,7 @@ def minimise(
     settings: Mapping,
     checkpoint: str | os.PathLike | None = None,
     checkpoint_every: int = 100,
+    average_over: int = 0,
 ) -> PointEstimate:
     """Minimise ``loss(params, key)`` over the model's weights with ``optimizer``.
 
@@ -63,9 +78,14 @@ def minimise(
     every ``checkpoint_every`` steps; a run of the same signature (the fingerprint of the
     label, model, seed, number of steps, start and ``settings``) resumes from the file and ends
     exactly where an unbroken run would; another run's file is refused.
+
+    ``average_over``: return the mean of the last this many iterates (0: the last iterate;
+    see the module docstring). ``losses`` are those of the iterates either way.
     """
     if num_steps < 1:
         raise ConfigError(f"num_steps={num_steps}; expected >= 1")
+    if not 0 <= average_over <= num_steps:
+        raise ConfigError(f"average_over={average_over}; expected 0..num_steps={num_steps}")
     if checkpoint_every < 1:
         raise ConfigError(f"checkpoint_every={checkpoint_every}; expected >= 1")
     key = jax.random.key(seed)
@@ -80,8 +100,10 @@ def minimise(
             "num_steps": num_steps,
             "init": params,
             "settings": settings,
+            "average_over": average_over,
         }
     )
+    first_averaged = num_steps - average_over
 
     @jax.jit
     def update(params, state, key):
@@ -89,14 +111,19 @@ def minimise(
         updates, state = optimizer.update(grads, state, params)
         return optax.apply_updates(params, updates), state, value
 
+    @jax.jit
+    def running_mean(mean, params, count):
+        return jax.tree.map(lambda m, w: m + (w - m) / count, mean, params)
+
     state = optimizer.init(params)
+    mean = jax.tree.map(jnp.zeros_like, params)
     losses = np.empty(num_steps)
     path = Path(checkpoint) if checkpoint is not None else None
     first = 0
     saved = read_checkpoint(path, signature)
     if saved is not None:
         first = saved["step"]
-        params, state = jax.tree.map(jnp.asarray, saved["state"])
+        params, state, mean = jax.tree.map(jnp.asarray, saved["state"])
         losses[:first] = saved["losses"]
     with tqdm(total=num_steps, initial=first, disable=not progress, desc=label, unit="step") as bar:
         for step in range(first, num_steps):
@@ -106,7 +133,10 @@ def minimise(
                 bar.set_postfix(loss=f"{losses[step]:.4f}")
             bar.update()
             done = step + 1
+            if done > first_averaged:
+                mean = running_mean(mean, params, done - first_averaged)
             if path is not None and (done % checkpoint_every == 0 or done == num_steps):
-                state_on_host = jax.tree.map(np.asarray, (params, state))
+                state_on_host = jax.tree.map(np.asarray, (params, state, mean))
                 write_checkpoint(path, signature, done, losses[:done], state_on_host)
-    return PointEstimate(jax.tree.map(np.asarray, params), losses, resumed_from=first)
+    fitted = mean if average_over else params
+    return PointEstimate(jax.tree.map(np.asarray, fitted), losses, resumed_from=first)

@@ -47,6 +47,7 @@ def fit_sinkhorn(
     progress: bool = True,
     checkpoint: str | os.PathLike | None = None,
     checkpoint_every: int = 100,
+    average_over: int = 0,
 ) -> PointEstimate:
     """Minimise the Sinkhorn divergence between generated and observed symbol sequences.
 
@@ -54,7 +55,8 @@ def fit_sinkhorn(
     RNNEmulator`); ``data`` is a Dataset or :class:`~probdyn.ModelData` of ``symbols``. Starts at
     ``init`` or ``model.initial_weights``; Adam with ``learning_rate``. ``checkpoint``: a file
     written every ``checkpoint_every`` steps, from which the same call resumes
-    (:func:`~probdyn.inference.point_estimate.minimise`).
+    (:func:`~probdyn.inference.point_estimate.minimise`). ``average_over``: return the mean
+    of the last this many iterates (Polyak-Ruppert averaging; 0: the last iterate).
     """
     data = model.as_data(data)
     if batch_size < 2:
@@ -93,4 +95,5 @@ def fit_sinkhorn(
         },
         checkpoint=checkpoint,
         checkpoint_every=checkpoint_every,
+        average_over=average_over,
     )

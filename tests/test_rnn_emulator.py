@@ -9,6 +9,7 @@ import jax
 import jax.numpy as jnp
 import numpy as np
 import numpyro.distributions as dist
+import optax
 import pytest
 import xarray as xr
 from probdyn.inference import (
@@ -17,6 +18,7 @@ from probdyn.inference import (
     fit_sinkhorn,
     svi,
 )
+from probdyn.inference.point_estimate import minimise
 from probdyn.models import RNNEmulator
 from tqdm.auto import tqdm
 
@@ -273,10 +275,41 @@ def test_emulator_fit_by_the_particle_filter_closes_most_of_the_gap_to_the_true_
         fit_particle_filter(model, train, seed=0, batch_size=0)
 
 
+def test_minimise_returns_the_mean_of_the_last_iterates():
+    # Gradient descent on (w - c)^2 / 2 with rate eta: w_s = c + (w_0 - c)(1 - eta)^s.
+    c, w0, eta, num_steps, m = 2.0, -1.0, 0.1, 30, 12
+    iterates = c + (w0 - c) * (1 - eta) ** np.arange(1, num_steps + 1)
+
+    def fit(average_over):
+        return minimise(
+            lambda params, key: 0.5 * (params["w"] - c) ** 2,
+            None,
+            seed=0,
+            num_steps=num_steps,
+            optimizer=optax.sgd(eta),
+            init={"w": jnp.asarray(w0)},
+            progress=False,
+            label="quadratic",
+            settings={},
+            average_over=average_over,
+        )
+
+    averaged, last = fit(m), fit(0)
+    np.testing.assert_allclose(averaged.params["w"], iterates[-m:].mean(), rtol=1e-6)
+    np.testing.assert_allclose(last.params["w"], iterates[-1], rtol=1e-6)
+    np.testing.assert_allclose(averaged.losses, 0.5 * (np.r_[w0, iterates[:-1]] - c) ** 2, 1e-5)
+    for wrong in (-1, num_steps + 1):
+        with pytest.raises(ConfigError, match=f"average_over={wrong}"):
+            fit(wrong)
+
+
 def test_particle_filter_fit_resumes_from_its_checkpoint_exactly(tmp_path, monkeypatch):
     train = probdyn.data.simulate_hmm("linear", num_trials=20, num_timesteps=10, seed=0)
     model = RNNEmulator(hidden=4, noise_dim=2, num_symbols=3)
-    options = dict(seed=3, num_steps=30, batch_size=4, num_particles=4, progress=False)
+    # the weights returned average the last 15 steps, which the stop at step 25 cuts in two
+    options = dict(
+        seed=3, num_steps=30, batch_size=4, num_particles=4, average_over=15, progress=False
+    )
     whole = fit_particle_filter(model, train, **options)
 
     class Interrupted(Exception):
@@ -306,6 +339,7 @@ def test_particle_filter_fit_resumes_from_its_checkpoint_exactly(tmp_path, monke
         dict(num_steps=40),
         dict(learning_rate=1e-3),
         dict(resampling_gradient=False),
+        dict(average_over=0),
     )
     for other in others:
         with pytest.raises(ConfigError, match="other arguments or data"):

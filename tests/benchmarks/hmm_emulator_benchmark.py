@@ -113,6 +113,12 @@ def main():
         "resumes from it (the posterior fit to FILE.posterior)",
     )
     parser.add_argument(
+        "--average-over",
+        type=int,
+        default=0,
+        help="sinkhorn or filter fit: return the mean of the last this many iterates",
+    )
+    parser.add_argument(
         "--init", help="start from the weights in this .npz file (--steps 0: evaluate them only)"
     )
     args = parser.parse_args()
@@ -143,7 +149,14 @@ def main():
         result = None
         params, label = init, ""
     elif args.fit == "sinkhorn":
-        result = fit_sinkhorn(model, train, init=init, checkpoint=args.checkpoint, **settings)
+        result = fit_sinkhorn(
+            model,
+            train,
+            init=init,
+            checkpoint=args.checkpoint,
+            average_over=args.average_over,
+            **settings,
+        )
         params, label = result.params, "divergence"
     elif args.fit == "filter":
         result = fit_particle_filter(
@@ -153,12 +166,13 @@ def main():
             resampling_gradient=not args.fivo_gradient,
             init=init,
             checkpoint=args.checkpoint,
+            average_over=args.average_over,
             **settings,
         )
         params, label = result.params, "negative filtering bound per symbol"
     else:
-        if init is not None:
-            parser.error("--init starts the sinkhorn and filter fits only")
+        if init is not None or args.average_over:
+            parser.error("--init and --average-over are for the sinkhorn and filter fits only")
         result = svi(model, train, guide="amortised-delta", **settings)
         params, label = result.guide.median(result.params), "negative ELBO"
     if result is not None:
