@@ -38,8 +38,11 @@ def main():
     parser.add_argument("--generated", type=int, default=20000)
     parser.add_argument("--seed", type=int, default=11)
     args = parser.parse_args()
+    if args.every < 1 or args.steps < 3 * args.every:
+        parser.error("--steps must keep at least three iterates: --steps >= 3 x --every >= 3")
 
     train = simulate_hmm("linear", num_trials=2000, num_timesteps=50, seed=0)
+    num_timesteps = train.sizes["time"]
     model = RNNEmulator(hidden=150, noise_dim=100, num_symbols=3)
     log_joint, num_symbols = _filter_log_joint(
         model, model.as_data(train), args.batch_size, args.particles, True
@@ -55,7 +58,7 @@ def main():
         return optax.apply_updates(params, updates), state
 
     def frequencies(params):
-        symbols, _ = model.generate(params, jax.random.key(7), args.generated, 50)
+        symbols, _ = model.generate(params, jax.random.key(7), args.generated, num_timesteps)
         statistics = symbol_statistics(np.asarray(symbols), 3)
         return statistics["frequency"].values, statistics["frequency_se"].values
 
@@ -87,7 +90,7 @@ def main():
         f"{np.mean(np.abs(first - float(sample['frequency'][0])) > 2 * combined_se):.0%} more "
         "than 2 combined standard errors from the training sample"
     )
-    for count in (len(kept) // 4, len(kept) // 2, len(kept)):
+    for count in sorted({max(1, len(kept) // 4), max(1, len(kept) // 2), len(kept)}):
         mean = jax.tree.map(lambda *weights: np.mean(weights, axis=0), *kept[-count:])
         print(
             f"mean weights of the last {count * args.every} steps (every {args.every}): "
