@@ -17,14 +17,33 @@ import numpyro
 import xarray as xr
 from probdyn.inference.density import Density
 
+from probdyn import memory
 from probdyn.data.validate import OBSERVATION_VARIABLES
 from probdyn.model import Model
+
+#: The posterior predictive group is thinned to stay within this size (see predictive_draws).
+MAX_PREDICTIVE_BYTES = 128 * 10**6
+#: ... but keeps at least this many draws.
+MIN_PREDICTIVE_DRAWS = 20
 
 
 def _by_chain(draws: dict, num_chains: int) -> dict:
     return {
         k: np.reshape(np.asarray(v), (num_chains, -1, *np.shape(v)[1:])) for k, v in draws.items()
     }
+
+
+def predictive_draws(num_chains: int, num_draws: int, data, max_bytes: int) -> np.ndarray:
+    """Flat indices (chain, kept draw) of evenly spaced draws whose predictive fits ``max_bytes``.
+
+    One predicted data set of ``data``'s shape costs 4 bytes per value; at least
+    :data:`MIN_PREDICTIVE_DRAWS` draws in all are kept whatever the size.
+    """
+    per_draw = 4 * data.num_trials * data.num_timesteps * max(data.emission_dim, 1)
+    fits = max(max_bytes // per_draw, MIN_PREDICTIVE_DRAWS) // num_chains
+    keep = min(num_draws, max(int(fits), 1))
+    within = np.unique(np.linspace(0, num_draws - 1, keep).round().astype(int))
+    return np.arange(num_chains)[:, None] * num_draws + within[None]
 
 
 def to_datatree(
@@ -35,47 +54,116 @@ def to_datatree(
     seed: int,
     sample_stats: dict[str, np.ndarray] | None = None,
     attrs: dict | None = None,
+    predictive: bool = True,
 ) -> xr.DataTree:
-    """Build the DataTree from ``samples`` (every array with leading (chain, draw) axes)."""
-    num_chains = next(iter(samples.values())).shape[0]
+    """Build the DataTree from ``samples`` (every array with leading (chain, draw) axes).
+
+    ``predictive=False`` leaves out the ``log_likelihood`` and ``posterior_predictive`` groups,
+    which :func:`predictive_groups` adds later (``probdyn fit`` saves the fit before them).
+    """
     # The model's family and hyperparameters travel with the run (probdyn fixed-points RUN).
     attrs = {**(attrs or {}), "model": json.dumps(model.spec())}
     site = OBSERVATION_VARIABLES[model.observation]
     data = density.data
-    flat = {k: np.reshape(v, (-1, *np.shape(v)[2:])) for k, v in samples.items() if k != site}
-    # Only the observation site: fixed (conditioned) parameters also count as observed.
-    log_lik = {site: numpyro.infer.log_likelihood(density.program, flat, data)[site]}
-    unobserved = dataclasses.replace(data, observations=None, mask=None)
-    predictive = numpyro.infer.Predictive(
-        density.program, posterior_samples=flat, return_sites=[site]
-    )
-    predicted = predictive(jax.random.key(seed), unobserved)
-    obs_dims = ("trial", "time", "neuron")[: 2 if site == "symbols" else 3]
-    dims = {**model.site_dims, site: list(obs_dims)}
-
-    coords = {"trial": np.arange(data.num_trials), "time": np.arange(data.num_timesteps) * data.dt}
-
-    def group(values: dict, group_dims: dict | None = None) -> xr.Dataset:
-        return arviz_base.dict_to_dataset(
-            values,
-            dims=group_dims or dims,
-            coords=coords,
-            attrs=attrs,
-            inference_library=numpyro,
-        )
-
-    groups = {
-        "posterior": group({k: v for k, v in samples.items() if k != site}),
-        "log_likelihood": group(_by_chain(log_lik, num_chains), {site: ["trial"]}),
-        "posterior_predictive": group(_by_chain(predicted, num_chains)),
-    }
+    group = _grouper(model, data, attrs)
+    groups = {"posterior": group({k: v for k, v in samples.items() if k != site})}
     if sample_stats:
         groups["sample_stats"] = group(sample_stats)
     if data.observations is not None:
         observed = np.asarray(data.observations, dtype=float)
         if data.mask is not None:
             observed = np.where(np.asarray(data.mask), observed, np.nan)
+        obs_dims = _observation_dims(site)
         groups["observed_data"] = xr.Dataset(
-            {site: (obs_dims, observed)}, coords=coords, attrs={"dt": data.dt}
+            {site: (obs_dims, observed)}, coords=_coords(data), attrs={"dt": data.dt}
         )
+    if predictive:
+        groups.update(predictive_groups(model, density, samples, seed=seed, attrs=attrs))
     return xr.DataTree.from_dict(groups)
+
+
+def predictive_groups(
+    model: Model,
+    density: Density,
+    samples: dict[str, np.ndarray],
+    *,
+    seed: int,
+    attrs: dict | None = None,
+    max_predictive_bytes: int = MAX_PREDICTIVE_BYTES,
+) -> dict[str, xr.Dataset]:
+    """The ``log_likelihood`` and ``posterior_predictive`` groups of ``samples`` (chain, draw).
+
+    The log likelihood (one value per trial) is computed for every draw; the posterior
+    predictive for evenly spaced draws of each chain, as many as fit ``max_predictive_bytes``
+    (all of them for small data; its ``draw`` coordinate names the posterior draws kept and its
+    ``thinned`` attribute says how). Both run in chunks sized by the memory budget
+    (:mod:`probdyn.memory`).
+    """
+    attrs = {**(attrs or {}), "model": json.dumps(model.spec())}
+    site = OBSERVATION_VARIABLES[model.observation]
+    data = density.data
+    num_chains = next(iter(samples.values())).shape[0]
+    flat = {k: np.reshape(v, (-1, *np.shape(v)[2:])) for k, v in samples.items() if k != site}
+    num_draws = len(next(iter(flat.values())))
+    per_chain = num_draws // num_chains
+    # Only the observation site: fixed (conditioned) parameters also count as observed.
+    log_lik = memory.map_chunks(
+        lambda draw: numpyro.infer.log_likelihood(density.program, draw, data, batch_ndims=0)[
+            site
+        ],
+        flat,
+        what="log likelihood of each trial",
+        unit="draw",
+    )
+    kept = predictive_draws(num_chains, per_chain, data, max_predictive_bytes)
+    unobserved = dataclasses.replace(data, observations=None, mask=None)
+
+    def predict(item):
+        draw, key = item
+        predictive = numpyro.infer.Predictive(
+            density.program, posterior_samples=draw, return_sites=[site], batch_ndims=0
+        )
+        return predictive(key, unobserved)[site]
+
+    keys = jax.random.split(jax.random.key(seed), num_draws)[kept.ravel()]
+    chosen = {name: value[kept.ravel()] for name, value in flat.items()}
+    predicted = memory.map_chunks(
+        predict, (chosen, keys), what="posterior predictive", unit="draw"
+    )
+    group = _grouper(model, data, attrs)
+    predictive = group({site: predicted.reshape(kept.shape + predicted.shape[1:])})
+    predictive = predictive.assign_coords(draw=kept[0])
+    if kept.shape[1] < per_chain:
+        predictive.attrs["thinned"] = (
+            f"{kept.shape[1]} evenly spaced draws of {per_chain} per chain (the draw coordinate "
+            f"names them), to stay within {memory.format_size(max_predictive_bytes)}"
+        )
+    return {
+        "log_likelihood": group(_by_chain({site: log_lik}, num_chains), {site: ["trial"]}),
+        "posterior_predictive": predictive,
+    }
+
+
+def _observation_dims(site: str) -> tuple[str, ...]:
+    return ("trial", "time", "neuron")[: 2 if site == "symbols" else 3]
+
+
+def _coords(data) -> dict[str, np.ndarray]:
+    return {"trial": np.arange(data.num_trials), "time": np.arange(data.num_timesteps) * data.dt}
+
+
+def _grouper(model: Model, data, attrs: dict):
+    """``values -> Dataset`` with the model's dims (the observation's included) and coords."""
+    site = OBSERVATION_VARIABLES[model.observation]
+    dims = {**model.site_dims, site: list(_observation_dims(site))}
+
+    def group(values: dict, group_dims: dict | None = None) -> xr.Dataset:
+        return arviz_base.dict_to_dataset(
+            values,
+            dims=group_dims or dims,
+            coords=_coords(data),
+            attrs=attrs,
+            inference_library=numpyro,
+        )
+
+    return group

@@ -43,7 +43,14 @@ obtained, and its cost):
     the diagnostics say). The chains' estimates are independent: their spread gives the
     standard error (delta method, as for SMC). Cost: the NUTS run, then
     :math:`N_1 + N_2` likelihood evaluations; suited to posteriors with a few hundred
-    dimensions or fewer that are unimodal up to relabelling.
+    dimensions or fewer that are unimodal up to relabelling (it needs at least four draws per
+    chain and dimension, checked before NUTS runs).
+
+Memory: every method that evaluates the model at many points (importance draws, particles,
+bridge points, the columns of the Laplace Hessian, the starts of the mode search) does so in
+chunks sized by the memory budget of :mod:`probdyn.memory`; ``chunk`` fixes the size instead.
+Chunking changes no number beyond the order of floating-point sums. The Laplace method needs the
+dense Hessian, whose size is checked against the memory limit before the mode is searched.
 ``"exact"``
     For models whose latent states are integrated out exactly (LDS with Gaussian emissions,
     HMMs) and at most two free parameter dimensions: the integral over the parameters by
@@ -77,7 +84,8 @@ from probdyn.inference import devices
 from probdyn.inference.density import Density, bind
 from scipy.special import logsumexp as host_logsumexp
 
-from probdyn.errors import ConfigError
+from probdyn import memory
+from probdyn.errors import ConfigError, MemoryBudgetError
 from probdyn.model import Model
 
 
@@ -144,11 +152,13 @@ def log_evidence(model: Model, data, *, method: str = "smc", seed: int, **option
 
     Options by method: ``smc``: ``num_particles`` (1000 per repeat), ``num_repeats`` (4),
     ``num_mcmc_steps`` (10), ``num_integration_steps`` (20), ``target_ess`` (0.5),
-    ``dense_mass`` (False), ``num_devices`` (all visible);
+    ``dense_mass`` (False), ``num_devices`` (all visible), ``chunk`` (particles moved at
+    once, over all repeats);
     ``iwae``: ``svi_result`` (or ``svi_steps``, 2000), ``num_importance`` K (1000),
-    ``num_batches`` (8); ``bridge``: ``mcmc_result`` (or ``num_warmup`` 500, ``num_samples``
-    1000, ``num_chains`` 4, ``dense_mass`` False for a NUTS run), ``num_proposal``
-    :math:`N_2` (``num_samples``); ``exact``: ``num_grid`` (1-D grid points, 2001).
+    ``num_batches`` (8), ``chunk`` (importance draws at once); ``bridge``: ``mcmc_result``
+    (or ``num_warmup`` 500, ``num_samples`` 1000, ``num_chains`` 4, ``dense_mass`` False for
+    a NUTS run), ``num_proposal`` :math:`N_2` (``num_samples``); ``exact``: ``num_grid``
+    (1-D grid points, 2001).
     """
     methods = {
         "smc": _smc,
@@ -179,11 +189,34 @@ def _smc(
     dense_mass: bool = False,
     max_steps: int = 1000,
     num_devices: int | None = None,
+    chunk: int | None = None,
 ) -> Evidence:
     if density.dim == 0:
         return _exact(density, key)
     if num_repeats < 2:
         raise ConfigError("num_repeats must be at least 2 to estimate a standard error")
+    # Particles move in batches sized by the memory budget (a gradient of the log density per
+    # particle), and the repeats run side by side only as far as the budget allows.
+    per_particle, fixed = memory.item_cost(
+        jax.value_and_grad(density.log_posterior), jnp.zeros(density.dim)
+    )
+    if chunk is None:
+        at_once = memory.chunk_size(
+            num_particles * num_repeats, per_particle, fixed, what="smc particles"
+        )
+    else:
+        at_once = min(chunk, num_particles * num_repeats)
+    particle_batch = 0 if at_once >= num_particles else at_once
+    # On a CPU the repeats run one after another: side by side they gain nothing over the
+    # particles' own vectorisation and wait for the slowest (4 repeats x 1000 particles of a
+    # 1-D LDS: 53 s in sequence, 113 s side by side on 2 cores, docs/memory.md).
+    side_by_side = jax.default_backend() != "cpu"
+    repeats_at_once = max(1, at_once // num_particles) if side_by_side else 1
+    memory.logger.info(
+        f"smc: {num_repeats} runs of {num_particles} particles, "
+        f"{min(at_once, num_particles)} particles at a time in {min(repeats_at_once, num_repeats)}"
+        f" run(s) at a time (up to {memory.format_size(per_particle)} per particle)"
+    )
     kernel = blackjax.smc.adaptive_tempered.build_kernel(
         density.log_prior,
         density.log_likelihood,
@@ -191,6 +224,7 @@ def _smc(
         blackjax.hmc.init,
         resampling.systematic,
         target_ess,
+        batch_size=particle_batch,
     )
 
     mesh = devices.mesh(num_particles, num_devices)
@@ -241,7 +275,7 @@ def _smc(
         return log_z, steps, acceptance, state.tempering_param
 
     keys = jax.device_put(jax.random.split(key, num_repeats), devices.replicated(mesh))
-    runs = jax.jit(jax.vmap(one_run))
+    runs = jax.jit(lambda keys: jax.lax.map(one_run, keys, batch_size=repeats_at_once))
     runs.lower(keys)  # trace now: under the guard it only runs
     with devices.hot_loop():
         outcome = runs(keys)
@@ -267,6 +301,7 @@ def _smc(
             "num_particles": num_particles,
             "num_devices": mesh.size,
             "dense_mass": dense_mass,
+            "particles_at_once": min(at_once, num_particles),
         },
     )
 
@@ -342,6 +377,7 @@ def _iwae(
     svi_steps: int = 2000,
     num_importance: int = 1000,
     num_batches: int = 8,
+    chunk: int | None = None,
 ) -> Evidence:
     from probdyn.inference.svi import svi
 
@@ -364,7 +400,9 @@ def _iwae(
         return log_p - log_q
 
     keys = jax.random.split(key_draw, num_batches * num_importance)
-    log_w = jax.jit(jax.vmap(log_weight))(keys).reshape(num_batches, num_importance)
+    log_w = memory.map_chunks(
+        log_weight, keys, what="iwae importance draws", unit="draw", chunk=chunk
+    ).reshape(num_batches, num_importance)
     bounds = np.asarray(logsumexp(log_w, axis=1) - math.log(num_importance))
     return Evidence(
         float(bounds.mean()),
@@ -401,6 +439,7 @@ def _bridge(
         return _exact(density, key)
     key_nuts, key_check, key_chains = jax.random.split(key, 3)
     if mcmc_result is None:
+        _require_bridge_draws(num_chains, num_samples, density.dim)
         seed = int(jax.random.randint(key_nuts, (), 0, 2**31 - 1))
         mcmc_result = nuts(
             model,
@@ -420,14 +459,9 @@ def _bridge(
     draws = {name: mcmc_result.samples[name] for name in density.shapes}
     z = jax.vmap(jax.vmap(density.unconstrain))(draws)
     num_chains, num_draws = z.shape[:2]
-    if num_chains < 2 or num_draws < 4 * density.dim:
-        raise ConfigError(
-            f"bridge sampling needs at least 2 chains of at least {4 * density.dim} draws (half "
-            f"fit the bridge density in {density.dim} dimensions); got {num_chains} x {num_draws}"
-        )
+    _require_bridge_draws(num_chains, num_draws, density.dim)
     orders = _label_symmetries(model, density, z.reshape(-1, density.dim), key_check)
     relabel = _flat_relabel(model, density)
-    log_posterior = jax.vmap(density.log_posterior)
     half = num_draws // 2
     num_proposal = num_proposal or num_draws
 
@@ -455,8 +489,8 @@ def _bridge(
     means = jnp.asarray(fits.mean(1), z.dtype)
     chols = jnp.asarray(np.linalg.cholesky(covariances + 1e-9 * np.eye(density.dim)), z.dtype)
 
-    def log_ratios(kept, mean, chol, key):
-        """Log ratios log p(y, z) - log g(z) at the chain's second half and at draws from g."""
+    def points(kept, mean, chol, key):
+        """The chain's second half and draws from g, each relabelled at random."""
         key_kept, key_draw, key_moved = jax.random.split(key, 3)
         proposal = mean + jax.random.normal(key_draw, (num_proposal, density.dim)) @ chol.T
 
@@ -464,15 +498,20 @@ def _bridge(
             picks = jax.random.randint(key, (len(points),), 0, len(orders))
             return jax.vmap(relabel)(points, orders[picks])[0]
 
-        kept, proposal = scramble(key_kept, kept), scramble(key_moved, proposal)
-        log_g = jax.vmap(log_bridge_density, in_axes=(0, None, None))
-        return (
-            log_posterior(kept) - log_g(kept, mean, chol),
-            log_posterior(proposal) - log_g(proposal, mean, chol),
+        return scramble(key_kept, kept), scramble(key_moved, proposal)
+
+    def log_ratios(at):
+        """Log ratios log p(y, z) - log g(z), (chain, point); the posterior in chunks."""
+        flat = jnp.asarray(at).reshape(-1, density.dim)
+        log_post = memory.map_chunks(
+            density.log_posterior, flat, what="bridge sampling", unit="point"
         )
+        log_g = jax.vmap(jax.vmap(log_bridge_density, in_axes=(0, None, None)))
+        return log_post.reshape(at.shape[:2]) - np.asarray(jax.jit(log_g)(at, means, chols))
 
     keys = jax.random.split(key_chains, num_chains)
-    from_posterior, from_proposal = jax.jit(jax.vmap(log_ratios))(z[:, half:], means, chols, keys)
+    kept, proposal = jax.jit(jax.vmap(points))(z[:, half:], means, chols, keys)
+    from_posterior, from_proposal = log_ratios(kept), log_ratios(proposal)
     per_chain = []
     for chain, (a, b) in enumerate(zip(from_posterior, from_proposal, strict=True)):
         if np.isnan(a).any() or np.isnan(b).any():
@@ -499,6 +538,15 @@ def _bridge(
             "num_proposal_draws": num_proposal,
         },
     )
+
+
+def _require_bridge_draws(num_chains: int, num_draws: int, dim: int) -> None:
+    """Bridge sampling fits a Gaussian per chain to half its draws: enough draws, 2+ chains."""
+    if num_chains < 2 or num_draws < 4 * dim:
+        raise ConfigError(
+            f"bridge sampling needs at least 2 chains of at least {4 * dim} draws (half "
+            f"fit the bridge density in {dim} dimensions); got {num_chains} x {num_draws}"
+        )
 
 
 def _flat_relabel(model, density: Density):
@@ -599,28 +647,57 @@ def find_mode(density: Density, key, *, num_starts: int = 4, num_steps: int = 10
         (z, _), _ = jax.lax.scan(adam_step, (z, adam.init(z)), None, length=num_steps)
         return z, -loss(z)
 
-    modes, values = jax.jit(jax.vmap(descend))(starts)
-    values = jnp.where(jnp.isfinite(values), values, -jnp.inf)
-    best = modes[int(jnp.argmax(values))]
+    modes, values = memory.map_chunks(descend, starts, what="mode search", unit="start")
+    values = np.where(np.isfinite(values), values, -np.inf)
+    best = jnp.asarray(modes[int(np.argmax(values))])
 
-    @jax.jit
-    def newton(z):
-        grad, hess = jax.grad(loss)(z), jax.hessian(loss)(z)
-        step = jnp.linalg.solve(hess + 1e-8 * jnp.eye(z.shape[0]), grad)
-        candidate = z - step
-        return jnp.where(loss(candidate) < loss(z), candidate, z)
-
+    gradient, value = jax.jit(jax.grad(loss)), jax.jit(loss)
     for _ in range(5):
-        best = newton(best)
-    return best, float(-loss(best))
+        hessian = -hessian_matrix(density.log_posterior, best)
+        step = np.linalg.solve(hessian + 1e-8 * np.eye(len(best)), np.asarray(gradient(best)))
+        candidate = best - jnp.asarray(step, best.dtype)
+        if value(candidate) < value(best):
+            best = candidate
+    return best, float(-value(best))
+
+
+def require_dense_hessian(dim: int) -> None:
+    """Raise a MemoryBudgetError unless a dense float64 Hessian and its factor fit the limit."""
+    needed = 2 * dim * dim * np.dtype(np.float64).itemsize
+    free = memory.settings().resolved_limit() - memory.resident_bytes()
+    if needed > free:
+        raise MemoryBudgetError(
+            f"the Hessian of {dim} free dimensions needs {memory.format_size(needed)} (dense, "
+            f"with its factorisation) but {memory.format_size(max(free, 0))} of the "
+            f"{memory.format_size(memory.settings().resolved_limit())} memory limit is free; "
+            "use the iwae or smc evidence for models this large"
+        )
+
+
+def hessian_matrix(fn, z: Array) -> np.ndarray:
+    r"""The Hessian of a scalar ``fn`` at ``z``, column by column, in chunks sized by the budget.
+
+    Column :math:`j` is the Hessian-vector product with the unit vector :math:`e_j` (forward
+    over reverse); the dense result is checked against the memory limit before any is computed.
+    """
+    dim = z.shape[0]
+    require_dense_hessian(dim)
+
+    def column(j):
+        unit = jax.nn.one_hot(j, dim, dtype=z.dtype)
+        return jax.jvp(jax.grad(fn), (z,), (unit,))[1]
+
+    columns = memory.map_chunks(column, jnp.arange(dim), what="Hessian columns", unit="column")
+    return np.asarray(columns, np.float64).T
 
 
 def _laplace(density: Density, key, *, model=None, num_starts: int = 4) -> Evidence:
     if density.dim == 0:
         return _exact(density, key)
+    require_dense_hessian(density.dim)  # before the search, not after it
     mode, log_joint = find_mode(density, key, num_starts=num_starts)
-    hessian = -jax.hessian(density.log_posterior)(mode)
-    sign, log_det = np.linalg.slogdet(np.asarray(hessian))
+    hessian = -hessian_matrix(density.log_posterior, mode)
+    sign, log_det = np.linalg.slogdet(0.5 * (hessian + hessian.T))
     if sign <= 0:
         raise FloatingPointError("the Hessian at the mode is not positive definite")
     value = log_joint + 0.5 * density.dim * math.log(2 * math.pi) - 0.5 * log_det

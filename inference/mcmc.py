@@ -76,8 +76,12 @@ class MCMCResult:
             "min_ess_bulk": float(table["ess_bulk"].min()),
         }
 
-    def to_arviz(self) -> xr.DataTree:
-        """ArviZ DataTree: posterior, sample_stats, log_likelihood, predictive, observed data."""
+    def to_arviz(self, *, predictive: bool = True) -> xr.DataTree:
+        """ArviZ DataTree: posterior, sample_stats, log_likelihood, predictive, observed data.
+
+        ``predictive=False`` leaves out the log likelihood and the posterior predictive
+        (:func:`~probdyn.inference.arviz.predictive_groups` adds them later).
+        """
         return to_datatree(
             self.model,
             self.density,
@@ -85,7 +89,18 @@ class MCMCResult:
             seed=self.seed + 1,
             sample_stats=self.sample_stats,
             attrs={"inference": "nuts"},
+            predictive=predictive,
         )
+
+    @classmethod
+    def from_datatree(cls, model: Model, data, tree: xr.DataTree, *, seed: int) -> MCMCResult:
+        """The result saved in a run's posterior and sample_stats groups (to resume a run)."""
+        density = bind(model, model.as_data(data))
+        posterior = tree["posterior"].to_dataset()
+        samples = {name: posterior[name].values for name in posterior.data_vars}
+        stats = tree["sample_stats"].to_dataset()
+        sample_stats = {name: stats[name].values for name in stats.data_vars}
+        return cls(model, density, samples, sample_stats["diverging"], sample_stats, seed)
 
 
 def _initial_positions(init, density: Density, num_chains: int, seed: int):

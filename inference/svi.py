@@ -44,6 +44,7 @@ from probdyn.inference.checkpoint import read_checkpoint, write_checkpoint
 from probdyn.inference.density import Density, bind, fingerprint
 from tqdm.auto import tqdm
 
+from probdyn import memory
 from probdyn.compilation import run_once
 from probdyn.errors import ConfigError
 from probdyn.model import Model, ModelData
@@ -200,23 +201,30 @@ class SVIResult:
             data = self.model.as_data(data)
         key_guide, key_sites = jax.random.split(jax.random.key(seed))
         sites = [*self.density.shapes, *self.density.deterministic]
+        site_keys = jax.random.split(key_sites, num_samples)
         if isinstance(self.guide, numpyro.infer.autoguide.AutoLaplaceApproximation):
             latent = self.guide.sample_posterior(
                 key_guide, self.params, data, sample_shape=(num_samples,)
             )
-            predictive = numpyro.infer.Predictive(
-                self.density.program, posterior_samples=latent, return_sites=sites
-            )
-            draws = {**predictive(key_sites, data), **latent}
+            draws = {**_replay(self.density.program, latent, site_keys, sites, data), **latent}
         else:
-            predictive = numpyro.infer.Predictive(
-                self.density.program,
-                guide=self.guide,
-                params=self.params,
-                num_samples=num_samples,
-                return_sites=sites,
+
+            def from_guide(key):
+                predictive = numpyro.infer.Predictive(
+                    self.density.program,
+                    guide=self.guide,
+                    params=self.params,
+                    num_samples=1,
+                    return_sites=sites,
+                )
+                return {name: value[0] for name, value in predictive(key, data).items()}
+
+            draws = memory.map_chunks(
+                from_guide,
+                jax.random.split(key_guide, num_samples),
+                what="posterior draws from the guide",
+                unit="draw",
             )
-            draws = predictive(key_guide, data)
         if refine:
             site = self.model.local_site
             weights = {name: draws[name] for name in self.density.shapes if name != site}
@@ -229,10 +237,8 @@ class SVIResult:
                 num_steps=refine,
                 key=jax.random.fold_in(key_sites, 1),
             )
-            predictive = numpyro.infer.Predictive(
-                self.density.program, posterior_samples={**weights, site: local}, return_sites=sites
-            )
-            draws = {**predictive(key_sites, data), **weights, site: local}
+            refined = {**weights, site: local}
+            draws = {**_replay(self.density.program, refined, site_keys, sites, data), **refined}
         draws = {name: value for name, value in draws.items() if name in sites}
         for name, value in self.density.fixed.items():
             draws[name] = np.broadcast_to(value, (num_samples, *np.shape(value)))
@@ -254,8 +260,14 @@ class SVIResult:
             fn = fn.base_dist
         return np.asarray(fn.loc), np.asarray(fn.scale)
 
-    def to_arviz(self, *, num_samples: int = 500, seed: int = 0) -> xr.DataTree:
-        """ArviZ DataTree of guide draws (one chain); its ``optimization`` group: the loss trace."""
+    def to_arviz(
+        self, *, num_samples: int = 500, seed: int = 0, predictive: bool = True
+    ) -> xr.DataTree:
+        """ArviZ DataTree of guide draws (one chain); its ``optimization`` group: the loss trace.
+
+        ``predictive=False`` leaves out the log likelihood and the posterior predictive
+        (:func:`~probdyn.inference.arviz.predictive_groups` adds them later).
+        """
         draws = self.sample_posterior(num_samples, seed=seed)
         samples = {k: v[None] for k, v in draws.items()}
         tree = to_datatree(
@@ -264,9 +276,23 @@ class SVIResult:
             samples,
             seed=seed + 1,
             attrs={"inference": "svi", "final_loss": float(self.losses[-1])},
+            predictive=predictive,
         )
         tree["optimization"] = xr.DataTree(xr.Dataset({"loss": ("step", self.losses)}))
         return tree
+
+
+def _replay(program, samples: dict, keys, sites: list[str], data) -> dict[str, np.ndarray]:
+    """``sites`` of ``program`` run at each draw of ``samples`` (chunked by the memory budget)."""
+
+    def one(item):
+        draw, key = item
+        predictive = numpyro.infer.Predictive(
+            program, posterior_samples=draw, return_sites=sites, batch_ndims=0
+        )
+        return predictive(key, data)
+
+    return memory.map_chunks(one, (samples, keys), what="posterior draws", unit="draw")
 
 
 def _run_signature(model, data: ModelData, **settings) -> str:

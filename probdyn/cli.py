@@ -10,6 +10,7 @@ status 2, never a traceback.
 from __future__ import annotations
 
 import argparse
+import logging
 import sys
 
 from probdyn.errors import ProbdynError
@@ -24,6 +25,7 @@ def _demo(args) -> int:
         seed=args.seed,
         progress=not args.no_progress,
         workers=args.workers,
+        recording=args.recording,
     )
     columns = [
         "model",
@@ -35,11 +37,12 @@ def _demo(args) -> int:
     ]
     print(table[columns].to_string(index=False, float_format=lambda v: f"{v:.3f}"))
     winner = table["model"].iloc[0]
-    verdict = "matches" if winner == f"LDS(latent_dim={TRUE_LATENT_DIM})" else "differs from"
-    print(
-        f"\nwinner: {winner} (posterior probability {table['posterior_probability'].iloc[0]:.3f}); "
-        f"it {verdict} the generating model LDS(latent_dim={TRUE_LATENT_DIM})"
-    )
+    probability = table["posterior_probability"].iloc[0]
+    line = f"\nwinner: {winner} (posterior probability {probability:.3f})"
+    if args.recording == "simulated":
+        verdict = "matches" if winner == f"LDS(latent_dim={TRUE_LATENT_DIM})" else "differs from"
+        line += f"; it {verdict} the generating model LDS(latent_dim={TRUE_LATENT_DIM})"
+    print(line)
     if points is None:
         print(f"{winner}: discrete states, no fixed points")
     else:
@@ -104,7 +107,18 @@ def _fixed_points(args) -> int:
     return 0
 
 
+#: Steps of ``probdyn fit`` after the fit, each saved into the run as it finishes.
+FIT_STEPS = ("evidence", "predictive", "report")
+
+
 def _fit(args) -> int:
+    """Fit, save the run, then add evidence, predictive and report, each saved as it finishes.
+
+    A rerun with the same configuration (the memory limit may change) resumes: the fit is read
+    back from ``run.nc`` (or resumed from the SVI checkpoint if the run was not yet written) and
+    only the steps missing from the run are done. A step that fails says so in one line and
+    leaves what finished in place.
+    """
     import json
     import platform
     from importlib.metadata import version
@@ -118,26 +132,35 @@ def _fit(args) -> int:
     import jax
     import xarray as xr
 
-    from probdyn.config import build_model, load_config, load_data
+    from probdyn import memory
+    from probdyn.config import build_model, load_config, load_data, same_run
     from probdyn.errors import ConfigError
-    from probdyn.inference import devices, log_evidence, nuts, svi
+    from probdyn.inference import MCMCResult, devices, log_evidence, nuts, svi
+    from probdyn.inference.arviz import predictive_groups
 
     config = load_config(args.config)
     out = Path(args.out or config["out"])
-    run_path = out / "run.nc"
-    if run_path.exists():
-        raise ConfigError(f"{run_path} exists; runs are never overwritten: choose another out")
+    run_path, saved_config = out / "run.nc", out / "config.toml"
+    if saved_config.exists() and not same_run(load_config(saved_config), config):
+        raise ConfigError(
+            f"{out} holds a run of another configuration ({saved_config}); runs are never "
+            "overwritten: choose another out"
+        )
     writes = devices.is_main_process()  # every process computes, process 0 writes
     model = build_model(config)
     data = model.prepare(load_data(config))
     settings, seed = config["inference"], config["seed"]
+    limit = args.memory_limit or config.get("memory_limit")
+    progress = writes and not args.no_progress
     if writes:
         out.mkdir(parents=True, exist_ok=True)
+        if not saved_config.exists():
+            saved_config.write_text(Path(args.config).read_text())
     log = []
 
     def say(line: str) -> None:
         if writes:
-            print(line)
+            print(line, flush=True)
         log.append(line)
 
     if joined:
@@ -148,56 +171,144 @@ def _fit(args) -> int:
 
     hyperparameters = ", ".join(f"{k}={v!r}" for k, v in config["model"]["hyperparameters"].items())
     name = f"{config['model']['family']}({hyperparameters})"
-    say(f"fitting {name} to {data.num_trials} trials x {data.num_timesteps} bins")
-    if settings["method"] == "svi":
-        result = svi(
-            model,
-            data,
-            num_steps=settings.get("num_steps", 2000),
-            seed=seed,
-            guide=settings.get("guide", "auto"),
-            learning_rate=settings.get("learning_rate", 1e-2),
-            batch_size=settings.get("batch_size"),
-            checkpoint=out / "svi.ckpt",  # a killed run resumes from here
-            num_devices=settings.get("num_devices"),
-            progress=writes and not args.no_progress,
+    failures = []
+    with memory.limit(limit, progress=progress) as budget:
+        say(
+            f"fitting {name} to {data.num_trials} trials x {data.num_timesteps} bins x "
+            f"{data.emission_dim} channels (memory limit "
+            f"{memory.format_size(budget.resolved_limit())})"
         )
-        say(f"svi: final loss {result.losses[-1]:.4g} after {len(result.losses)} steps")
-        tree = result.to_arviz(num_samples=settings.get("num_draws", 500), seed=seed)
-    else:
-        result = nuts(
-            model,
-            data,
-            num_warmup=settings.get("num_warmup", 500),
-            num_samples=settings.get("num_samples", 500),
-            num_chains=settings.get("num_chains", 4),
-            chain_method=settings["chain_method"],
-            seed=seed,
-            progress=writes and not args.no_progress,
-        )
-        say(f"nuts: {result.diagnostics()}")
-        tree = result.to_arviz()
-    if settings["evidence"] != "none":
-        # iwae weighs the SVI guide's draws and bridge bridges from the NUTS draws of this fit.
-        reused = {("iwae", "svi"): "svi_result", ("bridge", "nuts"): "mcmc_result"}
-        option = reused.get((settings["evidence"], settings["method"]))
-        options = {option: result} if option else {}
-        if settings["evidence"] == "smc":
-            options["num_devices"] = settings.get("num_devices")
-        evidence = log_evidence(model, data, method=settings["evidence"], seed=seed, **options)
-        tree["evidence"] = xr.DataTree(evidence.to_dataset())
-        say(str(evidence))
+        resumed = run_path.exists()
+        if resumed:
+            tree = xr.load_datatree(run_path)
+            say(f"resuming: {run_path} holds the fit; missing: {_missing_steps(tree, out)}")
+
+        def fit_svi():
+            return svi(
+                model,
+                data,
+                num_steps=settings.get("num_steps", 2000),
+                seed=seed,
+                guide=settings.get("guide", "auto"),
+                learning_rate=settings.get("learning_rate", 1e-2),
+                batch_size=settings.get("batch_size"),
+                checkpoint=out / "svi.ckpt",  # a killed run resumes from here
+                num_devices=settings.get("num_devices"),
+                progress=progress,
+            )
+
+        result = None
+        if settings["method"] == "svi" and (not resumed or settings["evidence"] == "iwae"):
+            result = fit_svi()  # on resume: read back from the finished checkpoint
+            if not resumed:
+                say(f"svi: final loss {result.losses[-1]:.4g} after {len(result.losses)} steps")
+                tree = result.to_arviz(
+                    num_samples=settings.get("num_draws", 500), seed=seed, predictive=False
+                )
+        elif settings["method"] == "nuts" and not resumed:
+            result = nuts(
+                model,
+                data,
+                num_warmup=settings.get("num_warmup", 500),
+                num_samples=settings.get("num_samples", 500),
+                num_chains=settings.get("num_chains", 4),
+                chain_method=settings["chain_method"],
+                seed=seed,
+                progress=progress,
+            )
+            say(f"nuts: {result.diagnostics()}")
+            tree = result.to_arviz(predictive=False)
+        elif settings["method"] == "nuts" and settings["evidence"] == "bridge":
+            result = MCMCResult.from_datatree(model, data, tree, seed=seed)
+        if not resumed:
+            tree.attrs["name"] = name
+            if writes:
+                _save_run(tree, run_path)
+                say(f"run: {run_path} (the fit; evidence, predictive and report follow)")
+
+        def evidence_step():
+            # iwae weighs the SVI guide's draws and bridge bridges from the NUTS draws of this fit.
+            reused = {("iwae", "svi"): "svi_result", ("bridge", "nuts"): "mcmc_result"}
+            option = reused.get((settings["evidence"], settings["method"]))
+            options = {option: result} if option else {}
+            if settings["evidence"] == "smc":
+                options["num_devices"] = settings.get("num_devices")
+            evidence = log_evidence(model, data, method=settings["evidence"], seed=seed, **options)
+            say(str(evidence))
+            return {"evidence": evidence.to_dataset()}
+
+        def predictive_step():
+            posterior = tree["posterior"].to_dataset()
+            samples = {k: posterior[k].values for k in posterior.data_vars}
+            density = result.density if result is not None else None
+            if density is None:
+                from probdyn.inference.density import bind
+
+                density = bind(model, data)
+            return predictive_groups(model, density, samples, seed=seed + 1)
+
+        steps = {"evidence": evidence_step, "predictive": predictive_step}
+        changed = not resumed
+        for step in FIT_STEPS:
+            missing = step in _missing_steps(tree, out)
+            if step == "evidence" and settings["evidence"] == "none":
+                continue
+            if not missing and not (step == "report" and changed):
+                continue  # done before; the report is redone when anything above it changed
+            try:
+                if step == "report":
+                    if writes:
+                        from probdyn.report import run_sections, write_report
+
+                        path = write_report(
+                            out / "report.html", f"probdyn run: {name}", run_sections(tree, name)
+                        )
+                        say(f"report: {path}")
+                    continue
+                groups = steps[step]()
+            except (ProbdynError, FloatingPointError, MemoryError, RuntimeError) as error:
+                failures.append(step)
+                first = str(error).strip().splitlines()[0] if str(error).strip() else ""
+                line = (
+                    f"probdyn: {step} failed ({type(error).__name__}: {first}); {run_path} keeps "
+                    "what finished; rerun the same command to retry"
+                )
+                print(line, file=sys.stderr, flush=True)
+                log.append(line)
+                continue
+            for group, dataset in groups.items():
+                tree[group] = xr.DataTree(dataset)
+            changed = True
+            if writes:
+                _save_run(tree, run_path)
     if not writes:
         return 0
-    tree.attrs["name"] = name
-    tree.to_netcdf(run_path)
-    (out / "config.toml").write_text(Path(args.config).read_text())
     packages = ("probdyn", "jax", "numpyro", "arviz", "xarray", "optax", "blackjax")
     versions = {"python": platform.python_version(), **{p: version(p) for p in packages}}
     (out / "versions.json").write_text(json.dumps(versions, indent=2))
     say(f"run: {run_path}")
-    (out / "fit.log").write_text("\n".join(log) + "\n")
-    return 0
+    with open(out / "fit.log", "a") as handle:
+        handle.write("\n".join(log) + "\n")
+    return 1 if failures else 0
+
+
+def _missing_steps(tree, out) -> list[str]:
+    """The steps of :data:`FIT_STEPS` a saved run lacks (the report is a file beside it)."""
+    present = {
+        "evidence": "evidence" in tree.children,
+        "predictive": "posterior_predictive" in tree.children,
+        "report": (out / "report.html").exists(),
+    }
+    return [step for step in FIT_STEPS if not present[step]]
+
+
+def _save_run(tree, path) -> None:
+    """Write the run file whole, then move it into place (a killed write leaves the old one)."""
+    import os
+
+    partial = path.with_name(path.name + ".partial")
+    tree.to_netcdf(partial)
+    os.replace(partial, path)
 
 
 def _count(minimum: int):
@@ -326,7 +437,9 @@ def build_parser() -> argparse.ArgumentParser:
     """The argument parser with its subcommands."""
     parser = argparse.ArgumentParser(prog="probdyn", description=__doc__.splitlines()[0])
     commands = parser.add_subparsers(dest="command", required=True)
-    demo = commands.add_parser("demo", help="simulate, fit candidate models, compare, report")
+    demo = commands.add_parser(
+        "demo", help="simulate (or read the shipped recording), fit candidates, compare, report"
+    )
     demo.add_argument("--out", default="probdyn-demo", help="output directory")
     demo.add_argument(
         "--quick",
@@ -334,6 +447,12 @@ def build_parser() -> argparse.ArgumentParser:
         help="one candidate per family, smaller data, fewer steps (under a minute)",
     )
     demo.add_argument("--seed", type=int, default=0)
+    demo.add_argument(
+        "--recording",
+        choices=["simulated", "mc_maze_small"],
+        default="simulated",
+        help="simulated (known generating model) or the shipped MC_Maze_Small spike counts",
+    )
     demo.add_argument(
         "--workers",
         type=_count(1),
@@ -356,6 +475,11 @@ def build_parser() -> argparse.ArgumentParser:
     fit.add_argument("config", help="a run configuration (see probdyn.config)")
     fit.add_argument("--out", help="output directory (default: the config's out)")
     fit.add_argument("--no-progress", action="store_true", help="no progress bars")
+    fit.add_argument(
+        "--memory-limit",
+        help="memory the run may use, e.g. 4GB (default: the config's memory_limit, else 3/4 of "
+        "the memory available at the start)",
+    )
     fit.add_argument(
         "--coordinator",
         help="host:port of process 0, to run as one of several processes "
@@ -415,12 +539,28 @@ def build_parser() -> argparse.ArgumentParser:
     return parser
 
 
+class _PrintHandler(logging.Handler):
+    """Prints each record on the standard output of the moment (as the CLI's own lines are)."""
+
+    def emit(self, record: logging.LogRecord) -> None:
+        print(self.format(record), flush=True)
+
+
+def _show_cost_lines() -> None:
+    """Print probdyn's INFO lines (what each chunked step will cost) with the CLI's output."""
+    logger = logging.getLogger("probdyn")
+    if not any(isinstance(h, _PrintHandler) for h in logger.handlers):
+        logger.addHandler(_PrintHandler())
+        logger.setLevel(logging.INFO)
+
+
 def main(argv: list[str] | None = None) -> int:
     """Entry point of the ``probdyn`` command."""
     args = build_parser().parse_args(argv)
     from probdyn.compilation import use_persistent_cache
 
     use_persistent_cache()
+    _show_cost_lines()
     try:
         return args.handler(args)
     except (ProbdynError, FileNotFoundError, FloatingPointError) as error:

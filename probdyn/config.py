@@ -4,6 +4,7 @@ r"""Run configurations (TOML) for ``probdyn fit``: data, model, priors, inferenc
 
     seed = 0
     out = "fits/double-well"
+    memory_limit = "4GB"           # optional: chunked steps keep the process under it
 
     [data]
     source = "simulate"            # "netcdf" | "nlb" | "nwb" | "simulate"
@@ -72,7 +73,7 @@ SOURCES = ("netcdf", "nlb", "nwb", "simulate")
 SIMULATORS = ("simulate_sde", "simulate_attractor", "simulate_hmm")
 EVIDENCE_METHODS = ("iwae", "smc", "bridge", "laplace", "exact", "none")
 _SECTIONS = {
-    "": {"seed", "out", "data", "model", "inference"},
+    "": {"seed", "out", "memory_limit", "data", "model", "inference"},
     "data": {"source", "path", "simulator", "options"},
     "model": {"family", "hyperparameters", "priors"},
     "inference": {
@@ -194,6 +195,10 @@ def load_config(path: str | Path) -> dict[str, Any]:
     _check_keys(inference, "inference")
     _expect(config.setdefault("seed", 0), int, "seed")
     _expect(config.setdefault("out", f"probdyn-fit-{path.stem}"), str, "out")
+    if "memory_limit" in config:
+        from probdyn.memory import parse_size
+
+        parse_size(config["memory_limit"])  # one line naming the key's problem, now
 
     data = config["data"]
     source = data.get("source")
@@ -239,6 +244,19 @@ def load_config(path: str | Path) -> dict[str, Any]:
         if key in inference and (_expect(inference[key], int, f"inference.{key}") < 1):
             raise ConfigError(f"config: inference.{key} = {inference[key]}; expected >= 1")
     return config
+
+
+#: Keys that may change between a run and its resumption (they do not change the result).
+RESUMABLE_CHANGES = ("out", "memory_limit")
+
+
+def same_run(saved: Mapping[str, Any], config: Mapping[str, Any]) -> bool:
+    """Whether two checked configs describe the same run (up to :data:`RESUMABLE_CHANGES`)."""
+
+    def essence(c):
+        return {k: v for k, v in c.items() if k not in RESUMABLE_CHANGES}
+
+    return essence(saved) == essence(config)
 
 
 def build_model(config: Mapping[str, Any]):

@@ -42,6 +42,8 @@ import xarray as xr
 from tqdm.auto import tqdm
 
 from probdyn.compilation import run_once
+from probdyn.data.validate import OBSERVATION_VARIABLES
+from probdyn.errors import ConfigError
 from probdyn.model import Model, prior_predictive
 from probdyn.models import HMM, LDS, SDERNN
 
@@ -87,13 +89,45 @@ def run_path(out: Path, name: str) -> Path:
     return out / "runs" / f"{re.sub(r'[^A-Za-z0-9]+', '_', name).strip('_')}.nc"
 
 
-def candidate_models(quick: bool = False) -> dict[str, Model]:
+#: The demo's recordings: simulated (the default), or the shipped real one.
+RECORDINGS = ("simulated", "mc_maze_small")
+
+
+def demo_recording(recording: str, *, seed: int, quick: bool) -> xr.Dataset:
+    """The simulated recording, or MC_Maze_Small's 75 training trials binned at 20 ms."""
+    if recording == "simulated":
+        with run_once():
+            return simulate_demo_recording(
+                seed=seed, num_trials=4 if quick else 8, num_timesteps=40 if quick else 60
+            )
+    if recording == "mc_maze_small":
+        from probdyn.data import mc_maze_small
+
+        return mc_maze_small(bin_size=0.02)
+    raise ConfigError(f"recording = {recording!r}; expected one of {list(RECORDINGS)}")
+
+
+def candidate_models(quick: bool = False, recording: str = "simulated") -> dict[str, Model]:
     """The demo's candidates by display name: LDS, an SDE RNN and an HMM.
 
-    The LDS have latent dimension 1, 2 and 3 (only 2 when ``quick``: one model per family).
+    Simulated recording (Gaussian channels): LDS of latent dimension 1, 2 and 3 (only 2 when
+    ``quick``: one model per family), a rank-2 SDE RNN of 8 units, a 4-state HMM. MC_Maze_Small
+    (spike counts): Poisson LDS of latent dimension 2, 4 and 8 (only 4 when ``quick``), a
+    Poisson SDE RNN of 16 units and rank 4, a Poisson HMM of 8 states.
     """
+    if recording == "mc_maze_small":
+        dims = (4,) if quick else (2, 4, 8)
+        candidates: dict[str, Model] = {
+            f"LDS(latent_dim={d}, poisson)": LDS(latent_dim=d, observation="poisson")
+            for d in dims
+        }
+        candidates["SDERNN(num_units=16, rank=4, poisson)"] = SDERNN(
+            num_units=16, rank=4, observation="poisson"
+        )
+        candidates["HMM(num_states=8, poisson)"] = HMM(num_states=8, observation="poisson")
+        return candidates
     dims = (2,) if quick else (1, 2, 3)
-    candidates: dict[str, Model] = {f"LDS(latent_dim={d})": LDS(latent_dim=d) for d in dims}
+    candidates = {f"LDS(latent_dim={d})": LDS(latent_dim=d) for d in dims}
     candidates["SDERNN(num_units=8, rank=2)"] = SDERNN(num_units=8, rank=2)
     candidates["HMM(num_states=4)"] = HMM(num_states=4, observation="gaussian")
     return candidates
@@ -133,7 +167,7 @@ def _start_worker(settings: dict) -> None:
 
 
 def _fit_candidate(
-    name: str, *, quick: bool, recording: Path, destination: Path, seed: int
+    name: str, *, quick: bool, kind: str, recording: Path, destination: Path, seed: int
 ) -> tuple[str, float]:
     """Fit one candidate by SVI, bound its evidence, find its fixed points; save the run.
 
@@ -145,7 +179,7 @@ def _fit_candidate(
     from probdyn.inference import log_evidence, svi
 
     start = time.perf_counter()
-    model = candidate_models(quick)[name]
+    model = candidate_models(quick, kind)[name]
     with xr.open_dataset(recording) as stored:
         ds = stored.load()
     fit = svi(model, ds, num_steps=1000 if quick else 3000, seed=seed, progress=False)
@@ -171,14 +205,15 @@ def _fit_candidate(
 
 
 def _fit_all(
-    out: Path, quick: bool, seed: int, progress: bool, workers: int | None
+    out: Path, quick: bool, kind: str, seed: int, progress: bool, workers: int | None
 ) -> dict[str, xr.DataTree]:
     """Every candidate's saved run, by name, fitted ``workers`` at a time."""
-    names = list(candidate_models(quick))
+    names = list(candidate_models(quick, kind))
     workers = min(len(names), workers or _available_cores() + 1)
     jobs = {
         name: dict(
             quick=quick,
+            kind=kind,
             recording=out / "recording.nc",
             destination=run_path(out, name),
             seed=seed + i,
@@ -218,9 +253,12 @@ def run_demo(
     seed: int = 0,
     progress: bool = True,
     workers: int | None = None,
+    recording: str = "simulated",
 ):
     """Run the demo; return (comparison table, report path, the winner's fixed points or None).
 
+    ``recording``: ``"simulated"`` (the default; the generating model is known) or
+    ``"mc_maze_small"`` (the shipped real recording, :func:`probdyn.data.mc_maze_small`).
     ``workers`` processes fit the candidates (default: one more than the cores, at most one per
     candidate; 1 fits them in this process). The fixed points are None when the winner has no
     continuous dynamics (an HMM).
@@ -237,20 +275,17 @@ def run_demo(
     )
 
     out = Path(out)
+    ds = demo_recording(recording, seed=seed, quick=quick)
     (out / "runs").mkdir(parents=True, exist_ok=True)
-    with run_once():
-        ds = simulate_demo_recording(
-            seed=seed, num_trials=4 if quick else 8, num_timesteps=40 if quick else 60
-        )
     ds.to_netcdf(out / "recording.nc")
     # Every candidate is saved as a run (posterior, predictive, loss trace, evidence, fixed
     # points where found), which `probdyn compare out/runs/*.nc` and `probdyn report RUN` read.
-    runs = _fit_all(out, quick, seed, progress, workers)
+    runs = _fit_all(out, quick, recording, seed, progress, workers)
     table = comparison_table(
         {name: Evidence.from_dataset(run["evidence"].to_dataset()) for name, run in runs.items()}
     )
     winner = table["model"].iloc[0]
-    candidates = candidate_models(quick)
+    candidates = candidate_models(quick, recording)
     family_points = {
         name: FixedPointPosterior.from_tree(runs[name])
         for name in _best_per_family(table, candidates).values()
@@ -259,16 +294,37 @@ def run_demo(
     points = family_points.get(winner)  # None when an HMM wins
     tree = runs[winner]
     shutil.copyfile(run_path(out, winner), out / "winner.nc")
-    predicted = tree["posterior_predictive"]["y"].values[0]
+    site = OBSERVATION_VARIABLES[candidates[winner].observation]
+    predicted = tree["posterior_predictive"][site].values[0]
+    if recording == "simulated":
+        source = f"simulated from {ds.attrs['true_model']}"
+        bound_note = (
+            "<p>Every row is an importance-weighted lower bound. It is tight for the LDS "
+            "and the HMM (latent path integrated out exactly) and loose for the SDE RNN, whose "
+            "latent path is sampled: part of any margin against the SDE RNN is the bound's "
+            "looseness, not evidence.</p>"
+        )
+    else:
+        source = (
+            f"spike counts of {ds.sizes['neuron']} held-in neurons of MC_Maze_Small (monkey "
+            "motor and premotor cortex, Churchland et al. 2012; Neural Latents Benchmark, Pei "
+            f"et al. 2021), training trials, {1000 * ds.attrs['dt']:.0f} ms bins"
+        )
+        bound_note = (
+            "<p>Every row is an importance-weighted lower bound. It is tight only for the HMM "
+            "(states summed out exactly); the Poisson LDS and the SDE RNN sample their latent "
+            "paths (thousands of latent dimensions under the guide), so their bounds are loose "
+            "by an unknown amount and a margin between them and the HMM is not a Bayes factor. "
+            "The evidence is of the trials fitted, not of held-out trials.</p>"
+        )
     sections = [
         (
             "Data",
             f"<p>{ds.sizes['trial']} trials x {ds.sizes['time']} bins x "
-            f"{ds.sizes['neuron']} channels, "
-            f"simulated from {ds.attrs['true_model']}.</p>"
+            f"{ds.sizes['neuron']} channels, {source}.</p>"
             + figure_html(
                 trajectories_figure(
-                    ds["y"].values,
+                    ds[site].values,
                     predicted,
                     ds.attrs["dt"],
                     f"trial 0 and the predictive of {winner}",
@@ -282,10 +338,7 @@ def run_demo(
                 index=False, float_format="%.3f", classes="evidence"
             )
             + figure_html(evidence_figure(table), "log evidence relative to the best model")
-            + "<p>Every row is an importance-weighted lower bound. It is tight for the LDS "
-            "and the HMM (latent path integrated out exactly) and loose for the SDE RNN, whose "
-            "latent path is sampled: part of any margin against the SDE RNN is the bound's "
-            "looseness, not evidence.</p>",
+            + bound_note,
         ),
         (
             "Fixed points",

@@ -19,3 +19,7 @@ class PriorError(ProbdynError, ValueError):
 
 class ConfigError(ProbdynError, ValueError):
     """A run configuration has a missing, unknown or malformed key."""
+
+
+class MemoryBudgetError(ProbdynError, MemoryError):
+    """A step cannot fit even its smallest chunk in the memory budget (sizes named)."""

@@ -54,6 +54,7 @@ import scipy.optimize
 import xarray as xr
 from jax import Array
 
+from probdyn import memory
 from probdyn.errors import ConfigError
 
 #: Stability classes, in the order of their integer codes in the dataset (-1: no point).
@@ -164,17 +165,18 @@ def _static(model) -> _Static:
     return _STATIC[key]
 
 
-@functools.partial(jax.jit, static_argnums=(0, 1))
-def _search(static: _Static, max_steps: int, params, starts, u, tol, merge_radius):
+def _search(model, max_steps: int, params, starts, u, tol, merge_radius):
     """Solve from every start of every draw; the Jacobian and predictions at each end point.
 
     Returns arrays with leading (draw, start) axes: end point, max |g|, Jacobian of the field,
     predicted observation at the end point and at the start, and whether the end point is a
-    kept root (converged and not within ``merge_radius`` of an earlier converged start).
+    kept root (converged and not within ``merge_radius`` of an earlier converged start). The
+    draws run in chunks sized by the memory budget (:mod:`probdyn.memory`).
     """
-    model = static.model
 
-    def per_draw(p, x0s):
+    def per_draw(item):
+        p, x0s = item
+
         def solve(x0):
             x, res = levenberg_marquardt(
                 lambda x: residual(model, p, x, u),
@@ -192,7 +194,7 @@ def _search(static: _Static, max_steps: int, params, starts, u, tol, merge_radiu
         duplicate = jnp.any(earlier & converged[None] & (distance < merge_radius), axis=1)
         return x, res, jac, emitted, emitted_start, converged & ~duplicate
 
-    return jax.vmap(per_draw)(params, starts)
+    return memory.map_chunks(per_draw, (params, starts), what="fixed-point search", unit="draw")
 
 
 def classify(eigenvalues: np.ndarray, kind: str, marginal_tol: float) -> np.ndarray:
@@ -338,7 +340,7 @@ def fixed_points(
     tol = tol if tol is not None else (1e-8 if dtype == jnp.float64 else 1e-4)
     spread = float(np.sqrt(np.mean(np.var(np.asarray(starts), axis=1)))) or 1.0
 
-    solved = _search(_static(model), max_steps, params, starts, u, tol, merge_tol * spread)
+    solved = _search(model, max_steps, params, starts, u, tol, merge_tol * spread)
     x, res, jac, emitted, emitted_start, keep = (np.asarray(a) for a in solved)
     eig = np.linalg.eigvals(jac)
     order = np.argsort(-(eig.real if kind == "flow" else np.abs(eig)), axis=-1, kind="stable")

@@ -91,6 +91,7 @@ def _write(tmp_path, text):
         (("latent_dim = 2", "latent_dims = 2"), "latent_dims"),
         (('system = "ou"', 'system = "oo"'), "unknown SDE system 'oo'"),
         (("[model]", "[model"), "is not valid TOML"),
+        (("seed = 3", 'seed = 3\nmemory_limit = "fast"'), "memory limit 'fast'"),
         (("num_steps = 200", 'num_steps = 200\nchain_method = "threads"'), "chain_method"),
         (("num_steps = 200", "num_steps = 200\nnum_devices = 0"), "inference.num_devices = 0"),
         (
@@ -156,10 +157,54 @@ def test_fit_writes_a_run_that_the_other_commands_read(tmp_path):
     assert tree["posterior"].sizes["draw"] == 50 and "evidence" in tree.children
     # The configured prior was used: A's draws sit inside the Normal(0, 0.3) scale.
     assert np.abs(tree["posterior"]["A"].values).max() < 2.0
+    assert (out / "report.html").is_file()  # the fit writes its report too
     assert main(["report", str(out / "run.nc")]) == 0
     assert main(["compare", str(out / "run.nc")]) == 0
-    # Runs are never overwritten.
-    assert main(["fit", str(path), "--no-progress"]) == 2
+    # The same config again finds nothing left to do; another config never overwrites the run.
+    written = (out / "run.nc").stat().st_mtime_ns
+    assert main(["fit", str(path), "--no-progress"]) == 0
+    assert (out / "run.nc").stat().st_mtime_ns == written
+    assert main(["fit", str(_write(tmp_path, GOOD.format(out=out).replace("seed = 3", "seed = 4")))]) == 2
+
+
+@pytest.mark.slow
+def test_a_failed_step_keeps_the_fit_and_a_rerun_resumes_there(tmp_path, capsys, monkeypatch):
+    import probdyn.inference
+
+    out = tmp_path / "out"
+    path = _write(tmp_path, GOOD.format(out=out))
+
+    def broken(*args, **kwargs):
+        raise FloatingPointError("forced failure of the evidence step\nsecond line")
+
+    monkeypatch.setattr(probdyn.inference, "log_evidence", broken)
+    assert main(["fit", str(path), "--no-progress"]) == 1
+    captured = capsys.readouterr()
+    err = captured.err.strip()
+    assert err.count("\n") == 0, err
+    assert err.startswith("probdyn: evidence failed (FloatingPointError: forced failure"), err
+    tree = xr.open_datatree(out / "run.nc")
+    assert "evidence" not in tree.children  # the failed step
+    assert tree["posterior"].sizes["draw"] == 50  # the fit, kept
+    assert "posterior_predictive" in tree.children and (out / "report.html").is_file()
+    tree.close()
+    monkeypatch.undo()
+    assert main(["fit", str(path), "--no-progress"]) == 0
+    output = capsys.readouterr().out
+    assert "resuming" in output and "missing: ['evidence']" in output, output
+    assert "svi: final loss" not in output  # not fitted again
+    tree = xr.open_datatree(out / "run.nc")
+    assert np.isfinite(float(tree["evidence"]["log_evidence"]))
+    assert tree["posterior"].sizes["draw"] == 50
+
+
+def test_a_memory_limit_below_one_draw_stops_in_one_line(tmp_path, capsys):
+    path = _write(tmp_path, GOOD.format(out=tmp_path / "out"))
+    assert main(["fit", str(path), "--no-progress", "--memory-limit", "1MB"]) == 2
+    err = capsys.readouterr().err.strip()
+    assert err.count("\n") == 0 and "memory budget" in err and "--memory-limit" in err, err
+    assert main(["fit", str(path), "--no-progress", "--memory-limit", "lots"]) == 2
+    assert "memory limit 'lots'" in capsys.readouterr().err
 
 
 # The plumbing is under test: two 100-draw chains of a K = 2 fit to 3-state data mix poorly.
