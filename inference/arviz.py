@@ -21,8 +21,10 @@ from probdyn import memory
 from probdyn.data.validate import OBSERVATION_VARIABLES
 from probdyn.model import Model
 
+#: The groups :func:`predictive_groups` makes.
+PREDICTIVE_GROUPS = ("log_likelihood", "posterior_predictive")
 #: The posterior predictive group is thinned to stay within this size (see predictive_draws).
-MAX_PREDICTIVE_BYTES = 128 * 10**6
+MAX_PREDICTIVE_BYTES = 64 * 10**6
 #: ... but keeps at least this many draws.
 MIN_PREDICTIVE_DRAWS = 20
 
@@ -142,6 +144,25 @@ def predictive_groups(
         "log_likelihood": group(_by_chain({site: log_lik}, num_chains), {site: ["trial"]}),
         "posterior_predictive": predictive,
     }
+
+
+def add_predictive(
+    tree: xr.DataTree,
+    model: Model,
+    density: Density,
+    *,
+    seed: int,
+    max_predictive_bytes: int = MAX_PREDICTIVE_BYTES,
+) -> xr.DataTree:
+    """``tree`` with the :func:`predictive_groups` of its posterior draws added (in place)."""
+    posterior = tree["posterior"].to_dataset()
+    samples = {name: posterior[name].values for name in posterior.data_vars}
+    groups = predictive_groups(
+        model, density, samples, seed=seed, max_predictive_bytes=max_predictive_bytes
+    )
+    for name, dataset in groups.items():
+        tree[name] = xr.DataTree(dataset)
+    return tree
 
 
 def _observation_dims(site: str) -> tuple[str, ...]:

@@ -62,6 +62,7 @@ dense Hessian, whose size is checked against the memory limit before the mode is
 from __future__ import annotations
 
 import dataclasses
+import inspect
 import itertools
 import json
 import math
@@ -160,19 +161,33 @@ def log_evidence(model: Model, data, *, method: str = "smc", seed: int, **option
     a NUTS run), ``num_proposal`` :math:`N_2` (``num_samples``); ``exact``: ``num_grid``
     (1-D grid points, 2001).
     """
-    methods = {
-        "smc": _smc,
-        "iwae": _iwae,
-        "bridge": _bridge,
-        "laplace": _laplace,
-        "exact": _exact,
-    }
+    methods = _methods()
     if method not in methods:
         raise ConfigError(f"method={method!r}; expected one of {sorted(methods)}")
+    unknown = sorted(set(options) - set(method_options(method)))
+    if unknown:
+        raise ConfigError(
+            f"unknown option(s) {unknown} for method={method!r}; expected some of "
+            f"{method_options(method)}"
+        )
     density = bind(model, model.as_data(data))
     start = time.perf_counter()
     result = methods[method](density, jax.random.key(seed), model=model, **options)
     return dataclasses.replace(result, seconds=time.perf_counter() - start)
+
+
+def _methods() -> dict:
+    return {"smc": _smc, "iwae": _iwae, "bridge": _bridge, "laplace": _laplace, "exact": _exact}
+
+
+def method_options(method: str) -> list[str]:
+    """The options ``log_evidence(..., method=method, **options)`` takes."""
+    parameters = inspect.signature(_methods()[method]).parameters
+    return [
+        name
+        for name, parameter in parameters.items()
+        if parameter.kind == parameter.KEYWORD_ONLY and name != "model"
+    ]
 
 
 # -- tempered SMC --------------------------------------------------------------------------

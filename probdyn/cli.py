@@ -136,7 +136,8 @@ def _fit(args) -> int:
     from probdyn.config import build_model, load_config, load_data, same_run
     from probdyn.errors import ConfigError
     from probdyn.inference import MCMCResult, devices, log_evidence, nuts, svi
-    from probdyn.inference.arviz import predictive_groups
+    from probdyn.inference.arviz import PREDICTIVE_GROUPS, add_predictive
+    from probdyn.inference.density import bind
 
     config = load_config(args.config)
     out = Path(args.out or config["out"])
@@ -179,9 +180,13 @@ def _fit(args) -> int:
             f"{memory.format_size(budget.resolved_limit())})"
         )
         resumed = run_path.exists()
+        # On resume the fit's result is rebuilt only where the evidence still needs it.
+        needs_result = not resumed
         if resumed:
             tree = xr.load_datatree(run_path)
-            say(f"resuming: {run_path} holds the fit; missing: {_missing_steps(tree, out)}")
+            missing = _missing_steps(tree, out)
+            say(f"resuming: {run_path} holds the fit; missing: {missing}")
+            needs_result = "evidence" in missing
 
         def fit_svi():
             return svi(
@@ -198,13 +203,14 @@ def _fit(args) -> int:
             )
 
         result = None
-        if settings["method"] == "svi" and (not resumed or settings["evidence"] == "iwae"):
-            result = fit_svi()  # on resume: read back from the finished checkpoint
-            if not resumed:
-                say(f"svi: final loss {result.losses[-1]:.4g} after {len(result.losses)} steps")
-                tree = result.to_arviz(
-                    num_samples=settings.get("num_draws", 500), seed=seed, predictive=False
-                )
+        if settings["method"] == "svi" and not resumed:
+            result = fit_svi()
+            say(f"svi: final loss {result.losses[-1]:.4g} after {len(result.losses)} steps")
+            tree = result.to_arviz(
+                num_samples=settings.get("num_draws", 500), seed=seed, predictive=False
+            )
+        elif settings["method"] == "svi" and needs_result and settings["evidence"] == "iwae":
+            result = fit_svi()  # read back from its finished checkpoint
         elif settings["method"] == "nuts" and not resumed:
             result = nuts(
                 model,
@@ -218,7 +224,7 @@ def _fit(args) -> int:
             )
             say(f"nuts: {result.diagnostics()}")
             tree = result.to_arviz(predictive=False)
-        elif settings["method"] == "nuts" and settings["evidence"] == "bridge":
+        elif settings["method"] == "nuts" and needs_result and settings["evidence"] == "bridge":
             result = MCMCResult.from_datatree(model, data, tree, seed=seed)
         if not resumed:
             tree.attrs["name"] = name
@@ -230,7 +236,9 @@ def _fit(args) -> int:
             # iwae weighs the SVI guide's draws and bridge bridges from the NUTS draws of this fit.
             reused = {("iwae", "svi"): "svi_result", ("bridge", "nuts"): "mcmc_result"}
             option = reused.get((settings["evidence"], settings["method"]))
-            options = {option: result} if option else {}
+            options = dict(settings["evidence_options"])
+            if option:
+                options[option] = result
             if settings["evidence"] == "smc":
                 options["num_devices"] = settings.get("num_devices")
             evidence = log_evidence(model, data, method=settings["evidence"], seed=seed, **options)
@@ -238,14 +246,9 @@ def _fit(args) -> int:
             return {"evidence": evidence.to_dataset()}
 
         def predictive_step():
-            posterior = tree["posterior"].to_dataset()
-            samples = {k: posterior[k].values for k in posterior.data_vars}
-            density = result.density if result is not None else None
-            if density is None:
-                from probdyn.inference.density import bind
-
-                density = bind(model, data)
-            return predictive_groups(model, density, samples, seed=seed + 1)
+            density = result.density if result is not None else bind(model, data)
+            with_predictive = add_predictive(tree.copy(), model, density, seed=seed + 1)
+            return {name: with_predictive[name].to_dataset() for name in PREDICTIVE_GROUPS}
 
         steps = {"evidence": evidence_step, "predictive": predictive_step}
         changed = not resumed

@@ -29,6 +29,7 @@ r"""Run configurations (TOML) for ``probdyn fit``: data, model, priors, inferenc
     # nuts: num_warmup, num_samples, num_chains, chain_method ("parallel": over devices)
     # num_devices = 4              # cap on the devices trials/chains/particles are split over
     evidence = "iwae"              # "iwae" | "smc" | "bridge" | "laplace" | "exact" | "none"
+    evidence_options = { num_importance = 500 }   # as log_evidence takes them, per method
 
 Priors are parsed by a fixed grammar, never evaluated: ``Name(arg, ...)`` with ``Name`` one of
 :data:`PRIOR_DISTRIBUTIONS` and each argument a number (``0.5``, ``-1e-3``) or a list of numbers
@@ -88,6 +89,7 @@ _SECTIONS = {
         "chain_method",
         "num_devices",
         "evidence",
+        "evidence_options",
         "num_draws",
     },
 }
@@ -234,6 +236,18 @@ def load_config(path: str | Path) -> dict[str, Any]:
         raise ConfigError(
             f"config: inference.evidence = {evidence!r}; expected one of {list(EVIDENCE_METHODS)}"
         )
+    options = _expect(inference.setdefault("evidence_options", {}), dict, "evidence_options")
+    if options and evidence != "none":
+        from probdyn.inference.evidence import method_options
+
+        # The fit's own result is passed by probdyn fit, not written in a config.
+        allowed = [o for o in method_options(evidence) if o not in ("svi_result", "mcmc_result")]
+        unknown = sorted(set(options) - set(allowed))
+        if unknown:
+            raise ConfigError(
+                f"config: inference.evidence_options {unknown} do not apply to evidence = "
+                f"{evidence!r}; expected some of {allowed}"
+            )
     chain_method = inference.setdefault("chain_method", "vectorized")
     if chain_method not in ("vectorized", "parallel", "sequential"):
         raise ConfigError(

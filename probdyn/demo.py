@@ -113,7 +113,7 @@ def candidate_models(quick: bool = False, recording: str = "simulated") -> dict[
     Simulated recording (Gaussian channels): LDS of latent dimension 1, 2 and 3 (only 2 when
     ``quick``: one model per family), a rank-2 SDE RNN of 8 units, a 4-state HMM. MC_Maze_Small
     (spike counts): Poisson LDS of latent dimension 2, 4 and 8 (only 4 when ``quick``), a
-    Poisson SDE RNN of 16 units and rank 4, a Poisson HMM of 8 states.
+    Poisson SDE RNN of 16 units and rank 4, a Poisson HMM of 4 states.
     """
     if recording == "mc_maze_small":
         dims = (4,) if quick else (2, 4, 8)
@@ -124,7 +124,7 @@ def candidate_models(quick: bool = False, recording: str = "simulated") -> dict[
         candidates["SDERNN(num_units=16, rank=4, poisson)"] = SDERNN(
             num_units=16, rank=4, observation="poisson"
         )
-        candidates["HMM(num_states=8, poisson)"] = HMM(num_states=8, observation="poisson")
+        candidates["HMM(num_states=4, poisson)"] = HMM(num_states=4, observation="poisson")
         return candidates
     dims = (2,) if quick else (1, 2, 3)
     candidates = {f"LDS(latent_dim={d})": LDS(latent_dim=d) for d in dims}
@@ -177,6 +177,7 @@ def _fit_candidate(
     """
     from probdyn.fixed_point_posterior import fixed_points
     from probdyn.inference import log_evidence, svi
+    from probdyn.inference.arviz import MAX_PREDICTIVE_BYTES, add_predictive
 
     start = time.perf_counter()
     model = candidate_models(quick, kind)[name]
@@ -195,7 +196,11 @@ def _fit_candidate(
     # Saving draws and finding fixed points run each program once: compiled unoptimised (at
     # these sizes compiling dominates). The fit and the evidence keep full optimisation.
     with run_once():
-        run = fit.to_arviz(num_samples=200, seed=seed)
+        run = fit.to_arviz(num_samples=200, seed=seed, predictive=False)
+        # Predictive draws of spike counts cost a Poisson draw per bin and neuron (and per state
+        # for the HMM): on the real recording only the minimum of 20 draws, for the band.
+        size = MAX_PREDICTIVE_BYTES if kind == "simulated" else 0
+        run = add_predictive(run, model, fit.density, seed=seed + 1, max_predictive_bytes=size)
         if not isinstance(model, HMM):  # discrete states: no vector field, no fixed points
             run = fixed_points(model, fit, num_draws=200, seed=seed).attach(run)
     run["evidence"] = xr.DataTree(evidence.to_dataset())

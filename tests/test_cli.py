@@ -89,3 +89,19 @@ def test_fixed_points_command_errors_name_the_problem(tmp_path, capsys):
             assert err.count("\n") == 0 and expected in err, (command, err)
         assert main([command, str(tmp_path / "notes.txt")]) == 2
         assert "is not a netCDF run file" in capsys.readouterr().err
+
+
+def test_the_real_recording_demo_fits_spike_count_models_to_the_shipped_file():
+    from probdyn.demo import candidate_models, demo_recording
+    from probdyn.errors import ConfigError
+
+    ds = demo_recording("mc_maze_small", seed=0, quick=True)
+    assert ds.sizes == {"trial": 75, "time": 35, "neuron": 107}
+    candidates = candidate_models(quick=True, recording="mc_maze_small")
+    assert {type(m).__name__ for m in candidates.values()} == {"LDS", "SDERNN", "HMM"}
+    assert {m.observation for m in candidates.values()} == {"poisson"}
+    for model in candidates.values():
+        model.prepare(ds)  # every candidate reads the recording as it is
+    assert len(candidate_models(quick=False, recording="mc_maze_small")) == 5
+    with pytest.raises(ConfigError, match="recording = 'mars'"):
+        demo_recording("mars", seed=0, quick=True)

@@ -38,6 +38,7 @@ method = "svi"
 num_steps = 200
 num_draws = 50
 evidence = "iwae"
+evidence_options = {{ num_importance = 300, num_batches = 4 }}
 """
 
 
@@ -92,6 +93,10 @@ def _write(tmp_path, text):
         (('system = "ou"', 'system = "oo"'), "unknown SDE system 'oo'"),
         (("[model]", "[model"), "is not valid TOML"),
         (("seed = 3", 'seed = 3\nmemory_limit = "fast"'), "memory limit 'fast'"),
+        (
+            ("num_importance = 300", "num_particles = 9"),
+            "evidence_options ['num_particles'] do not apply to evidence = 'iwae'",
+        ),
         (("num_steps = 200", 'num_steps = 200\nchain_method = "threads"'), "chain_method"),
         (("num_steps = 200", "num_steps = 200\nnum_devices = 0"), "inference.num_devices = 0"),
         (
@@ -155,6 +160,9 @@ def test_fit_writes_a_run_that_the_other_commands_read(tmp_path):
     assert (out / "config.toml").read_text() == path.read_text()
     tree = xr.open_datatree(out / "run.nc")
     assert tree["posterior"].sizes["draw"] == 50 and "evidence" in tree.children
+    diagnostics = json.loads(tree["evidence"].attrs["diagnostics"])
+    assert diagnostics["num_importance"] == 300  # the config's evidence_options were used
+    assert len(diagnostics["bound_per_batch"]) == 4
     # The configured prior was used: A's draws sit inside the Normal(0, 0.3) scale.
     assert np.abs(tree["posterior"]["A"].values).max() < 2.0
     assert (out / "report.html").is_file()  # the fit writes its report too
@@ -209,7 +217,12 @@ def test_a_memory_limit_below_one_draw_stops_in_one_line(tmp_path, capsys):
 
 # The plumbing is under test: two 100-draw chains of a K = 2 fit to 3-state data mix poorly.
 @pytest.mark.filterwarnings("ignore::probdyn.inference.DiagnosticWarning")
-def test_nuts_fit_with_bridge_evidence_reuses_the_draws(tmp_path):
+def test_nuts_fit_with_bridge_evidence_reuses_the_draws(tmp_path, monkeypatch, capsys):
+    import probdyn.inference
+
+    def broken(*args, **kwargs):
+        raise MemoryError("forced")
+
     text = textwrap.dedent(
         f"""
         seed = 1
@@ -232,7 +245,12 @@ def test_nuts_fit_with_bridge_evidence_reuses_the_draws(tmp_path):
         evidence = "bridge"
         """
     )
+    # The evidence fails at first; the rerun bridges from the draws saved in the run.
+    monkeypatch.setattr(probdyn.inference, "log_evidence", broken)
+    assert main(["fit", str(_write(tmp_path, text)), "--no-progress"]) == 1
+    monkeypatch.undo()
     assert main(["fit", str(_write(tmp_path, text)), "--no-progress"]) == 0
+    assert "missing: ['evidence']" in capsys.readouterr().out
     tree = xr.open_datatree(tmp_path / "out" / "run.nc")
     evidence = tree["evidence"].to_dataset()
     assert evidence.attrs["method"] == "bridge"

@@ -66,6 +66,24 @@ def test_load_nlb(shared_file):
         np.testing.assert_array_equal(ds["behavior"].values, f["train_behavior"][:])
 
 
+def test_shipped_recording_is_the_benchmark_file_rebinned():
+    from probdyn.data import mc_maze_small, mc_maze_small_path
+
+    with h5py.File(mc_maze_small_path(), "r") as f:
+        raw = f["train_spikes_heldin"][:]  # (75, 140, 107) at 5 ms
+    ds = mc_maze_small(bin_size=0.02)
+    assert ds.sizes == {"trial": 75, "time": 35, "neuron": 107} and ds.attrs["dt"] == 0.02
+    # Each 20 ms bin is the sum of its four 5 ms bins, counted by hand.
+    np.testing.assert_array_equal(ds["spikes"].values, raw.reshape(75, 35, 4, 107).sum(axis=2))
+    np.testing.assert_allclose(ds["time"].values, np.arange(35) * 0.02)
+    validate(ds, "poisson")
+    every = mc_maze_small(bin_size=0.005, held_in_only=False)
+    assert every.sizes["neuron"] == 142 and int(every["heldout"].sum()) == 35
+    for bad in (0.0, 0.012, -0.005):
+        with pytest.raises(DataError, match="whole multiple of 0.005"):
+            mc_maze_small(bin_size=bad)
+
+
 def test_bin_spike_times_brute_force():
     rng = np.random.default_rng(0)
     spikes = [rng.uniform(0, 10, size=n) for n in (50, 0, 13)]

@@ -53,6 +53,7 @@ def test_wheel_installs_subpackages_only(tmp_path):
     top_level = {name.split("/")[0] for name in names}
     assert top_level == {"probdyn", f"probdyn-{probdyn.__version__}.dist-info"}
     assert "probdyn/models/lds.py" in names and "probdyn/inference/__init__.py" in names
+    assert "probdyn/data/mc_maze_small_train.h5" in names  # the demo's real recording
     target = tmp_path / "site"
     install = subprocess.run(
         [

@@ -14,6 +14,7 @@ bins x 200 neurons, a rotating 4-D latent state), written once to the output fol
     python tests/benchmarks/real_size_memory.py --only LDS:svi:iwae:nwb20 SDERNN:svi:iwae:nwb5
     python tests/benchmarks/real_size_memory.py --families LDS --recordings nwb20 --timeout 600
     python tests/benchmarks/real_size_memory.py --scaling   # peak memory vs trials and draws
+    python tests/benchmarks/real_size_memory.py --demo      # probdyn demo --recording mc_maze_small
 
 Cells are ``FAMILY:METHOD:EVIDENCE:RECORDING``. A cell that runs past ``--timeout`` is stopped
 and recorded with its peak so far; results go to ``OUT/results.jsonl`` (one line per cell, kept
@@ -47,6 +48,13 @@ METHODS = {
     "nuts": {"method": "nuts", "num_warmup": 200, "num_samples": 200, "num_chains": 2},
 }
 EVIDENCE = ("iwae", "smc", "bridge", "laplace")
+#: Evidence options per method (the CLI's defaults otherwise); SMC with fewer particles so that
+#: a cell can finish at all, and the 10x synthetic recording with a shorter fit and bound.
+EVIDENCE_OPTIONS = {"smc": {"num_particles": 100, "num_repeats": 2}}
+SYNTHETIC = {
+    "inference": {"num_steps": 500, "num_draws": 100},
+    "iwae": {"num_importance": 100, "num_batches": 4},
+}
 RECORDINGS = ("nwb20", "nwb5", "synthetic")
 
 
@@ -98,12 +106,19 @@ def data_section(recording: str, out: Path) -> str:
 
 def config_text(family, method, evidence, recording, out: Path, run: Path) -> str:
     hyper = "\n".join(f"{k} = {json.dumps(v)}" for k, v in FAMILIES[family].items())
-    inference = "\n".join(f"{k} = {json.dumps(v)}" for k, v in METHODS[method].items())
+    settings = dict(METHODS[method])
+    options = dict(EVIDENCE_OPTIONS.get(evidence, {}))
+    if recording == "synthetic":
+        settings.update(SYNTHETIC["inference"] if method == "svi" else {})
+        options.update(SYNTHETIC.get(evidence, {}))
+    inference = "\n".join(f"{k} = {json.dumps(v)}" for k, v in settings.items())
+    table = ", ".join(f"{k} = {json.dumps(v)}" for k, v in options.items())
     return (
         f'seed = 0\nout = "{run}"\n'
         + data_section(recording, out)
         + f'\n[model]\nfamily = "{family}"\n[model.hyperparameters]\n{hyper}\n'
         + f'\n[inference]\n{inference}\nevidence = "{evidence}"\n'
+        + f"evidence_options = {{ {table} }}\n"
     )
 
 
@@ -119,17 +134,37 @@ def peak_of(pid: int) -> int:
     return 0
 
 
+def tree_resident(pid: int) -> int:
+    """Resident memory (VmRSS) of a process and all its descendants now, in bytes."""
+    total, pending = 0, [pid]
+    while pending:
+        current = pending.pop()
+        try:
+            with open(f"/proc/{current}/status") as status:
+                for line in status:
+                    if line.startswith("VmRSS:"):
+                        total += int(line.split()[1]) * 1024
+            for task in os.listdir(f"/proc/{current}/task"):
+                with open(f"/proc/{current}/task/{task}/children") as children:
+                    pending += [int(c) for c in children.read().split()]
+        except OSError:
+            continue
+    return total
+
+
 def measured(command: list[str], timeout: float, log: Path) -> dict:
-    """Run ``command``; its exit code, wall time and peak resident memory."""
+    """Run ``command``; its exit code, wall time, peak resident memory (its own and, polled,
+    of it with its worker processes together: ``tree_peak_gb``)."""
     start = time.perf_counter()
     with open(log, "w") as handle:
         process = subprocess.Popen(command, stdout=handle, stderr=subprocess.STDOUT)
-    peak, timed_out = 0, False
+    peak, tree_peak, timed_out = 0, 0, False
     while True:
         pid, status, usage = os.wait4(process.pid, os.WNOHANG)  # reaps it once it ends
         if pid:
             break
         peak = max(peak, peak_of(process.pid))
+        tree_peak = max(tree_peak, tree_resident(process.pid))
         if not timed_out and time.perf_counter() - start > timeout:
             process.kill()
             timed_out = True
@@ -140,6 +175,7 @@ def measured(command: list[str], timeout: float, log: Path) -> dict:
         "exit": code,
         "seconds": round(time.perf_counter() - start, 1),
         "peak_gb": round(peak / 1e9, 3),
+        "tree_peak_gb": round(max(tree_peak, peak) / 1e9, 3),
         "timed_out": timed_out,
         "last_line": (log.read_text().strip().splitlines() or [""])[-1][:200],
     }
@@ -219,15 +255,25 @@ def scaling(out: Path, timeout: float) -> list[dict]:
     return rows
 
 
+def demo(out: Path, timeout: float, quick: bool) -> dict:
+    """``probdyn demo --recording mc_maze_small``: wall time and peak memory of all its processes."""
+    target = out / ("demo-quick" if quick else "demo")
+    command = [sys.executable, "-m", "probdyn.cli", "demo", "--recording", "mc_maze_small"]
+    command += ["--out", str(target), "--no-progress"] + (["--quick"] if quick else [])
+    row = {"cell": "demo --recording mc_maze_small" + (" --quick" if quick else "")}
+    return {**row, **measured(command, timeout, out / "logs" / f"{target.name}.log")}
+
+
 def table(rows: list[dict]) -> str:
     lines = [
-        "| cell | exit | wall s | peak GB | evidence saved | last line |",
-        "| --- | --- | --- | --- | --- | --- |",
+        "| cell | exit | wall s | peak GB | with workers GB | evidence saved | last line |",
+        "| --- | --- | --- | --- | --- | --- | --- |",
     ]
     for r in rows:
         note = "timed out" if r.get("timed_out") else r.get("last_line", "").replace("|", "/")
         lines.append(
             f"| {r['cell']} | {r['exit']} | {r['seconds']} | {r['peak_gb']} | "
+            f"{r.get('tree_peak_gb', '-')} | "
             f"{'yes' if r.get('has_evidence') else '-'} | {note} |"
         )
     return "\n".join(lines) + "\n"
@@ -244,6 +290,9 @@ def main() -> None:
     parser.add_argument("--timeout", type=float, default=1800.0, help="seconds per process")
     parser.add_argument("--memory-limit", help="passed to probdyn fit")
     parser.add_argument(
+        "--demo", action="store_true", help="only the demo on the shipped real recording"
+    )
+    parser.add_argument(
         "--scaling", action="store_true", help="only the trials x draws scaling of the IWAE step"
     )
     parser.add_argument(
@@ -258,6 +307,11 @@ def main() -> None:
         ":".join(c)
         for c in itertools.product(args.families, args.methods, args.evidence, args.recordings)
     ]
+    if args.demo:
+        rows = [demo(args.out, args.timeout, quick) for quick in (True, False)]
+        (args.out / "demo.md").write_text(table(rows))
+        print(table(rows))
+        return
     if args.scaling:
         rows = scaling(args.out, args.timeout)
         (args.out / "scaling.md").write_text(table(rows))
