@@ -12,6 +12,7 @@ import json
 
 import arviz_base
 import jax
+import jax.numpy as jnp
 import numpy as np
 import numpyro
 import xarray as xr
@@ -108,29 +109,27 @@ def predictive_groups(
     flat = {k: np.reshape(v, (-1, *np.shape(v)[2:])) for k, v in samples.items() if k != site}
     num_draws = len(next(iter(flat.values())))
     per_chain = num_draws // num_chains
-    # Only the observation site: fixed (conditioned) parameters also count as observed.
-    log_lik = memory.map_chunks(
-        lambda draw: numpyro.infer.log_likelihood(density.program, draw, data, batch_ndims=0)[
-            site
-        ],
-        flat,
-        what="log likelihood of each trial",
-        unit="draw",
+    keys = jax.random.split(jax.random.key(seed), num_draws)
+
+    def log_likelihood(draw, part, key):
+        # Only the observation site: fixed (conditioned) parameters also count as observed.
+        return numpyro.infer.log_likelihood(density.program, draw, part, batch_ndims=0)[site]
+
+    log_lik = over_draws_and_trials(
+        log_likelihood, model, data, flat, keys, what="log likelihood of each trial"
     )
     kept = predictive_draws(num_chains, per_chain, data, max_predictive_bytes)
     unobserved = dataclasses.replace(data, observations=None, mask=None)
 
-    def predict(item):
-        draw, key = item
+    def predict(draw, part, key):
         predictive = numpyro.infer.Predictive(
             density.program, posterior_samples=draw, return_sites=[site], batch_ndims=0
         )
-        return predictive(key, unobserved)[site]
+        return predictive(key, part)[site]
 
-    keys = jax.random.split(jax.random.key(seed), num_draws)[kept.ravel()]
     chosen = {name: value[kept.ravel()] for name, value in flat.items()}
-    predicted = memory.map_chunks(
-        predict, (chosen, keys), what="posterior predictive", unit="draw"
+    predicted = over_draws_and_trials(
+        predict, model, unobserved, chosen, keys[kept.ravel()], what="posterior predictive"
     )
     group = _grouper(model, data, attrs)
     predictive = group({site: predicted.reshape(kept.shape + predicted.shape[1:])})
@@ -144,6 +143,53 @@ def predictive_groups(
         "log_likelihood": group(_by_chain({site: log_lik}, num_chains), {site: ["trial"]}),
         "posterior_predictive": predictive,
     }
+
+
+def over_draws_and_trials(fn, model: Model, data, draws: dict, keys, *, what: str) -> np.ndarray:
+    """``fn(draw, data, key)`` (one value per trial) for every draw, in blocks of trials.
+
+    One draw of a large recording can pass the memory budget by itself: then its per-trial
+    sites (those whose dims start with ``trial`` in the model's ``site_dims``) and the data are
+    cut into blocks of trials, as many per block as the budget holds (halved until one fits),
+    and the blocks of all draws are mapped in chunks. Returns (draw, trial, ...) on the host.
+    Deterministic values do not depend on the blocks; random ones (a predictive draw) are drawn
+    per block with the key folded with the block's first trial, so they do when blocks are cut.
+    """
+    local = {name for name in draws if model.site_dims.get(name, [""])[0] == "trial"}
+    num_draws, num_trials = len(keys), data.num_trials
+
+    def block(size: int):
+        def one(item, shared):
+            d, start = item
+            every, all_keys = shared
+            index = jnp.minimum(start + jnp.arange(size), num_trials - 1)
+            draw = {n: v[d][index] if n in local else v[d] for n, v in every.items()}
+            part = dataclasses.replace(data.take(index), num_trials=size)
+            key = all_keys[d] if size == num_trials else jax.random.fold_in(all_keys[d], start)
+            return fn(draw, part, key)
+
+        return one
+
+    shared = (draws, keys)
+    size, budget = num_trials, memory.chunk_budget()
+    while True:
+        per_item, fixed = memory.item_cost(block(size), (0, 0), shared)
+        if per_item + fixed <= budget or size == 1:
+            break  # (map_chunks says so if even one trial does not fit)
+        # The cost of a block grows with its trials: try the share that fits, then halve.
+        share = max(budget - fixed, 0) / per_item
+        size = max(1, min(size // 2, int(size * share)))
+    starts = np.arange(0, num_trials, size)
+    items = (np.repeat(np.arange(num_draws), len(starts)), np.tile(starts, num_draws))
+    if size < num_trials:
+        what, unit = f"{what} (blocks of {size} trials)", "block"
+    else:
+        unit = "draw"
+    out = memory.map_chunks(
+        block(size), items, what=what, unit=unit, shared=shared, cost=(per_item, fixed)
+    )
+    out = out.reshape(num_draws, len(starts) * size, *out.shape[2:])
+    return out[:, :num_trials]
 
 
 def add_predictive(

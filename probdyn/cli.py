@@ -230,7 +230,10 @@ def _fit(args) -> int:
             tree.attrs["name"] = name
             if writes:
                 _save_run(tree, run_path)
-                say(f"run: {run_path} (the fit; evidence, predictive and report follow)")
+                say(
+                    f"run: {run_path} (the fit; evidence, predictive and report follow; peak "
+                    f"memory so far {memory.format_size(memory.peak_bytes())})"
+                )
 
         def evidence_step():
             # iwae weighs the SVI guide's draws and bridge bridges from the NUTS draws of this fit.
@@ -284,6 +287,7 @@ def _fit(args) -> int:
             changed = True
             if writes:
                 _save_run(tree, run_path)
+            say(f"{step}: saved (peak memory so far {memory.format_size(memory.peak_bytes())})")
     if not writes:
         return 0
     packages = ("probdyn", "jax", "numpyro", "arviz", "xarray", "optax", "blackjax")

@@ -15,8 +15,10 @@ item stay within :data:`MAX_CHUNK_BYTES` as well, where they stop running faster
 
 The cost of one item. The function over one item is traced (never compiled for this) at chunk
 sizes 1 and 2; for each traced program the bytes of every intermediate value are added up,
-sub-programs (loop bodies, branches, inner jits) included once. Without fusion no program keeps
-more alive than that, so the sum bounds its peak. The difference between the two sizes is the cost
+sub-programs (loop bodies, branches, inner jits) included once: the program's footprint were
+nothing fused and nothing freed. It is an estimate, not a guarantee (XLA may add buffers of its
+own; the factor :data:`SAFETY` is for those); on the programs measured it lay well above what the
+process grew by (docs/memory.md). The difference between the two sizes is the cost
 per item :math:`c`, the rest is the fixed cost :math:`f`, and the chunk holds
 :math:`\lfloor (\min(B, B_\max) - f)/c \rfloor` items (at least 1, at most all), with
 :math:`B_\max` = :data:`MAX_CHUNK_BYTES`. Where not even one item fits in :math:`B`,
@@ -108,9 +110,14 @@ def resident_bytes() -> int:
         with open("/proc/self/statm") as statm:
             return int(statm.read().split()[1]) * os.sysconf("SC_PAGE_SIZE")
     except OSError:
-        import resource
+        return peak_bytes()
 
-        return resource.getrusage(resource.RUSAGE_SELF).ru_maxrss * 1024
+
+def peak_bytes() -> int:
+    """The process's peak resident memory so far (``getrusage``)."""
+    import resource
+
+    return resource.getrusage(resource.RUSAGE_SELF).ru_maxrss * 1024
 
 
 @dataclasses.dataclass(frozen=True)
@@ -200,14 +207,19 @@ def program_bytes(jaxpr) -> int:
     return total
 
 
-def item_cost(fn: Callable, example) -> tuple[int, int]:
-    """(bytes per item, fixed bytes) of ``vmap(fn)``, bounded from traces at sizes 1 and 2."""
+def item_cost(fn: Callable, example, shared=None) -> tuple[int, int]:
+    """(bytes per item, fixed bytes) of ``vmap(fn)``, estimated from traces at sizes 1 and 2.
+
+    With ``shared``, ``fn(item, shared)`` takes it unbatched (an input, not counted).
+    """
+    mapped = jax.vmap(fn) if shared is None else jax.vmap(fn, in_axes=(0, None))
+    extra = () if shared is None else (shared,)
 
     def traced(size):
         batch = jax.tree_util.tree_map(
             lambda x: jax.ShapeDtypeStruct((size, *jnp.shape(x)), jnp.result_type(x)), example
         )
-        return program_bytes(jax.make_jaxpr(jax.vmap(fn))(batch).jaxpr)
+        return program_bytes(jax.make_jaxpr(mapped)(batch, *extra).jaxpr)
 
     one, two = traced(1), traced(2)
     per_item = max(two - one, 1)
@@ -241,19 +253,23 @@ def map_chunks(
     unit: str = "item",
     chunk: int | None = None,
     progress: bool | None = None,
+    shared=None,
+    cost: tuple[int, int] | None = None,
 ):
     """``vmap(fn)(items)`` in chunks sized by the memory budget; results on the host (NumPy).
 
-    ``items``: a pytree whose leaves share a leading axis (the batch). ``chunk`` fixes the chunk
-    size instead (tests compare chunked with unchunked); ``what`` names the step in the cost line
-    and in errors. The cost line says items x chunk and the estimated peak; after the second
-    chunk the time per chunk is logged (the first includes compiling).
+    ``items``: a pytree whose leaves share a leading axis (the batch). ``shared``: a pytree
+    every item reads whole (``fn(item, shared)``; passed once, not copied per item). ``chunk``
+    fixes the chunk size instead (tests compare chunked with unchunked); ``cost`` gives
+    :func:`item_cost`'s answer when the caller has it; ``what`` names the step in the cost line
+    and in errors. The cost line says items x chunk and the estimated peak;
+    after the second chunk the time per chunk is logged (the first includes compiling).
     """
     leaves = jax.tree_util.tree_leaves(items)
     num_items = int(leaves[0].shape[0])
     example = jax.tree_util.tree_map(lambda x: x[0], items)
     if chunk is None:
-        per_item, fixed = item_cost(fn, example)
+        per_item, fixed = cost or item_cost(fn, example, shared)
         chunk = chunk_size(num_items, per_item, fixed, what=what)
         peak = resident_bytes() + fixed + chunk * per_item
         num_chunks = -(-num_items // chunk)
@@ -263,7 +279,8 @@ def map_chunks(
             f"{format_size(peak)} of the {format_size(settings().resolved_limit())} limit)"
         )
     chunk = int(max(1, min(chunk, num_items)))
-    compiled = jax.jit(jax.vmap(fn))
+    extra = () if shared is None else (shared,)
+    compiled = jax.jit(jax.vmap(fn) if shared is None else jax.vmap(fn, in_axes=(0, None)))
     progress = settings().progress if progress is None else progress
     results, timings = [], []
     bar = tqdm(total=num_items, disable=not progress, desc=what, unit=unit, leave=False)
@@ -273,7 +290,7 @@ def map_chunks(
         index[stop - start :] = start  # pad the last chunk with repeats, cut below
         began = time.perf_counter()
         batch = jax.tree_util.tree_map(lambda x, index=index: x[index], items)
-        out = jax.device_get(compiled(batch))
+        out = jax.device_get(compiled(batch, *extra))
         results.append(jax.tree_util.tree_map(lambda x, n=stop - start: np.asarray(x)[:n], out))
         timings.append(time.perf_counter() - began)
         if len(timings) == 2 and num_items > 2 * chunk:

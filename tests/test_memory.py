@@ -155,3 +155,37 @@ def test_posterior_draws_in_chunks_are_the_draws_in_one_batch(poisson_lds, monke
         np.testing.assert_allclose(parts[name], whole[name], rtol=1e-5, atol=1e-6)
     tree = fit.to_arviz(num_samples=12, seed=5)
     assert tree["log_likelihood"]["spikes"].shape == (1, 12, 6)
+
+
+def test_draws_too_large_for_the_budget_run_in_blocks_of_trials(poisson_lds, monkeypatch, caplog):
+    import numpyro
+    from probdyn.inference.arviz import over_draws_and_trials
+
+    model, ds, fit = poisson_lds
+    draws = fit.sample_posterior(5, seed=1)
+    data = fit.density.data
+    keys = jax.random.split(jax.random.key(0), 5)
+
+    def log_lik(draw, part, key):
+        return numpyro.infer.log_likelihood(fit.density.program, draw, part, batch_ndims=0)[
+            "spikes"
+        ]
+
+    whole = over_draws_and_trials(log_lik, model, data, draws, keys, what="t")
+    assert whole.shape == (5, 6)
+    # A budget that holds about a third of one draw: blocks of fewer trials, same numbers.
+    per_draw, fixed = memory.item_cost(
+        lambda d: log_lik(d, data, None), {k: v[0] for k, v in draws.items()}
+    )
+    monkeypatch.setattr(memory, "chunk_budget", lambda: fixed + per_draw // 3)
+    with caplog.at_level("INFO", logger="probdyn"):
+        blocked = over_draws_and_trials(log_lik, model, data, draws, keys, what="t")
+    assert "blocks of 2 trials" in caplog.text or "blocks of 1 trials" in caplog.text, caplog.text
+    np.testing.assert_allclose(blocked, whole, rtol=1e-5)
+    # The closed form: Poisson log-likelihood of each trial at each draw's rates.
+    from scipy import stats
+
+    loadings = np.swapaxes(draws["C"], -1, -2)[:, None]  # (draw, 1, latent, neuron)
+    rates = np.exp(draws["latents"] @ loadings + draws["d"][:, None, None])
+    expected = stats.poisson.logpmf(ds["spikes"].values[None], rates).sum(axis=(-1, -2))
+    np.testing.assert_allclose(whole, expected, rtol=1e-4)

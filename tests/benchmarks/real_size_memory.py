@@ -42,7 +42,12 @@ FAMILIES = {
     "LDS": {"latent_dim": 4, "observation": "poisson"},
     "SDERNN": {"num_units": 30, "rank": 4, "observation": "poisson"},
     "HMM": {"num_states": 4, "observation": "poisson"},
+    # Its weights by an amortised guide (encoder over each trial's initial state); num_neurons
+    # is the recording's.
+    "NODE": {"latent_dim": 8, "hidden": 64},
 }
+#: Neurons per recording (the NODE's num_neurons).
+NEURONS = {"nwb20": 107, "nwb5": 107, "synthetic": 200}
 METHODS = {
     "svi": {"method": "svi", "num_steps": 1500},
     "nuts": {"method": "nuts", "num_warmup": 200, "num_samples": 200, "num_chains": 2},
@@ -105,8 +110,12 @@ def data_section(recording: str, out: Path) -> str:
 
 
 def config_text(family, method, evidence, recording, out: Path, run: Path) -> str:
-    hyper = "\n".join(f"{k} = {json.dumps(v)}" for k, v in FAMILIES[family].items())
+    hyperparameters = dict(FAMILIES[family])
     settings = dict(METHODS[method])
+    if family == "NODE":
+        hyperparameters["num_neurons"] = NEURONS[recording]
+        settings["guide"] = "amortised"
+    hyper = "\n".join(f"{k} = {json.dumps(v)}" for k, v in hyperparameters.items())
     options = dict(EVIDENCE_OPTIONS.get(evidence, {}))
     if recording == "synthetic":
         settings.update(SYNTHETIC["inference"] if method == "svi" else {})
