@@ -271,8 +271,10 @@ def map_chunks(
     if chunk is None:
         per_item, fixed = cost or item_cost(fn, example, shared)
         chunk = chunk_size(num_items, per_item, fixed, what=what)
-        peak = resident_bytes() + fixed + chunk * per_item
+        # As many chunks as that takes, evened out (4 items by at most 3: two chunks of 2).
         num_chunks = -(-num_items // chunk)
+        chunk = -(-num_items // num_chunks)
+        peak = resident_bytes() + fixed + chunk * per_item
         logger.info(
             f"{what}: {num_items} {unit}s in {num_chunks} chunk{'s' * (num_chunks > 1)} of "
             f"{chunk} (up to {format_size(per_item)} per {unit}; estimated peak "
