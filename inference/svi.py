@@ -46,7 +46,7 @@ from tqdm.auto import tqdm
 
 from probdyn import memory
 from probdyn.compilation import run_once
-from probdyn.errors import ConfigError
+from probdyn.errors import ConfigError, MemoryBudgetError
 from probdyn.model import Model, ModelData
 
 GUIDES = {
@@ -442,14 +442,19 @@ def svi(
     else:
         state = jax.device_put(state)
     lengths = _chunk_lengths(step, num_steps, checkpoint_every, curriculum)
-    for length in sorted(set(lengths)):
-        run_chunk.lower(state, staged(step), length)  # trace now: the loop only runs
+    # Compiled now: the loop only runs, and XLA's size of a step is checked against the budget.
+    compiled = {
+        length: run_chunk.lower(state, staged(step), length).compile()
+        for length in sorted(set(lengths))
+    }
+    if compiled:
+        _require_step_memory(compiled[max(compiled)], prepared.num_trials, batch_size)
     bar = tqdm(total=num_steps, initial=step, disable=not progress, desc="svi", unit="step")
     timings = []
     with devices.hot_loop():
         for length in lengths:
             start = time.perf_counter()
-            state, chunk_losses = run_chunk(state, staged(step), length)
+            state, chunk_losses = compiled[length](state, staged(step))
             losses.extend(devices.to_host(chunk_losses).tolist())  # waits for the chunk
             timings.append((length, time.perf_counter() - start))
             step += length
@@ -466,6 +471,33 @@ def svi(
     params = jax.tree_util.tree_map(jnp.asarray, devices.to_host(engine.get_params(state)))
     timings = np.asarray(timings, float).reshape(-1, 2)
     return SVIResult(model, density, guide_fn, params, losses, resumed_from, timings)
+
+
+def _require_step_memory(compiled, num_trials: int, batch_size: int | None) -> None:
+    """Refuse, before the first step, a step whose buffers (XLA's count) pass the memory limit.
+
+    An SVI step holds the whole data set (or a minibatch of ``batch_size`` trials) at once; the
+    way to a smaller step is a smaller minibatch, which the message suggests.
+    """
+    analysis = compiled.memory_analysis()
+    if analysis is None:  # not every backend reports it
+        return
+    need = (
+        analysis.temp_size_in_bytes
+        + analysis.argument_size_in_bytes
+        + analysis.output_size_in_bytes
+        - analysis.alias_size_in_bytes
+    )
+    free = memory.settings().resolved_limit() - memory.resident_bytes()
+    if need > free:
+        trials = batch_size or num_trials
+        fits = max(1, int(trials * free / need))
+        raise MemoryBudgetError(
+            f"svi: one step over {trials} trials needs {memory.format_size(need)} (XLA's count) "
+            f"but {memory.format_size(max(free, 0))} is free under the "
+            f"{memory.format_size(memory.settings().resolved_limit())} memory limit; use "
+            f"batch_size = {fits} or fewer trials, or raise --memory-limit"
+        )
 
 
 def _chunk_lengths(start: int, num_steps: int, every: int, curriculum) -> list[int]:

@@ -189,3 +189,12 @@ def test_draws_too_large_for_the_budget_run_in_blocks_of_trials(poisson_lds, mon
     rates = np.exp(draws["latents"] @ loadings + draws["d"][:, None, None])
     expected = stats.poisson.logpmf(ds["spikes"].values[None], rates).sum(axis=(-1, -2))
     np.testing.assert_allclose(whole, expected, rtol=1e-4)
+
+
+def test_an_svi_step_larger_than_the_limit_is_refused_before_it_runs(poisson_lds):
+    model, ds, _ = poisson_lds
+    with memory.limit(memory.resident_bytes() + 1000):
+        with pytest.raises(
+            MemoryBudgetError, match=r"svi: one step over 6 trials needs .* batch_size = 1"
+        ):
+            svi(model, ds, num_steps=5, seed=0, progress=False)
