@@ -84,6 +84,7 @@ from numpyro.infer.util import log_density
 from probdyn.inference import devices
 from probdyn.inference.density import Density, bind
 from scipy.special import logsumexp as host_logsumexp
+from tqdm.auto import tqdm
 
 from probdyn import memory
 from probdyn.errors import ConfigError, MemoryBudgetError
@@ -289,12 +290,23 @@ def _smc(
         state, _, log_z, acceptance, _, steps = jax.lax.while_loop(keep_going, advance, init)
         return log_z, steps, acceptance, state.tempering_param
 
-    keys = jax.device_put(jax.random.split(key, num_repeats), devices.replicated(mesh))
-    runs = jax.jit(lambda keys: jax.lax.map(one_run, keys, batch_size=repeats_at_once))
-    runs.lower(keys)  # trace now: under the guard it only runs
+    # The repeats run in groups of repeats_at_once (one compiled program for every group),
+    # each group a progress step.
+    keys = jax.random.split(key, num_repeats)
+    groups = [keys[i : i + repeats_at_once] for i in range(0, num_repeats, repeats_at_once)]
+    groups = [jax.device_put(g, devices.replicated(mesh)) for g in groups]
+    runs = jax.jit(jax.vmap(one_run))
+    for group in {len(g): g for g in groups}.values():
+        runs.lower(group)  # traced now, one per group size: the loop below only runs
+    bar = tqdm(total=num_repeats, disable=not memory.settings().progress, desc="smc", unit="run")
+    outcomes = []
     with devices.hot_loop():
-        outcome = runs(keys)
-    log_z, steps, final_acceptance, reached = devices.to_host(outcome)
+        for group in groups:
+            outcomes.append(devices.to_host(runs(group)))  # waits for the group
+            bar.update(len(group))
+    bar.close()
+    joined = (np.concatenate(values) for values in zip(*outcomes, strict=True))
+    log_z, steps, final_acceptance, reached = joined
     if not np.all(reached >= 1.0):
         raise FloatingPointError(
             f"SMC did not reach the posterior within {max_steps} tempering steps"
@@ -668,8 +680,12 @@ def find_mode(density: Density, key, *, num_starts: int = 4, num_steps: int = 10
 
     gradient, value = jax.jit(jax.grad(loss)), jax.jit(loss)
     for _ in range(5):
-        hessian = -hessian_matrix(density.log_posterior, best)
-        step = np.linalg.solve(hessian + 1e-8 * np.eye(len(best)), np.asarray(gradient(best)))
+        # In place: at thousands of dimensions each copy of the matrix is gigabytes.
+        hessian = hessian_matrix(density.log_posterior, best)
+        np.negative(hessian, out=hessian)
+        hessian[np.diag_indices_from(hessian)] += 1e-8
+        step = np.linalg.solve(hessian, np.asarray(gradient(best), np.float64))
+        del hessian
         candidate = best - jnp.asarray(step, best.dtype)
         if value(candidate) < value(best):
             best = candidate
@@ -677,8 +693,12 @@ def find_mode(density: Density, key, *, num_starts: int = 4, num_steps: int = 10
 
 
 def require_dense_hessian(dim: int) -> None:
-    """Raise a MemoryBudgetError unless a dense float64 Hessian and its factor fit the limit."""
-    needed = 2 * dim * dim * np.dtype(np.float64).itemsize
+    """Raise a MemoryBudgetError unless a dense Hessian fits the limit three times over.
+
+    In float64, with its LU factor; and the columns as computed (float32 where JAX is) with
+    their concatenation, as much again.
+    """
+    needed = 3 * dim * dim * np.dtype(np.float64).itemsize
     free = memory.settings().resolved_limit() - memory.resident_bytes()
     if needed > free:
         raise MemoryBudgetError(
@@ -703,7 +723,7 @@ def hessian_matrix(fn, z: Array) -> np.ndarray:
         return jax.jvp(jax.grad(fn), (z,), (unit,))[1]
 
     columns = memory.map_chunks(column, jnp.arange(dim), what="Hessian columns", unit="column")
-    return np.asarray(columns, np.float64).T
+    return columns.astype(np.float64).T  # row j is column j: the transpose is a view
 
 
 def _laplace(density: Density, key, *, model=None, num_starts: int = 4) -> Evidence:
@@ -711,8 +731,9 @@ def _laplace(density: Density, key, *, model=None, num_starts: int = 4) -> Evide
         return _exact(density, key)
     require_dense_hessian(density.dim)  # before the search, not after it
     mode, log_joint = find_mode(density, key, num_starts=num_starts)
-    hessian = -hessian_matrix(density.log_posterior, mode)
-    sign, log_det = np.linalg.slogdet(0.5 * (hessian + hessian.T))
+    hessian = hessian_matrix(density.log_posterior, mode)
+    np.negative(hessian, out=hessian)
+    sign, log_det = np.linalg.slogdet(hessian)
     if sign <= 0:
         raise FloatingPointError("the Hessian at the mode is not positive definite")
     value = log_joint + 0.5 * density.dim * math.log(2 * math.pi) - 0.5 * log_det

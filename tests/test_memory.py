@@ -97,7 +97,7 @@ def test_hessian_by_columns_is_the_closed_form_and_refuses_dense_giants():
     expected = -np.asarray(matrix) - np.diag(np.sin(np.asarray(z)))
     np.testing.assert_allclose(hessian_matrix(quadratic, z), expected, rtol=1e-5, atol=1e-5)
     with memory.limit(memory.resident_bytes() + 10**6):
-        with pytest.raises(MemoryBudgetError, match="Hessian of 1000 free dimensions needs 16"):
+        with pytest.raises(MemoryBudgetError, match="Hessian of 1000 free dimensions needs 24"):
             require_dense_hessian(1000)
 
 
