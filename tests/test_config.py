@@ -206,11 +206,14 @@ def test_a_failed_step_keeps_the_fit_and_a_rerun_resumes_there(tmp_path, capsys,
     assert tree["posterior"].sizes["draw"] == 50
 
 
-def test_a_memory_limit_below_one_draw_stops_in_one_line(tmp_path, capsys):
+def test_a_memory_limit_below_one_step_stops_in_one_line(tmp_path, capsys):
     path = _write(tmp_path, GOOD.format(out=tmp_path / "out"))
     assert main(["fit", str(path), "--no-progress", "--memory-limit", "1MB"]) == 2
     err = capsys.readouterr().err.strip()
-    assert err.count("\n") == 0 and "memory budget" in err and "--memory-limit" in err, err
+    # The first step that would not fit is the fit itself: refused before it runs.
+    assert err.count("\n") == 0 and "svi: one step over 4 trials needs" in err, err
+    assert "use batch_size = 1" in err and "--memory-limit" in err, err
+    assert not (tmp_path / "out" / "run.nc").exists()
     assert main(["fit", str(path), "--no-progress", "--memory-limit", "lots"]) == 2
     assert "memory limit 'lots'" in capsys.readouterr().err
 
