@@ -162,11 +162,13 @@ def over_draws_and_trials(fn, model: Model, data, draws: dict, keys, *, what: st
         def one(item, shared):
             d, start = item
             every, all_keys = shared
+            draw = {n: v[d] for n, v in every.items()}
+            if size == num_trials:  # whole draws: no gathered copy of the data per draw
+                return fn(draw, data, all_keys[d])
             index = jnp.minimum(start + jnp.arange(size), num_trials - 1)
-            draw = {n: v[d][index] if n in local else v[d] for n, v in every.items()}
+            draw = {n: v[index] if n in local else v for n, v in draw.items()}
             part = dataclasses.replace(data.take(index), num_trials=size)
-            key = all_keys[d] if size == num_trials else jax.random.fold_in(all_keys[d], start)
-            return fn(draw, part, key)
+            return fn(draw, part, jax.random.fold_in(all_keys[d], start))
 
         return one
 
