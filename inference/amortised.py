@@ -50,27 +50,47 @@ class AmortisedGuide:
         self.global_guide = global_guide
 
     def __call__(self, data: ModelData, batch_size: int | None = None):
-        """Draw the weights, then each trial's local site from the encoder's Gaussian."""
+        """Draw the weights, then each trial's local sites from the encoder's Gaussians."""
         values = dict(self.global_guide(data, batch_size))
-        observations = data.observations.astype(float)
-        mask = jnp.ones_like(observations) if data.mask is None else data.mask.astype(float)
-        read = getattr(self.model, "encoder_neurons", None)
-        if read is not None:
-            observations, mask = observations[..., list(read)], mask[..., list(read)]
+        observations, mask = encoder_view(self.model, data)
         example = jnp.ones((1, *observations.shape[1:]))
         encoder = flax_module("encoder", self.model.encoder(), example, example)
         with self.model.trial_plate(data, batch_size) as index:
             if batch_size is not None:
                 observations, mask = observations[index], mask[index]
-            loc, scale = encoder(observations, mask)
-            site = self.model.local_site
-            posterior = dist.Normal(loc, scale).to_event(jnp.ndim(loc) - 1)  # per trial
-            values[site] = numpyro.sample(site, posterior)
+            encoded = encoder(observations, mask)
+            if not isinstance(encoded, dict):  # one local site: the encoder gives (loc, scale)
+                encoded = {self.model.local_site: encoded}
+            for site, (loc, scale) in encoded.items():
+                posterior = dist.Normal(loc, scale).to_event(jnp.ndim(loc) - 1)  # per trial
+                values[site] = numpyro.sample(site, posterior)
         return values
 
     def median(self, params) -> dict:
         """Median of the weights (the local site depends on data, so it is left out)."""
         return self.global_guide.median(params)
+
+
+def local_sites(model: Model) -> tuple[str, ...]:
+    """The per-trial sites a model's encoder infers (``local_sites``, else ``local_site``)."""
+    return tuple(getattr(model, "local_sites", (model.local_site,)))
+
+
+def encoder_view(model: Model, data: ModelData) -> tuple[Array, Array]:
+    """(observations, mask) as float arrays restricted to what the encoder reads.
+
+    ``model.encoder_neurons`` (indices) and ``model.encoder_bins`` (the first bins), where the
+    model has them and they are not None.
+    """
+    observations = data.observations.astype(float)
+    mask = jnp.ones_like(observations) if data.mask is None else data.mask.astype(float)
+    neurons = getattr(model, "encoder_neurons", None)
+    if neurons is not None:
+        observations, mask = observations[..., list(neurons)], mask[..., list(neurons)]
+    bins = getattr(model, "encoder_bins", None)
+    if bins is not None:
+        observations, mask = observations[:, :bins], mask[:, :bins]
+    return observations, mask
 
 
 def amortised_guide(name: str, model: Model, program, **options) -> AmortisedGuide:
@@ -80,7 +100,7 @@ def amortised_guide(name: str, model: Model, program, **options) -> AmortisedGui
             f"guide={name!r} needs a model with an encoder network; {type(model).__name__} has "
             "none (use 'auto', 'normal', 'mvn', 'delta' or 'laplace')"
         )
-    blocked = numpyro.handlers.block(program, hide=[model.local_site])
+    blocked = numpyro.handlers.block(program, hide=list(local_sites(model)))
     return AmortisedGuide(model, program, AMORTISED_GUIDES[name](blocked, **options))
 
 

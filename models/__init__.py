@@ -6,6 +6,7 @@ from probdyn.models.lds import LDS
 from probdyn.models.node import NODE
 from probdyn.models.rnn_emulator import RNNEmulator
 from probdyn.models.sdernn import SDERNN
+from probdyn.models.seqvae import SeqVAE
 
 from probdyn.errors import ConfigError
 
@@ -16,6 +17,7 @@ FAMILIES = {
     "NODE": NODE,
     "RNNEmulator": RNNEmulator,
     "SDERNN": SDERNN,
+    "SeqVAE": SeqVAE,
 }
 
 
@@ -31,4 +33,14 @@ def from_spec(spec: dict):
         raise ConfigError(f"bad hyperparameters for {family}: {error}") from None
 
 
-__all__ = ["FAMILIES", "HMM", "LDS", "NODE", "SDERNN", "FacRNN", "RNNEmulator", "from_spec"]
+__all__ = [
+    "FAMILIES",
+    "HMM",
+    "LDS",
+    "NODE",
+    "SDERNN",
+    "FacRNN",
+    "RNNEmulator",
+    "SeqVAE",
+    "from_spec",
+]

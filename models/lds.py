@@ -15,7 +15,7 @@ from jax import Array
 from probdyn.data.validate import OBSERVATION_VARIABLES
 from probdyn.errors import PriorError
 from probdyn.kalman import LinearGaussianStateSpace, kalman_smoother
-from probdyn.model import Model, ModelData
+from probdyn.model import Model, ModelData, observe
 
 
 @dataclasses.dataclass(frozen=True, kw_only=True)
@@ -166,6 +166,4 @@ class LDS(Model):
                 emission = dist.Normal(mean, p["r"])
             else:
                 emission = dist.Poisson(jnp.exp(mean))
-            if batch.mask is not None:
-                emission = emission.mask(batch.mask)
-            numpyro.sample(site, emission.to_event(2), obs=batch.observations)
+            observe(site, emission, batch)

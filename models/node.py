@@ -21,7 +21,7 @@ from jax import Array
 
 from probdyn.data.validate import OBSERVATION_VARIABLES
 from probdyn.errors import PriorError
-from probdyn.model import Model, ModelData
+from probdyn.model import Model, ModelData, observe
 
 #: Latent dynamics: the neural ODE and the baselines of the paper at the same latent size.
 DYNAMICS = ("node", "gru", "mlp", "rnn")
@@ -322,6 +322,4 @@ class NODE(Model):
                 emission = dist.Poisson(jnp.exp(eta))
             else:
                 emission = dist.Normal(eta, p["r"])
-            if batch.mask is not None:
-                emission = emission.mask(batch.mask)
-            numpyro.sample(site, emission.to_event(2), obs=batch.observations)
+            observe(site, emission, batch)

@@ -20,7 +20,7 @@ from jax import Array
 
 from probdyn.data.validate import OBSERVATION_VARIABLES
 from probdyn.errors import DataError, PriorError
-from probdyn.model import Model, ModelData
+from probdyn.model import Model, ModelData, observe
 from probdyn.sde import EulerMaruyamaPath
 
 NONLINEARITIES = {
@@ -397,6 +397,4 @@ class SDERNN(Model):
                 emission = dist.Normal(mean, p["r"])
             else:
                 emission = dist.Poisson(jnp.exp(mean))
-            if batch.mask is not None:
-                emission = emission.mask(batch.mask)
-            numpyro.sample(site, emission.to_event(2), obs=batch.observations)
+            observe(site, emission, batch)

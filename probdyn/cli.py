@@ -197,6 +197,9 @@ def _fit(args) -> int:
                 guide=settings.get("guide", "auto"),
                 learning_rate=settings.get("learning_rate", 1e-2),
                 batch_size=settings.get("batch_size"),
+                coordinated_dropout=settings.get("coordinated_dropout", 0.0),
+                encoder_dropout=settings.get("encoder_dropout", 0.0),
+                warmup=settings.get("warmup", 0),
                 checkpoint=out / "svi.ckpt",  # a killed run resumes from here
                 num_devices=settings.get("num_devices"),
                 progress=progress,
@@ -334,48 +337,94 @@ def _count(minimum: int):
 
 
 def _nlb(args) -> int:
+    import json
+    from pathlib import Path
+
+    import numpy as np
+
     from probdyn import nlb
     from probdyn.data import load_nlb
-    from probdyn.errors import DataError
+    from probdyn.errors import ConfigError, DataError
     from probdyn.metrics import co_bps
 
+    if args.eval_input is None and args.folds is None:
+        raise ConfigError("give --eval-input (predict its trials), --folds K, or both")
+    if args.eval_input is not None and args.out is None:
+        raise ConfigError("--eval-input needs --out (the submission file to write)")
+    chosen = {
+        "bin_factor": args.bin_factor,
+        "generator": args.generator,
+        "factors": args.factors,
+        "inputs": args.inputs,
+        "num_steps": args.steps,
+        "members": args.members,
+    }
+    settings = nlb.Settings(**{k: v for k, v in chosen.items() if v is not None})
     train = load_nlb(args.train, split="train")
     num_heldout = int(train.heldout.sum())
-    evaluate = nlb.load_eval_input(args.eval_input, num_heldout)
-    if (
-        evaluate.sizes["neuron"] != train.sizes["neuron"]
-        or evaluate.sizes["time"] != train.sizes["time"]
-    ):
-        raise DataError(
-            f"{args.eval_input} has {evaluate.sizes['neuron'] - num_heldout} held-in neurons and "
-            f"{evaluate.sizes['time']} bins; the training file has "
-            f"{train.sizes['neuron'] - num_heldout} and {train.sizes['time']}"
+    evaluate = None
+    if args.eval_input is not None:
+        evaluate = nlb.load_eval_input(args.eval_input, num_heldout)
+        if (
+            evaluate.sizes["neuron"] != train.sizes["neuron"]
+            or evaluate.sizes["time"] != train.sizes["time"]
+        ):
+            raise DataError(
+                f"{args.eval_input} has {evaluate.sizes['neuron'] - num_heldout} held-in neurons "
+                f"and {evaluate.sizes['time']} bins; the training file has "
+                f"{train.sizes['neuron'] - num_heldout} and {train.sizes['time']}"
+            )
+    work = Path(args.work) if args.work else Path(args.out or args.train).with_suffix(".work")
+    progress = not args.no_progress
+    if args.folds is not None:
+        rows = nlb.cross_validate(
+            train, args.folds, settings, seed=args.seed, work=work / "folds", progress=progress
         )
-    model, result = nlb.fit_node(
-        train,
-        latent_dim=args.latent_dim,
-        tau=args.tau,
-        num_steps=args.steps,
-        guide=args.guide,
-        seed=args.seed,
-        progress=not args.no_progress,
-    )
+        for row in rows:
+            print(f"fold {row['fold'] + 1}: {nlb.format_row(row)}")
+        mean = {
+            key: float(np.mean([row[key] for row in rows]))
+            for key in rows[0]
+            if key not in ("fold", "trials", "member_co_bps")
+        }
+        members = np.array([row["member_co_bps"] for row in rows])
+        print(f"mean: {nlb.format_row(mean)}")
+        print(
+            f"single members: co-bps {members.mean():.3f} (spread over members and folds: "
+            f"sd {members.std():.3f}, min {members.min():.3f}, max {members.max():.3f})"
+        )
+        if args.table:
+            Path(args.table).write_text(json.dumps({"folds": rows, "mean": mean}, indent=1))
+            print(f"table: {args.table}")
+    if evaluate is None:
+        return 0
     heldout = train.heldout.values
-    train_rates = nlb.predict_rates(model, result, train, seed=args.seed, refine=args.refine)
-    eval_rates = nlb.predict_rates(model, result, evaluate, seed=args.seed, refine=args.refine)
-    path = nlb.write_submission(
-        args.out,
-        args.dataset or nlb.dataset_name(args.train),
-        {
-            "train_rates_heldin": train_rates[..., ~heldout],
-            "train_rates_heldout": train_rates[..., heldout],
-            "eval_rates_heldin": eval_rates[..., ~heldout],
-            "eval_rates_heldout": eval_rates[..., heldout],
-        },
+    T = train.sizes["time"]
+    predictions = nlb.fit_ensemble(
+        train,
+        {"train": nlb.heldin_only(train), "eval": evaluate},
+        settings,
+        seed=args.seed,
+        work=work / "submission",
+        progress=progress,
     )
-    fitted = co_bps(train.spikes.values[..., heldout], train_rates[..., heldout])
-    print(f"co-bps on the training trials (in sample): {fitted:.3f}")
+    fitted, predicted = predictions["train"], predictions["eval"]
+    rates = {
+        "train_rates_heldin": fitted.mean[:, :T, ~heldout],
+        "train_rates_heldout": fitted.mean[:, :T, heldout],
+        "eval_rates_heldin": predicted.mean[:, :T, ~heldout],
+        "eval_rates_heldout": predicted.mean[:, :T, heldout],
+    }
+    if predicted.mean.shape[1] > T:
+        rates["eval_rates_heldin_forward"] = predicted.mean[:, T:, ~heldout]
+        rates["eval_rates_heldout_forward"] = predicted.mean[:, T:, heldout]
+    path = nlb.write_submission(args.out, args.dataset or nlb.dataset_name(args.train), rates)
+    band = path.with_suffix(".band.nc")
+    predicted.to_dataset(heldout, float(train.attrs["dt"])).to_netcdf(band)
+    fitted_co = co_bps(train.spikes.values[..., heldout], rates["train_rates_heldout"])
+    print(f"co-bps on the training trials (in sample): {fitted_co:.3f}")
     print(f"predicted rates: {path}")
+    print(f"posterior band of the evaluation rates (5%-95%): {band}")
     return 0
 
 
@@ -513,34 +562,38 @@ def build_parser() -> argparse.ArgumentParser:
     report.add_argument("--out", help="output file (default: RUN-report.html next to it)")
     report.set_defaults(handler=_report)
     cosmoothing = commands.add_parser(
-        "nlb", help="Neural Latents Benchmark co-smoothing: fit a NODE, write predicted rates"
+        "nlb",
+        help="Neural Latents Benchmark: fit a SeqVAE ensemble, write the submission rates, "
+        "cross-validate against the smoothing baseline",
     )
     cosmoothing.add_argument("--train", required=True, help="e.g. mc_maze_small_train.h5")
     cosmoothing.add_argument(
-        "--eval-input", required=True, help="h5 file with eval_spikes_heldin (trials to predict)"
+        "--eval-input", help="h5 file with eval_spikes_heldin (trials to predict)"
     )
-    cosmoothing.add_argument("--out", required=True, help="h5 file of predicted rates to write")
+    cosmoothing.add_argument("--out", help="h5 file of predicted rates to write")
+    cosmoothing.add_argument(
+        "--folds",
+        type=_count(2),
+        help="K-fold cross-validation over the training trials: co-bps, fp-bps, velocity R2 "
+        "beside the smoothing baseline's",
+    )
+    cosmoothing.add_argument("--table", help="JSON file for the cross-validation table")
     cosmoothing.add_argument(
         "--dataset", help="h5 group name (default: the training file's name without _train)"
     )
-    cosmoothing.add_argument("--latent-dim", type=_count(1), default=8)
-    cosmoothing.add_argument(
-        "--tau", type=float, default=0.02, help="time constant of the dynamics in seconds"
-    )
-    cosmoothing.add_argument("--steps", type=_count(1), default=3000, help="optimisation steps")
-    cosmoothing.add_argument(
-        "--guide",
-        choices=["amortised-delta", "amortised"],
-        default="amortised-delta",
-        help="MAP weights, or a Gaussian posterior over them",
-    )
-    cosmoothing.add_argument(
-        "--refine",
-        type=_count(0),
-        default=150,
-        help="steps that refine each trial's initial state beyond the encoder (0: none)",
-    )
+    for flag, minimum, text in (
+        ("--members", 1, "ensemble members (seeds); default 3"),
+        ("--steps", 1, "optimisation steps per member; default 700"),
+        ("--bin-factor", 1, "file bins summed into one model bin; default 2"),
+        ("--generator", 1, "GRU units of the generator; default 64"),
+        ("--factors", 1, "factors between generator and rates; default 40"),
+        ("--inputs", 0, "inferred inputs per bin; default 0 (none)"),
+    ):
+        cosmoothing.add_argument(flag, type=_count(minimum), help=text)
     cosmoothing.add_argument("--seed", type=int, default=0)
+    cosmoothing.add_argument(
+        "--work", help="folder of the members' checkpoints (default: OUT.work); a rerun resumes"
+    )
     cosmoothing.add_argument("--no-progress", action="store_true", help="no progress bars")
     cosmoothing.set_defaults(handler=_nlb)
     return parser

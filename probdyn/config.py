@@ -25,7 +25,8 @@ r"""Run configurations (TOML) for ``probdyn fit``: data, model, priors, inferenc
 
     [inference]
     method = "svi"                 # "svi" | "nuts"
-    num_steps = 2000               # svi: num_steps, guide, learning_rate, batch_size
+    num_steps = 2000               # svi: num_steps, guide, learning_rate, batch_size,
+    # coordinated_dropout, encoder_dropout, warmup (amortised guides: see AutoencoderELBO)
     # nuts: num_warmup, num_samples, num_chains, chain_method ("parallel": over devices)
     # num_devices = 4              # cap on the devices trials/chains/particles are split over
     evidence = "iwae"              # "iwae" | "smc" | "bridge" | "laplace" | "exact" | "none"
@@ -91,6 +92,9 @@ _SECTIONS = {
         "evidence",
         "evidence_options",
         "num_draws",
+        "coordinated_dropout",
+        "encoder_dropout",
+        "warmup",
     },
 }
 _CALL = re.compile(r"^\s*([A-Za-z]+)\s*\((.*)\)\s*$")
@@ -254,6 +258,15 @@ def load_config(path: str | Path) -> dict[str, Any]:
             f"config: inference.chain_method = {chain_method!r}; expected 'vectorized', "
             "'parallel' or 'sequential'"
         )
+    for key in ("coordinated_dropout", "encoder_dropout"):
+        if key in inference:
+            value = inference[key]
+            if isinstance(value, bool) or not isinstance(value, int | float) or not 0 <= value < 1:
+                raise ConfigError(
+                    f"config: inference.{key} = {value!r}; expected a fraction in [0, 1)"
+                )
+    if "warmup" in inference and (_expect(inference["warmup"], int, "inference.warmup") < 0):
+        raise ConfigError(f"config: inference.warmup = {inference['warmup']}; expected >= 0")
     for key in ("num_steps", "num_warmup", "num_samples", "num_chains", "num_draws", "num_devices"):
         if key in inference and (_expect(inference[key], int, f"inference.{key}") < 1):
             raise ConfigError(f"config: inference.{key} = {inference[key]}; expected >= 1")

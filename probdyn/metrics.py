@@ -248,7 +248,8 @@ def co_bps(spikes, rates) -> float:
 
     with :math:`\log L` the Poisson log likelihood summed over trials, bins and neurons and
     :math:`\bar r` each neuron's mean count per bin over the evaluated data. Bins where the
-    spikes are NaN (missing) are left out of every sum.
+    spikes are NaN (missing) are left out of every sum; :math:`0 \log 0 = 0`, so a neuron
+    that never spikes in the evaluated bins (null rate 0) is scored as the benchmark scores it.
     """
     y, r = _paired_counts(spikes, rates)
     observed = np.isfinite(y)
@@ -258,8 +259,10 @@ def co_bps(spikes, rates) -> float:
     null = counts.sum(axis=0) / observed.sum(axis=0)
 
     def log_likelihood(rate):
+        # 0 log 0 = 0: a neuron silent in the evaluated bins has a null rate of 0 and adds 0.
         rate = np.where(observed, rate, 1.0)
-        return np.sum(np.where(observed, counts * np.log(rate) - rate, 0.0))
+        spiking = np.log(np.where(counts > 0, rate, 1.0))
+        return np.sum(np.where(observed, counts * spiking - rate, 0.0))
 
     total = counts.sum()
     if total <= 0:

@@ -44,6 +44,9 @@ class ModelData:
     ``observations`` has shape (trial, time, neuron) (or (trial, time) for symbols) with missing
     bins filled by 0 and flagged False in ``mask``; ``inputs`` is (trial, time, input) or None.
     ``observations`` is None for prior predictive runs, which then need only the sizes.
+    ``weights`` (like ``observations``, or None: all 1) multiply each bin's log likelihood in
+    programs that emit through :func:`observe` (training regularisers set them, see
+    :class:`probdyn.inference.svi.AutoencoderELBO`).
     """
 
     observations: Array | None
@@ -53,6 +56,7 @@ class ModelData:
     num_timesteps: int
     emission_dim: int
     dt: float
+    weights: Array | None = None
 
     def take(self, index: Array) -> ModelData:
         """The same data restricted to the trials at ``index`` (for minibatches)."""
@@ -65,6 +69,7 @@ class ModelData:
             observations=pick(self.observations),
             mask=pick(self.mask),
             inputs=pick(self.inputs),
+            weights=pick(self.weights),
         )
 
     @property
@@ -75,9 +80,46 @@ class ModelData:
 
 jax.tree_util.register_dataclass(
     ModelData,
-    data_fields=["observations", "mask", "inputs"],
+    data_fields=["observations", "mask", "inputs", "weights"],
     meta_fields=["num_trials", "num_timesteps", "emission_dim", "dt"],
 )
+
+
+class Weighted(dist.Distribution):
+    """``base`` with each element's log density multiplied by ``weights`` (same batch shape)."""
+
+    arg_constraints: ClassVar[dict] = {}
+
+    def __init__(self, base: dist.Distribution, weights: Array):
+        self.base, self.weights = base, weights
+        super().__init__(base.batch_shape, base.event_shape)
+
+    @property
+    def support(self):
+        """The base distribution's support."""
+        return self.base.support
+
+    def sample(self, key, sample_shape=()):
+        """Draws of the base distribution (weights change densities, not draws)."""
+        return self.base.sample(key, sample_shape)
+
+    def log_prob(self, value):
+        """Weighted elementwise log density."""
+        return self.base.log_prob(value) * self.weights
+
+
+def observe(site: str, emission: dist.Distribution, batch: ModelData) -> Array:
+    """The observation site of a (trial, time, channel) program, inside its trial plate.
+
+    ``emission`` has batch shape (trial, time, channel); bins where ``batch.mask`` is False
+    are left out and ``batch.weights`` (if any) weight each bin's log density. The site's
+    event is (time, channel), so its log density is one number per trial.
+    """
+    if batch.mask is not None:
+        emission = emission.mask(batch.mask)
+    if batch.weights is not None:
+        emission = Weighted(emission, batch.weights)
+    return numpyro.sample(site, emission.to_event(2), obs=batch.observations)
 
 
 def _site_prior(name: str, prior, shape: tuple[int, ...], default) -> dist.Distribution:

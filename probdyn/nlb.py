@@ -1,32 +1,42 @@
-r"""Co-smoothing on Neural Latents Benchmark files (Pei et al. 2021).
+r"""The Neural Latents Benchmark (Pei et al. 2021): co-smoothing, forward prediction, decoding.
 
-The benchmark's co-smoothing task: from the held-in neurons of a trial, predict the rates of its
-held-out neurons. A model is trained on the training trials, where both are recorded; evaluation
-trials come with held-in spikes only (``eval_spikes_heldin``). Scored by :func:`probdyn.metrics.
-co_bps`.
+A model is trained on the training trials, where held-in and held-out neurons are recorded (and
+the 40 bins after each trial, the forward window); evaluation trials come with held-in spikes
+only (``eval_spikes_heldin``). From them it predicts the rates of every neuron over the trial
+(scored on the held-out ones: co-smoothing, :func:`probdyn.metrics.co_bps`) and over the
+forward window (fp-bps), and the rates are decoded into hand velocity (velocity :math:`R^2`).
 
-- :func:`fit_node`: a :class:`probdyn.models.NODE` on all neurons of the training trials whose
-  encoder reads the held-in neurons only, so evaluation trials are inferred as training trials
-  were (their held-out neurons enter as missing bins).
-- :func:`predict_rates`: posterior-mean rates per bin of every neuron for any trials.
-- :func:`smoothing_baseline`: the benchmark's baseline: held-in spikes smoothed by a Gaussian
-  kernel, a Poisson GLM (ridge penalty) from them to each held-out neuron.
-- :func:`write_submission`: predicted rates in the benchmark's layout (one h5 group named after
-  the data set holding ``{train,eval}_rates_{heldin,heldout}``).
+- :class:`Settings`, :func:`fit_ensemble`: a small ensemble of :class:`probdyn.models.SeqVAE`
+  (a GRU generator, Poisson spikes) fitted by SVI with coordinated dropout, encoder dropout and
+  KL warm-up; the encoder reads the held-in neurons of the trial's bins only, so evaluation
+  trials are inferred as training trials were and the generator runs on into the forward
+  window. Each member resumes from its checkpoint after a kill.
+- :func:`predict`: rates per bin (trial, time, neuron) averaged over the posterior draws of
+  every member, with a per-trial posterior band (:class:`Prediction`).
+- :func:`smoothing_baseline`, :func:`psth_forward`: the benchmark's smoothing baseline
+  (Gaussian-smoothed held-in spikes, a Poisson GLM to each held-out neuron) and a forward
+  prediction by the training trials' mean.
+- :func:`velocity_r2`: ridge regression from rates to behaviour.
+- :func:`cross_validate`: K folds over the training trials, each scored by all of the above
+  for the model and for the baseline.
+- :func:`write_submission`: rates in the benchmark's layout.
 """
 
 from __future__ import annotations
 
+import dataclasses
+import logging
 import os
 from pathlib import Path
 
 import h5py
+import jax
 import numpy as np
 import optax
 import xarray as xr
 
 from probdyn.data.loaders import load_nlb
-from probdyn.errors import DataError
+from probdyn.errors import ConfigError, DataError
 
 
 def load_eval_input(path: str | os.PathLike, num_heldout: int, *, bin_size: float = 0.005):
@@ -54,68 +64,265 @@ def load_eval_input(path: str | os.PathLike, num_heldout: int, *, bin_size: floa
     )
 
 
-def fit_node(
-    train: xr.Dataset,
-    *,
-    latent_dim: int = 8,
-    tau: float = 0.02,
-    num_steps: int = 3000,
-    learning_rate: float = 5e-3,
-    batch_size: int | None = None,
-    guide: str = "amortised-delta",
-    seed: int = 0,
-    progress: bool = True,
-):
-    """Fit a NODE (amortised initial states) to training trials with held-out neurons.
+log = logging.getLogger("probdyn")
 
-    ``guide``: ``"amortised-delta"`` (MAP weights) or ``"amortised"`` (a Gaussian posterior over
-    the weights, whose predictions average over it). Returns ``(model, result)``. The encoder
-    reads the neurons whose ``heldout`` flag is False.
+
+@dataclasses.dataclass(frozen=True)
+class Settings:
+    r"""The model and its training (defaults measured on MC_Maze_Small, docs/nlb.md).
+
+    ``bin_factor`` bins of the file are summed into one model bin (2: 10 ms for the
+    benchmark's 5 ms tensors); predicted rates are spread back evenly. ``members`` SeqVAEs
+    (seeds ``seed``, ``seed + 1``, ...) are averaged, each over ``num_samples`` posterior draws.
     """
-    from probdyn.inference import svi
-    from probdyn.models import NODE
+
+    bin_factor: int = 2
+    generator: int = 64
+    factors: int = 40
+    inputs: int = 0
+    encoder_hidden: int = 64
+    num_steps: int = 700
+    learning_rate: float = 1e-2
+    coordinated_dropout: float = 0.3
+    encoder_dropout: float = 0.3
+    warmup: int = 300
+    members: int = 3
+    num_samples: int = 20
+
+    def __post_init__(self):
+        for name in ("bin_factor", "generator", "factors", "encoder_hidden", "num_steps"):
+            value = getattr(self, name)
+            if not isinstance(value, int) or isinstance(value, bool) or value < 1:
+                raise ConfigError(f"nlb {name} = {value!r}; expected a positive integer")
+        for name in ("members", "num_samples"):
+            if not isinstance(getattr(self, name), int) or getattr(self, name) < 1:
+                raise ConfigError(f"nlb {name} = {getattr(self, name)!r}; expected >= 1")
+
+
+def coarsen(ds: xr.Dataset, factor: int) -> xr.Dataset:
+    """Sum the counts of ``factor`` consecutive bins (trial and forward window); ``dt`` grows.
+
+    ``behavior`` is averaged over the same bins. Both windows must hold a whole number of
+    coarse bins.
+    """
+    if factor == 1:
+        return ds
+    out = {}
+    for name, dim in (("spikes", "time"), ("spikes_forward", "forward_time")):
+        if name not in ds:
+            continue
+        if ds.sizes[dim] % factor:
+            raise DataError(
+                f"{name} has {ds.sizes[dim]} bins along {dim!r}, not a multiple of bin_factor="
+                f"{factor}"
+            )
+        values = ds[name].values.astype(float)
+        shape = (values.shape[0], values.shape[1] // factor, factor, values.shape[2])
+        out[name] = ((ds[name].dims), values.reshape(shape).sum(axis=2))
+    coords = {"trial": ds.trial.values, "time": ds.time.values[::factor]}
+    if "heldout" in ds.coords:
+        coords["heldout"] = ("neuron", ds.heldout.values)
+    if "spikes_forward" in ds:
+        coords["forward_time"] = ds.forward_time.values[::factor]
+    if "behavior" in ds:
+        values = ds.behavior.values
+        shape = (values.shape[0], values.shape[1] // factor, factor, values.shape[2])
+        out["behavior"] = (ds.behavior.dims, values.reshape(shape).mean(axis=2))
+    attrs = dict(ds.attrs) | {"dt": float(ds.attrs["dt"]) * factor}
+    return xr.Dataset(out, coords=coords, attrs=attrs)
+
+
+def with_forward(ds: xr.Dataset, forward_bins: int) -> xr.Dataset:
+    """The trial's bins followed by ``forward_bins`` more, as one ``spikes`` variable.
+
+    The extra bins hold ``spikes_forward`` where the data have it, else NaN (missing); NaN
+    entries of ``ds`` (held-out neurons of evaluation trials) stay NaN.
+    """
+    spikes = ds.spikes.values.astype(float)
+    if "spikes_forward" in ds and forward_bins:
+        forward = ds.spikes_forward.values.astype(float)[:, :forward_bins]
+    else:
+        forward = np.full((spikes.shape[0], forward_bins, spikes.shape[2]), np.nan)
+    values = np.concatenate([spikes, forward], axis=1)
+    dt = float(ds.attrs["dt"])
+    return xr.Dataset(
+        {"spikes": (("trial", "time", "neuron"), values)},
+        coords={
+            "trial": ds.trial.values,
+            "time": float(ds.time.values[0]) + dt * np.arange(values.shape[1]),
+            "heldout": ("neuron", ds.heldout.values),
+        },
+        attrs={"dt": dt},
+    )
+
+
+def build_model(train: xr.Dataset, settings: Settings, observed_bins: int):
+    """The :class:`~probdyn.models.SeqVAE` of ``settings`` for (coarse) training data."""
+    from probdyn.models import SeqVAE
 
     if "heldout" not in train.coords or not bool(train.heldout.any()):
         raise DataError("the training data have no held-out neurons (a 'heldout' coordinate)")
-    heldin = tuple(int(i) for i in np.flatnonzero(~train.heldout.values))
-    model = NODE(
-        latent_dim=latent_dim,
+    return SeqVAE(
         num_neurons=train.sizes["neuron"],
-        encoder_neurons=heldin,
-        tau=tau,
+        generator=settings.generator,
+        factors=settings.factors,
+        inputs=settings.inputs,
+        encoder_hidden=settings.encoder_hidden,
+        encoder_neurons=tuple(int(i) for i in np.flatnonzero(~train.heldout.values)),
+        encoder_bins=observed_bins,
     )
+
+
+def fit_member(
+    sequences: xr.Dataset,
+    settings: Settings,
+    observed_bins: int,
+    *,
+    seed: int,
+    checkpoint: str | os.PathLike | None = None,
+    progress: bool = True,
+):
+    """Fit one SeqVAE (MAP weights, amortised posteriors of each trial's latents).
+
+    ``sequences``: coarse training trials with their forward window appended
+    (:func:`with_forward`); the encoder reads the first ``observed_bins``. Returns
+    ``(model, result)``; a ``checkpoint`` file makes a killed fit resume.
+    """
+    from probdyn.inference import svi
+
+    model = build_model(sequences, settings, observed_bins)
+    counts = np.nanmean(sequences.spikes.values, axis=(0, 1))
+    start = model.initial_weights(jax.random.key(seed), counts)
     schedule = optax.warmup_cosine_decay_schedule(
-        0.0, learning_rate, min(100, num_steps // 10), num_steps, learning_rate * 0.01
+        0.0,
+        settings.learning_rate,
+        min(100, settings.num_steps // 5),
+        settings.num_steps,
+        settings.learning_rate * 0.05,
     )
-    optimizer = optax.chain(optax.clip_by_global_norm(100.0), optax.adam(schedule))
+    optimizer = optax.adam(schedule)
     result = svi(
         model,
-        train,
-        num_steps=num_steps,
+        sequences,
+        num_steps=settings.num_steps,
         seed=seed,
-        guide=guide,
+        guide="amortised-delta",
         optimizer=optimizer,
-        batch_size=batch_size,
+        init=start,
+        coordinated_dropout=settings.coordinated_dropout,
+        encoder_dropout=settings.encoder_dropout,
+        warmup=settings.warmup,
+        checkpoint=checkpoint,
+        checkpoint_every=100,
         progress=progress,
     )
     return model, result
 
 
-def predict_rates(
-    model, result, ds: xr.Dataset, *, num_samples: int = 20, seed: int = 0, refine: int = 0
-):
-    """Posterior-mean rates per bin (trial, time, neuron) of the trials in ``ds``.
+def rate_draws(model, result, sequences: xr.Dataset, *, num_samples: int, seed: int) -> np.ndarray:
+    """Rates per (coarse) bin, (draw, trial, time, neuron), from the posterior of each trial."""
+    draws = result.sample_posterior(num_samples, seed=seed, data=sequences)
+    factors, C, c = draws["factors"], draws["C"], draws["c"]
+    log_rates = np.einsum("dtbk,dnk->dtbn", factors, C) + c[:, None, None]
+    return np.exp(log_rates).astype(np.float32)
 
-    ``refine``: optimisation steps that carry each trial's initial state from the encoder's
-    draw to the Laplace approximation of its own posterior (see ``SVIResult.sample_posterior``).
+
+@dataclasses.dataclass
+class Prediction:
+    """Rates per bin of the file (trial, time, neuron): the posterior mean and a 90% band.
+
+    ``members``: each ensemble member's mean, (member, trial, time, neuron).
     """
-    draws = result.sample_posterior(num_samples, seed=seed, data=ds, refine=refine)
-    sites = model.default_priors(model.num_neurons)
-    rates = [
-        model.emission_mean({name: draws[name][i] for name in sites}, draws["latents"][i])
-        for i in range(num_samples)
-    ]
-    return np.mean(np.asarray(rates), axis=0)
+
+    mean: np.ndarray
+    lower: np.ndarray
+    upper: np.ndarray
+    members: np.ndarray
+
+    def window(self, start: int, stop: int | None = None) -> Prediction:
+        """The bins ``start:stop`` of every array."""
+        cut = slice(start, stop)
+        return Prediction(
+            self.mean[:, cut], self.lower[:, cut], self.upper[:, cut], self.members[:, :, cut]
+        )
+
+    def to_dataset(self, heldout: np.ndarray, dt: float) -> xr.Dataset:
+        """The prediction as a Dataset (rates per bin; ``heldout`` neuron flags)."""
+        dims = ("trial", "time", "neuron")
+        return xr.Dataset(
+            {
+                "rates": (dims, self.mean),
+                "rates_lower": (dims, self.lower),
+                "rates_upper": (dims, self.upper),
+            },
+            coords={"heldout": ("neuron", heldout), "time": dt * np.arange(self.mean.shape[1])},
+            attrs={"band": "5% and 95% quantiles of the rate over posterior draws and members"},
+        )
+
+
+def _spread(rates: np.ndarray, factor: int) -> np.ndarray:
+    """Coarse rates per bin spread evenly over the ``factor`` file bins they cover."""
+    return np.repeat(rates, factor, axis=-2) / factor
+
+
+def fit_ensemble(
+    train: xr.Dataset,
+    targets: dict[str, xr.Dataset],
+    settings: Settings | None = None,
+    *,
+    seed: int = 0,
+    work: str | os.PathLike | None = None,
+    progress: bool = True,
+) -> dict[str, Prediction]:
+    """Fit the ensemble on ``train`` (file bins) and predict every Dataset of ``targets``.
+
+    Targets hold the trials to predict, held-out neurons NaN where unknown (as
+    :func:`load_eval_input` reads them); each is predicted over its bins and the forward window
+    the training data have. ``work``: a folder for the members' checkpoints (a rerun with the
+    same data and settings resumes there).
+    """
+    settings = settings or Settings()
+    coarse = coarsen(train, settings.bin_factor)
+    forward_bins = coarse.sizes.get("forward_time", 0)
+    observed = coarse.sizes["time"]
+    sequences = with_forward(coarse, forward_bins)
+    inputs = {
+        name: with_forward(coarsen(ds, settings.bin_factor), forward_bins)
+        for name, ds in targets.items()
+    }
+    folder = None if work is None else Path(work)
+    if folder is not None:
+        folder.mkdir(parents=True, exist_ok=True)
+    draws = {name: [] for name in targets}
+    for member in range(settings.members):
+        log.info(
+            "nlb: fitting member %d of %d (seed %d)", member + 1, settings.members, seed + member
+        )
+        checkpoint = None if folder is None else folder / f"member-{seed + member}.ckpt"
+        model, result = fit_member(
+            sequences,
+            settings,
+            observed,
+            seed=seed + member,
+            checkpoint=checkpoint,
+            progress=progress,
+        )
+        for name, ds in inputs.items():
+            draws[name].append(
+                rate_draws(model, result, ds, num_samples=settings.num_samples, seed=seed + member)
+            )
+    predictions = {}
+    for name, per_member in draws.items():
+        stacked = np.stack(per_member)  # (member, draw, trial, time, neuron)
+        pooled = stacked.reshape(-1, *stacked.shape[2:])
+        lower, upper = np.quantile(pooled, [0.05, 0.95], axis=0)
+        predictions[name] = Prediction(
+            mean=_spread(pooled.mean(axis=0), settings.bin_factor),
+            lower=_spread(lower, settings.bin_factor),
+            upper=_spread(upper, settings.bin_factor),
+            members=_spread(stacked.mean(axis=1), settings.bin_factor),
+        )
+    return predictions
 
 
 def gaussian_smooth(spikes: np.ndarray, sigma_bins: float) -> np.ndarray:
@@ -191,6 +398,171 @@ def smoothing_baseline(
         x_train.reshape(-1, k), y_train.reshape(-1, y_train.shape[-1]), alpha=alpha
     )
     return np.exp(x_train @ weights + intercepts), np.exp(x_eval @ weights + intercepts)
+
+
+def psth_forward(train: xr.Dataset, num_trials: int, *, sigma_bins: float = 12.0) -> np.ndarray:
+    """Forward-window rates (trial, forward_time, neuron) by the training trials' smoothed mean.
+
+    Each bin's mean count over the training trials, smoothed along the window by the baseline's
+    Gaussian kernel (:func:`gaussian_smooth`) and floored at 1e-4 so that it can be scored; the
+    same for every trial.
+    """
+    mean = train.spikes_forward.values.astype(float).mean(axis=0)
+    smooth = np.maximum(gaussian_smooth(mean[None], sigma_bins)[0], 1e-4)
+    return np.broadcast_to(smooth, (num_trials, *smooth.shape)).copy()
+
+
+def _standardise(train: np.ndarray, *others: np.ndarray):
+    mean, std = train.mean(axis=0), train.std(axis=0)
+    std = np.where(std > 0, std, 1.0)
+    return [(x - mean) / std for x in (train, *others)]
+
+
+def _ridge(features: np.ndarray, targets: np.ndarray, alpha: float):
+    """Weights and intercept of ridge regression (intercept unpenalised, features centred)."""
+    x_mean, y_mean = features.mean(axis=0), targets.mean(axis=0)
+    x = features - x_mean
+    gram = x.T @ x + alpha * len(x) * np.eye(x.shape[1])
+    weights = np.linalg.solve(gram, x.T @ (targets - y_mean))
+    return weights, y_mean - x_mean @ weights
+
+
+def r2_score(target: np.ndarray, prediction: np.ndarray) -> float:
+    """Coefficient of determination per output column (pooled over rows), averaged."""
+    residual = ((target - prediction) ** 2).sum(axis=0)
+    total = ((target - target.mean(axis=0)) ** 2).sum(axis=0)
+    return float(np.mean(1 - residual / total))
+
+
+def velocity_r2(
+    train_rates: np.ndarray,
+    train_behavior: np.ndarray,
+    eval_rates: np.ndarray,
+    eval_behavior: np.ndarray,
+    *,
+    alphas=(1e-4, 1e-3, 1e-2, 1e-1, 1.0, 10.0),
+    folds: int = 5,
+) -> float:
+    r"""Decoding :math:`R^2` of behaviour from rates by ridge regression, as the benchmark does.
+
+    Rates (trial, time, neuron) of every bin are the features (standardised by the training
+    trials), behaviour (trial, time, dim) the targets; the penalty :math:`\alpha` (per bin, on
+    standardised features) is chosen among ``alphas`` by ``folds``-fold cross-validation over
+    the training trials; the :math:`R^2` on the evaluation trials is averaged over dims.
+    """
+    n = train_rates.shape[0]
+    flat = [a.reshape(-1, a.shape[-1]) for a in (train_rates, eval_rates)]
+    x_train, x_eval = _standardise(*flat)
+    y_train = train_behavior.reshape(-1, train_behavior.shape[-1])
+    trial = np.repeat(np.arange(n), train_rates.shape[1])
+    split = np.arange(n) % min(folds, n)
+
+    def score(alpha):
+        total = []
+        for k in range(min(folds, n)):
+            out = np.isin(trial, np.flatnonzero(split == k))
+            w, b = _ridge(x_train[~out], y_train[~out], alpha)
+            total.append(r2_score(y_train[out], x_train[out] @ w + b))
+        return np.mean(total)
+
+    best = max(alphas, key=score)
+    w, b = _ridge(x_train, y_train, best)
+    return r2_score(eval_behavior.reshape(-1, eval_behavior.shape[-1]), x_eval @ w + b)
+
+
+def heldin_only(ds: xr.Dataset) -> xr.Dataset:
+    """Trials as an evaluation file gives them: held-out neurons missing, no forward window."""
+    spikes = ds.spikes.astype(float).where(~ds.heldout)
+    return xr.Dataset({"spikes": spikes}, coords={"heldout": ds.heldout}, attrs=dict(ds.attrs))
+
+
+def cross_validate(
+    ds: xr.Dataset,
+    folds: int,
+    settings: Settings | None = None,
+    *,
+    seed: int = 0,
+    work: str | os.PathLike | None = None,
+    progress: bool = True,
+) -> list[dict]:
+    """Score the ensemble and the smoothing baseline on ``folds`` folds of ``ds``'s trials.
+
+    Trials are shuffled (``seed``) and split in ``folds`` blocks; each block is predicted from
+    its held-in spikes by a model fitted to the others. Per fold: ``co_bps``, ``fp_bps`` (held-
+    out neurons, forward window) and ``velocity_r2`` of the ensemble and of the baseline
+    (``baseline_*``; its forward prediction is :func:`psth_forward`, its decoded rates the
+    smoothed held-in spikes beside its held-out rates), and ``member_co_bps`` of each member.
+    Forward and velocity scores are None where ``ds`` lacks the forward window or behaviour.
+    """
+    from probdyn.metrics import co_bps
+
+    if not isinstance(folds, int) or not 2 <= folds <= ds.sizes["trial"]:
+        raise ConfigError(f"folds = {folds!r}; expected 2..{ds.sizes['trial']} (the trials)")
+    order = np.random.default_rng(seed).permutation(ds.sizes["trial"])
+    heldout = ds.heldout.values
+    T = ds.sizes["time"]
+    rows = []
+    for k, held in enumerate(np.array_split(order, folds)):
+        log.info("nlb: fold %d of %d (%d trials held out)", k + 1, folds, len(held))
+        fit = np.sort(np.setdiff1d(order, held))
+        train, test = ds.isel(trial=fit), ds.isel(trial=np.sort(held))
+        predictions = fit_ensemble(
+            train,
+            {"train": heldin_only(train), "test": heldin_only(test)},
+            settings,
+            seed=seed,
+            work=None if work is None else Path(work) / f"fold-{k}",
+            progress=progress,
+        )
+        mine, fitted = predictions["test"], predictions["train"]
+        y = test.spikes.values[..., heldout]
+        row = {
+            "fold": k,
+            "trials": len(held),
+            "co_bps": co_bps(y, mine.mean[:, :T, heldout]),
+            "member_co_bps": [co_bps(y, m[:, :T, heldout]) for m in mine.members],
+        }
+        base_train, base_test = smoothing_baseline(train, test)
+        row["baseline_co_bps"] = co_bps(y, base_test)
+        if "spikes_forward" in ds:
+            y_forward = test.spikes_forward.values[..., heldout]
+            row["fp_bps"] = co_bps(y_forward, mine.mean[:, T:, heldout])
+            psth = psth_forward(train, len(held))
+            row["baseline_fp_bps"] = co_bps(y_forward, psth[..., heldout])
+        if "behavior" in ds:
+            row["velocity_r2"] = velocity_r2(
+                fitted.mean[:, :T], train.behavior.values, mine.mean[:, :T], test.behavior.values
+            )
+
+            def smoothed(part, heldout_rates):
+                rates = np.empty(part.spikes.shape)
+                rates[..., ~heldout] = gaussian_smooth(
+                    part.spikes.values[..., ~heldout].astype(float), 12.0
+                )
+                rates[..., heldout] = heldout_rates
+                return rates
+
+            row["baseline_velocity_r2"] = velocity_r2(
+                smoothed(train, base_train),
+                train.behavior.values,
+                smoothed(test, base_test),
+                test.behavior.values,
+            )
+        log.info("nlb: fold %d: %s", k + 1, format_row(row))
+        rows.append(row)
+    return rows
+
+
+def format_row(row: dict) -> str:
+    """One line: the model's scores beside the baseline's."""
+    parts = [f"co-bps {row['co_bps']:.3f} (baseline {row['baseline_co_bps']:.3f})"]
+    if "fp_bps" in row:
+        parts.append(f"fp-bps {row['fp_bps']:.3f} (baseline {row['baseline_fp_bps']:.3f})")
+    if "velocity_r2" in row:
+        parts.append(
+            f"velocity R2 {row['velocity_r2']:.3f} (baseline {row['baseline_velocity_r2']:.3f})"
+        )
+    return ", ".join(parts)
 
 
 def write_submission(path: str | os.PathLike, dataset: str, rates: dict[str, np.ndarray]) -> Path:
