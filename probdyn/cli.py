@@ -377,16 +377,12 @@ def _nlb(args) -> int:
     work = Path(args.work) if args.work else Path(args.out or args.train).with_suffix(".work")
     progress = not args.no_progress
     if args.folds is not None:
-        rows = nlb.cross_validate(
+        validation = nlb.cross_validate(
             train, args.folds, settings, seed=args.seed, work=work / "folds", progress=progress
         )
+        rows, mean = validation.rows, validation.mean()
         for row in rows:
             print(f"fold {row['fold'] + 1}: {nlb.format_row(row)}")
-        mean = {
-            key: float(np.mean([row[key] for row in rows]))
-            for key in rows[0]
-            if key not in ("fold", "trials", "member_co_bps")
-        }
         members = np.array([row["member_co_bps"] for row in rows])
         print(f"mean: {nlb.format_row(mean)}")
         print(
@@ -396,11 +392,17 @@ def _nlb(args) -> int:
         if args.table:
             Path(args.table).write_text(json.dumps({"folds": rows, "mean": mean}, indent=1))
             print(f"table: {args.table}")
+        if args.report:
+            from probdyn.report import nlb_sections, write_report
+
+            title = f"probdyn nlb: {args.folds}-fold cross-validation of {Path(args.train).name}"
+            path = write_report(args.report, title, nlb_sections(validation, seed=args.seed))
+            print(f"report: {path}")
     if evaluate is None:
         return 0
     heldout = train.heldout.values
     T = train.sizes["time"]
-    predictions = nlb.fit_ensemble(
+    ensemble = nlb.fit_ensemble(
         train,
         {"train": nlb.heldin_only(train), "eval": evaluate},
         settings,
@@ -408,7 +410,7 @@ def _nlb(args) -> int:
         work=work / "submission",
         progress=progress,
     )
-    fitted, predicted = predictions["train"], predictions["eval"]
+    fitted, predicted = ensemble.predictions["train"], ensemble.predictions["eval"]
     rates = {
         "train_rates_heldin": fitted.mean[:, :T, ~heldout],
         "train_rates_heldout": fitted.mean[:, :T, heldout],
@@ -578,6 +580,11 @@ def build_parser() -> argparse.ArgumentParser:
         "beside the smoothing baseline's",
     )
     cosmoothing.add_argument("--table", help="JSON file for the cross-validation table")
+    cosmoothing.add_argument(
+        "--report",
+        help="HTML report of the cross-validation: scores, rates with their band against the "
+        "held-out spikes, the generator's fixed points",
+    )
     cosmoothing.add_argument(
         "--dataset", help="h5 group name (default: the training file's name without _train)"
     )

@@ -265,6 +265,33 @@ def _spread(rates: np.ndarray, factor: int) -> np.ndarray:
     return np.repeat(rates, factor, axis=-2) / factor
 
 
+@dataclasses.dataclass
+class Ensemble:
+    """Fitted members, ``(model, SVIResult)`` each, and the predictions of the target sets."""
+
+    members: list
+    predictions: dict[str, Prediction]
+    settings: Settings
+
+    def fixed_points(self, ds: xr.Dataset, *, num_starts: int = 16, seed: int = 0):
+        """The generator's fixed points in every member, matched across members in rate space.
+
+        Starts are each member's generator states on the trials of ``ds`` (file bins, held-out
+        neurons may be NaN). The members stand in for posterior draws of the weights (a deep
+        ensemble: each a MAP fit from its own seed), so probabilities are shares of members.
+        """
+        from probdyn.fixed_point_posterior import fixed_points
+
+        sequences = with_forward(coarsen(ds, self.settings.bin_factor), 0)
+        draws = []
+        for member, (_, result) in enumerate(self.members):
+            weights = result.guide.median(result.params)
+            path = result.sample_posterior(1, seed=seed + member, data=sequences)["latents"][0]
+            draws.append({**{k: np.asarray(v) for k, v in weights.items()}, "latents": path})
+        stacked = {k: np.stack([d[k] for d in draws]) for k in draws[0]}
+        return fixed_points(self.members[0][0], stacked, num_starts=num_starts, seed=seed)
+
+
 def fit_ensemble(
     train: xr.Dataset,
     targets: dict[str, xr.Dataset],
@@ -273,7 +300,7 @@ def fit_ensemble(
     seed: int = 0,
     work: str | os.PathLike | None = None,
     progress: bool = True,
-) -> dict[str, Prediction]:
+) -> Ensemble:
     """Fit the ensemble on ``train`` (file bins) and predict every Dataset of ``targets``.
 
     Targets hold the trials to predict, held-out neurons NaN where unknown (as
@@ -294,6 +321,7 @@ def fit_ensemble(
     if folder is not None:
         folder.mkdir(parents=True, exist_ok=True)
     draws = {name: [] for name in targets}
+    members = []
     for member in range(settings.members):
         log.info(
             "nlb: fitting member %d of %d (seed %d)", member + 1, settings.members, seed + member
@@ -307,6 +335,7 @@ def fit_ensemble(
             checkpoint=checkpoint,
             progress=progress,
         )
+        members.append((model, result))
         for name, ds in inputs.items():
             draws[name].append(
                 rate_draws(model, result, ds, num_samples=settings.num_samples, seed=seed + member)
@@ -322,7 +351,7 @@ def fit_ensemble(
             upper=_spread(upper, settings.bin_factor),
             members=_spread(stacked.mean(axis=1), settings.bin_factor),
         )
-    return predictions
+    return Ensemble(members, predictions, settings)
 
 
 def gaussian_smooth(spikes: np.ndarray, sigma_bins: float) -> np.ndarray:
@@ -476,6 +505,31 @@ def heldin_only(ds: xr.Dataset) -> xr.Dataset:
     return xr.Dataset({"spikes": spikes}, coords={"heldout": ds.heldout}, attrs=dict(ds.attrs))
 
 
+@dataclasses.dataclass
+class Fold:
+    """One fold: its held-out trials (all neurons) and the ensemble fitted without them."""
+
+    test: xr.Dataset
+    ensemble: Ensemble
+
+
+@dataclasses.dataclass
+class CrossValidation:
+    """Per-fold scores (``rows``, see :func:`cross_validate`) and the folds themselves."""
+
+    rows: list[dict]
+    folds: list[Fold]
+
+    def mean(self) -> dict:
+        """Each score averaged over the folds."""
+        skip = ("fold", "trials", "member_co_bps")
+        return {
+            key: float(np.mean([row[key] for row in self.rows]))
+            for key in self.rows[0]
+            if key not in skip
+        }
+
+
 def cross_validate(
     ds: xr.Dataset,
     folds: int,
@@ -484,7 +538,7 @@ def cross_validate(
     seed: int = 0,
     work: str | os.PathLike | None = None,
     progress: bool = True,
-) -> list[dict]:
+) -> CrossValidation:
     """Score the ensemble and the smoothing baseline on ``folds`` folds of ``ds``'s trials.
 
     Trials are shuffled (``seed``) and split in ``folds`` blocks; each block is predicted from
@@ -492,7 +546,8 @@ def cross_validate(
     out neurons, forward window) and ``velocity_r2`` of the ensemble and of the baseline
     (``baseline_*``; its forward prediction is :func:`psth_forward`, its decoded rates the
     smoothed held-in spikes beside its held-out rates), and ``member_co_bps`` of each member.
-    Forward and velocity scores are None where ``ds`` lacks the forward window or behaviour.
+    Forward and velocity scores are left out where ``ds`` lacks the forward window or
+    behaviour.
     """
     from probdyn.metrics import co_bps
 
@@ -501,12 +556,12 @@ def cross_validate(
     order = np.random.default_rng(seed).permutation(ds.sizes["trial"])
     heldout = ds.heldout.values
     T = ds.sizes["time"]
-    rows = []
+    rows, folds_done = [], []
     for k, held in enumerate(np.array_split(order, folds)):
         log.info("nlb: fold %d of %d (%d trials held out)", k + 1, folds, len(held))
         fit = np.sort(np.setdiff1d(order, held))
         train, test = ds.isel(trial=fit), ds.isel(trial=np.sort(held))
-        predictions = fit_ensemble(
+        ensemble = fit_ensemble(
             train,
             {"train": heldin_only(train), "test": heldin_only(test)},
             settings,
@@ -514,7 +569,7 @@ def cross_validate(
             work=None if work is None else Path(work) / f"fold-{k}",
             progress=progress,
         )
-        mine, fitted = predictions["test"], predictions["train"]
+        mine, fitted = ensemble.predictions["test"], ensemble.predictions["train"]
         y = test.spikes.values[..., heldout]
         row = {
             "fold": k,
@@ -550,7 +605,8 @@ def cross_validate(
             )
         log.info("nlb: fold %d: %s", k + 1, format_row(row))
         rows.append(row)
-    return rows
+        folds_done.append(Fold(test, ensemble))
+    return CrossValidation(rows, folds_done)
 
 
 def format_row(row: dict) -> str:

@@ -192,7 +192,8 @@ def phase_portrait_figure(posterior, dims: tuple[int, int] | None = None):
             ax.streamplot(gx, gy, flow[..., 0], flow[..., 1], color="0.75", density=0.8)
     else:
         centred = flat - flat.mean(axis=0)
-        _, _, vt = np.linalg.svd(centred, full_matrices=False)
+        # Full matrices: two axes even when fewer than two points exist.
+        _, _, vt = np.linalg.svd(centred, full_matrices=True)
         coords = (points - flat.mean(axis=0)) @ vt[:2].T
         labels = ("PC 1 of the points", "PC 2 of the points")
     for code, name in enumerate(CLASSES):
@@ -327,6 +328,93 @@ def run_sections(tree, name: str) -> list[tuple[str, str]]:
         points = FixedPointPosterior.from_tree(tree)
         sections.append(("Fixed points", fixed_point_html(name, points)))
     return sections
+
+
+def rates_band_figure(test, prediction, *, num_neurons: int = 3, num_trials: int = 2):
+    """Predicted rates with their 90% band against the smoothed held-out spikes.
+
+    ``test``: the held-out trials (file bins, all neurons, ``heldout`` flags); ``prediction``:
+    their :class:`probdyn.nlb.Prediction`. Shows the ``num_neurons`` most active held-out
+    neurons on the first ``num_trials`` trials, in spikes per second; the spikes are smoothed
+    by the baseline's Gaussian kernel (60 ms at 5 ms bins).
+    """
+    from probdyn.nlb import gaussian_smooth
+
+    plt = _pyplot()
+    dt = float(test.attrs["dt"])
+    heldout = np.flatnonzero(test.heldout.values)
+    spikes = test.spikes.values.astype(float)
+    T = spikes.shape[1]
+    chosen = heldout[np.argsort(-spikes[..., heldout].mean(axis=(0, 1)))[:num_neurons]]
+    smoothed = gaussian_smooth(spikes[:num_trials][..., chosen], 0.06 / dt)
+    fig, axes = plt.subplots(
+        num_neurons, num_trials, figsize=(3.4 * num_trials, 1.6 * num_neurons), squeeze=False
+    )
+    time = np.arange(prediction.mean.shape[1]) * dt
+    for i, neuron in enumerate(chosen):
+        for j, ax in enumerate(axes[i]):
+            ax.fill_between(
+                time,
+                prediction.lower[j, :, neuron] / dt,
+                prediction.upper[j, :, neuron] / dt,
+                color="#66ccee",
+                alpha=0.5,
+                lw=0,
+                label="90% posterior band",
+            )
+            ax.plot(
+                time,
+                prediction.mean[j, :, neuron] / dt,
+                color="#4477aa",
+                lw=1.2,
+                label="predicted rate",
+            )
+            ax.plot(
+                time[:T],
+                smoothed[j, :, i] / dt,
+                color="k",
+                lw=0.8,
+                label="held-out spikes, smoothed",
+            )
+            if time.size > T:
+                ax.axvline(time[T], color="0.5", lw=0.6, ls="--")
+            ax.set_title(f"trial {int(test.trial.values[j])}, neuron {int(neuron)}", fontsize=8)
+            ax.tick_params(labelsize=7)
+        axes[i, 0].set_ylabel("spikes/s", fontsize=8)
+    for ax in axes[-1]:
+        ax.set_xlabel("time in trial (s); dashed: forward window", fontsize=8)
+    axes[0, 0].legend(fontsize=6, loc="upper left")
+    fig.tight_layout()
+    return fig
+
+
+def nlb_sections(validation, *, seed: int = 0) -> list[tuple[str, str]]:
+    """Report sections of a :class:`probdyn.nlb.CrossValidation`: scores, rates, fixed points."""
+    table = [
+        {**{k: v for k, v in row.items() if k != "member_co_bps"}, "fold": str(row["fold"] + 1)}
+        for row in validation.rows
+    ]
+    rows = pd.DataFrame([*table, {"fold": "mean", **validation.mean()}])
+    members = np.array([row["member_co_bps"] for row in validation.rows])
+    scores = rows.to_html(float_format="%.3f", index=False) + (
+        f"<p>Single members: co-bps {members.mean():.3f} (sd {members.std():.3f} over members "
+        f"and folds, min {members.min():.3f}, max {members.max():.3f}); the ensemble averages "
+        "their rates. Every score is on trials the fold's models never saw.</p>"
+    )
+    last = validation.folds[-1]
+    prediction = last.ensemble.predictions["test"]
+    figure = figure_html(
+        rates_band_figure(last.test, prediction),
+        f"fold {len(validation.folds)}: predicted rates of held-out neurons on trials the "
+        "models never saw, with the 90% band of the posterior draws of all members",
+    )
+    points = last.ensemble.fixed_points(last.test, seed=seed)
+    name = f"SeqVAE generator, fold {len(validation.folds)} ({len(last.ensemble.members)} members)"
+    return [
+        ("Scores", scores),
+        ("Predicted rates", figure),
+        ("Fixed points of the generator", fixed_point_html(name, points)),
+    ]
 
 
 def write_report(path: str | Path, title: str, sections: Sequence[tuple[str, str]]) -> Path:

@@ -89,8 +89,9 @@ def test_nlb_command_writes_the_submission_layout_and_the_band(tmp_path, capsys)
 
 def test_nlb_cross_validation_prints_every_fold_beside_the_baseline(tmp_path, capsys):
     train, _, _ = write_nlb_files(tmp_path)
-    table = tmp_path / "cv.json"
+    table, report = tmp_path / "cv.json", tmp_path / "cv.html"
     args = ["nlb", "--train", str(train), "--folds", "2", "--table", str(table)]
+    args += ["--report", str(report)]
     assert main([*args, "--work", str(tmp_path / "w"), *TINY]) == 0
     printed = capsys.readouterr().out
     assert printed.count("fold ") >= 2 and "mean: co-bps" in printed and "baseline" in printed
@@ -99,6 +100,8 @@ def test_nlb_cross_validation_prints_every_fold_beside_the_baseline(tmp_path, ca
     for row in rows:
         for key in ("co_bps", "fp_bps", "velocity_r2", "baseline_co_bps", "baseline_fp_bps"):
             assert np.isfinite(row[key]), key
+    page = report.read_text()
+    assert "Fixed points of the generator" in page and "90% band" in page
 
 
 def test_nlb_command_rejects_bad_counts_and_missing_targets(tmp_path, capsys):

@@ -10,7 +10,8 @@ trial file, predict a 15-trial evaluation file that holds held-in spikes only).
     python tests/benchmarks/nlb_cosmoothing.py [--data ../shared/data] [--folds 5] [--seed 0]
         [--members 3] [--steps 700] [--inputs 0] [--submission] [--out results/nlb]
 
-Writes ``cv.json`` (the per-fold table) and ``summary.md`` under ``--out``.
+Writes ``cv.json`` (the per-fold table), ``report.html`` (scores, rates with their band, the
+generator's fixed points) and ``summary.md`` under ``--out``.
 """
 
 from __future__ import annotations
@@ -68,6 +69,7 @@ def main():
         start = time.perf_counter()
         status = probdyn(["nlb", "--train", str(source), "--folds", str(args.folds),
                           "--table", str(out / "cv.json"), "--work", str(out / "work"),
+                          "--report", str(out / "report.html"),
                           *options])
         seconds = time.perf_counter() - start
         if status:
