@@ -79,8 +79,8 @@ def local_sites(model: Model) -> tuple[str, ...]:
 def encoder_view(model: Model, data: ModelData) -> tuple[Array, Array]:
     """(observations, mask) as float arrays restricted to what the encoder reads.
 
-    ``model.encoder_neurons`` (indices) and ``model.encoder_bins`` (the first bins), where the
-    model has them and they are not None.
+    ``model.encoder_neurons`` (indices) and ``model.encoder_bins`` (the first bins: later ones
+    are masked, as missing bins are), where the model has them and they are not None.
     """
     observations = data.observations.astype(float)
     mask = jnp.ones_like(observations) if data.mask is None else data.mask.astype(float)
@@ -88,8 +88,9 @@ def encoder_view(model: Model, data: ModelData) -> tuple[Array, Array]:
     if neurons is not None:
         observations, mask = observations[..., list(neurons)], mask[..., list(neurons)]
     bins = getattr(model, "encoder_bins", None)
-    if bins is not None:
-        observations, mask = observations[:, :bins], mask[:, :bins]
+    if bins is not None:  # later bins stay, unread: the encoder's outputs cover every bin
+        mask = mask * (jnp.arange(mask.shape[1]) < bins)[:, None]
+        observations = observations * mask
     return observations, mask
 
 

@@ -50,13 +50,15 @@ def gru_step(params: Mapping[str, Array], h: Array, u: Array | None) -> Array:
 class SequenceEncoder(nn.Module):
     r"""Amortised posteriors of a trial's initial condition and input path.
 
-    Reads :math:`x_t = \log(1 + y_t)` of the observed bins, each bin rescaled by the number of
-    neurons over the number observed in it (so that bins hidden by coordinated dropout or
-    missing do not shrink the input), with a bidirectional GRU:
+    Reads :math:`x_t = \log(1 + y_t)` of the observed bins among the first ``read_bins`` (all
+    by default), each bin rescaled by the number of neurons over the number observed in it (so
+    that bins hidden by coordinated dropout or missing do not shrink the input), with a
+    bidirectional GRU:
 
     - :math:`q(g_0 \mid y) = N(\mu, \mathrm{diag}\,s^2)` from the two final states;
     - :math:`q(u_t \mid y) = N(\mu_t, \mathrm{diag}\,s_t^2)`, :math:`t = 1..T-1`, from a second
-      bidirectional GRU's state at each bin (only when the model has inputs).
+      bidirectional GRU's state at each bin read (only when the model has inputs); past the
+      bins read, the prior :math:`N(0, \sigma_u^2)` (``input_scale``).
 
     Scales are :math:`\mathrm{softplus}(\cdot) + 10^{-4}`.
     """
@@ -65,11 +67,16 @@ class SequenceEncoder(nn.Module):
     initial_dim: int
     input_dim: int
     input_hidden: int
+    read_bins: int | None = None
+    input_scale: float = 1.0
 
     @nn.compact
     def __call__(self, observations: Array, mask: Array) -> dict[str, tuple[Array, Array]]:
         """``{"initial": (loc, scale), "inputs": (loc, scale)}`` from (trial, time, neuron)."""
         dtype = observations.dtype
+        T = observations.shape[1]
+        read = T if self.read_bins is None else min(self.read_bins, T)
+        observations, mask = observations[:, :read], mask[:, :read]
         observed = jnp.sum(mask, axis=-1, keepdims=True)
         inputs = jnp.log1p(observations) * mask * (mask.shape[-1] / jnp.maximum(observed, 1.0))
 
@@ -92,7 +99,12 @@ class SequenceEncoder(nn.Module):
         posteriors = {"initial": gaussian(final, self.initial_dim)}
         if self.input_dim:
             _, path = bidirectional(self.input_hidden)
-            posteriors["inputs"] = gaussian(path[:, 1:], self.input_dim)
+            loc, scale = gaussian(path[:, 1:], self.input_dim)
+            # Bins past those read carry no information on their inputs: the prior there.
+            unread = (loc.shape[0], T - read, self.input_dim)
+            loc = jnp.concatenate([loc, jnp.zeros(unread, dtype)], axis=1)
+            scale = jnp.concatenate([scale, jnp.full(unread, self.input_scale, dtype)], axis=1)
+            posteriors["inputs"] = (loc, scale)
         return posteriors
 
 
@@ -287,6 +299,8 @@ class SeqVAE(Model):
             initial_dim=self.generator,
             input_dim=self.inputs,
             input_hidden=self.input_encoder_hidden,
+            read_bins=self.encoder_bins,
+            input_scale=self.input_scale,
         )
 
     # -- the program ------------------------------------------------------------------------

@@ -10,7 +10,7 @@ import pytest
 import xarray as xr
 
 from probdyn.cli import main
-from probdyn.config import parse_prior
+from probdyn.config import load_config, parse_prior
 from probdyn.errors import ConfigError
 
 GOOD = """
@@ -261,3 +261,56 @@ def test_nuts_fit_with_bridge_evidence_reuses_the_draws(tmp_path, monkeypatch, c
     diagnostics = json.loads(evidence.attrs["diagnostics"])
     assert diagnostics["label_permutations"] == 2  # the two states' relabellings averaged
     assert diagnostics["num_posterior_draws"] == 50  # the second half of each 100-draw chain
+
+
+SEQVAE = """
+seed = 1
+out = "{out}"
+
+[data]
+source = "netcdf"
+path = "{path}"
+
+[model]
+family = "SeqVAE"
+[model.hyperparameters]
+num_neurons = 6
+generator = 4
+factors = 2
+encoder_hidden = 4
+[model.priors]
+Wh = "Normal(0, 0.2)"
+
+[inference]
+method = "svi"
+guide = "amortised-delta"
+num_steps = 30
+num_draws = 10
+coordinated_dropout = 0.3
+encoder_dropout = 0.1
+warmup = 10
+evidence = "iwae"
+evidence_options = {{ num_importance = 20, num_batches = 2 }}
+"""
+
+
+@pytest.mark.slow
+def test_seqvae_fits_from_a_config_with_its_regularisers_and_priors(tmp_path):
+    from probdyn.data import save
+
+    rng = np.random.default_rng(0)
+    spikes = rng.poisson(1.0, size=(5, 12, 6))
+    recording = xr.Dataset(
+        {"spikes": (("trial", "time", "neuron"), spikes)},
+        coords={"time": 0.01 * np.arange(12)},
+        attrs={"dt": 0.01},
+    )
+    path = save(recording, tmp_path / "spikes.nc")
+    out = tmp_path / "out"
+    config = _write(tmp_path, SEQVAE.format(out=out, path=path))
+    assert main(["fit", str(config), "--no-progress"]) == 0
+    tree = xr.open_datatree(out / "run.nc")
+    assert tree["posterior"]["Wh"].shape[-3:] == (3, 4, 4) and "evidence" in tree.children
+    bad = _write(tmp_path, SEQVAE.format(out=out, path=path).replace("= 0.3", "= 1.5"))
+    with pytest.raises(ConfigError, match="coordinated_dropout = 1.5"):
+        load_config(bad)
