@@ -27,6 +27,7 @@ from __future__ import annotations
 import dataclasses
 import logging
 import os
+from collections.abc import Sequence
 from pathlib import Path
 
 import h5py
@@ -73,11 +74,13 @@ class Settings:
 
     ``bin_factor`` bins of the file are summed into one model bin (2: 10 ms for the
     benchmark's 5 ms tensors); predicted rates are spread back evenly. ``members`` SeqVAEs
-    (seeds ``seed``, ``seed + 1``, ...) are averaged, each over ``num_samples`` posterior draws.
+    (seeds ``seed``, ``seed + 1``, ...) are averaged, each over ``num_samples`` posterior draws
+    (``refine`` > 0: each trial's initial condition refined that many steps beyond the
+    encoder's proposal, see :func:`rate_draws`).
     """
 
     bin_factor: int = 2
-    generator: int = 64
+    generator: int = 128
     factors: int = 40
     inputs: int = 0
     encoder_hidden: int = 64
@@ -88,15 +91,17 @@ class Settings:
     warmup: int = 300
     members: int = 3
     num_samples: int = 20
+    refine: int = 0
 
     def __post_init__(self):
         for name in ("bin_factor", "generator", "factors", "encoder_hidden", "num_steps"):
             value = getattr(self, name)
             if not isinstance(value, int) or isinstance(value, bool) or value < 1:
                 raise ConfigError(f"nlb {name} = {value!r}; expected a positive integer")
-        for name in ("members", "num_samples"):
-            if not isinstance(getattr(self, name), int) or getattr(self, name) < 1:
-                raise ConfigError(f"nlb {name} = {getattr(self, name)!r}; expected >= 1")
+        for name, minimum in (("members", 1), ("num_samples", 1), ("refine", 0), ("warmup", 0)):
+            value = getattr(self, name)
+            if not isinstance(value, int) or isinstance(value, bool) or value < minimum:
+                raise ConfigError(f"nlb {name} = {value!r}; expected an integer >= {minimum}")
 
 
 def coarsen(ds: xr.Dataset, factor: int) -> xr.Dataset:
@@ -219,9 +224,15 @@ def fit_member(
     return model, result
 
 
-def rate_draws(model, result, sequences: xr.Dataset, *, num_samples: int, seed: int) -> np.ndarray:
-    """Rates per (coarse) bin, (draw, trial, time, neuron), from the posterior of each trial."""
-    draws = result.sample_posterior(num_samples, seed=seed, data=sequences)
+def rate_draws(
+    model, result, sequences: xr.Dataset, *, num_samples: int, seed: int, refine: int = 0
+) -> np.ndarray:
+    """Rates per (coarse) bin, (draw, trial, time, neuron), from the posterior of each trial.
+
+    ``refine``: optimisation steps from the encoder's draw of each trial's initial condition
+    up its own posterior, then a Laplace draw (``SVIResult.sample_posterior``).
+    """
+    draws = result.sample_posterior(num_samples, seed=seed, data=sequences, refine=refine)
     factors, C, c = draws["factors"], draws["C"], draws["c"]
     log_rates = np.einsum("dtbk,dnk->dtbn", factors, C) + c[:, None, None]
     return np.exp(log_rates).astype(np.float32)
@@ -335,10 +346,25 @@ def fit_ensemble(
             checkpoint=checkpoint,
             progress=progress,
         )
+        if result.resumed_from:
+            log.info(
+                "nlb: member %d resumed at step %d of %d from %s",
+                member + 1,
+                result.resumed_from,
+                settings.num_steps,
+                checkpoint,
+            )
         members.append((model, result))
         for name, ds in inputs.items():
             draws[name].append(
-                rate_draws(model, result, ds, num_samples=settings.num_samples, seed=seed + member)
+                rate_draws(
+                    model,
+                    result,
+                    ds,
+                    num_samples=settings.num_samples,
+                    seed=seed + member,
+                    refine=settings.refine,
+                )
             )
     predictions = {}
     for name, per_member in draws.items():
@@ -522,7 +548,14 @@ class CrossValidation:
 
     def mean(self) -> dict:
         """Each score averaged over the folds."""
-        skip = ("fold", "trials", "member_co_bps")
+        skip = (
+            "fold",
+            "trials",
+            "member_co_bps",
+            "heldout_ll_per_trial",
+            "heldout_ll_se",
+            "chosen",
+        )
         return {
             key: float(np.mean([row[key] for row in self.rows]))
             for key in self.rows[0]
@@ -538,6 +571,8 @@ def cross_validate(
     seed: int = 0,
     work: str | os.PathLike | None = None,
     progress: bool = True,
+    search: Sequence[Settings] = (),
+    extras: bool = True,
 ) -> CrossValidation:
     """Score the ensemble and the smoothing baseline on ``folds`` folds of ``ds``'s trials.
 
@@ -545,9 +580,14 @@ def cross_validate(
     its held-in spikes by a model fitted to the others. Per fold: ``co_bps``, ``fp_bps`` (held-
     out neurons, forward window) and ``velocity_r2`` of the ensemble and of the baseline
     (``baseline_*``; its forward prediction is :func:`psth_forward`, its decoded rates the
-    smoothed held-in spikes beside its held-out rates), and ``member_co_bps`` of each member.
+    smoothed held-in spikes beside its held-out rates), ``member_co_bps`` of each member, and
+    the first member's held-out log likelihood per trial (:func:`heldout_log_likelihood`).
     Forward and velocity scores are left out where ``ds`` lacks the forward window or
-    behaviour.
+    behaviour; ``extras=False`` leaves out every score but co-bps and its baseline.
+
+    ``search``: candidate settings; each fold then chooses among them by :func:`search_settings`
+    on its own training trials (nested cross-validation: the fold's held-out trials never
+    score a candidate) and records its choice (``chosen``).
     """
     from probdyn.metrics import co_bps
 
@@ -561,12 +601,22 @@ def cross_validate(
         log.info("nlb: fold %d of %d (%d trials held out)", k + 1, folds, len(held))
         fit = np.sort(np.setdiff1d(order, held))
         train, test = ds.isel(trial=fit), ds.isel(trial=np.sort(held))
+        folder = None if work is None else Path(work) / f"fold-{k}"
+        chosen = settings
+        if search:
+            chosen, _ = search_settings(
+                train,
+                search,
+                seed=seed,
+                work=None if folder is None else folder / "search",
+                progress=progress,
+            )
         ensemble = fit_ensemble(
             train,
             {"train": heldin_only(train), "test": heldin_only(test)},
-            settings,
+            chosen,
             seed=seed,
-            work=None if work is None else Path(work) / f"fold-{k}",
+            work=folder,
             progress=progress,
         )
         mine, fitted = ensemble.predictions["test"], ensemble.predictions["train"]
@@ -577,14 +627,18 @@ def cross_validate(
             "co_bps": co_bps(y, mine.mean[:, :T, heldout]),
             "member_co_bps": [co_bps(y, m[:, :T, heldout]) for m in mine.members],
         }
+        if search:
+            row["chosen"] = describe(chosen)
         base_train, base_test = smoothing_baseline(train, test)
         row["baseline_co_bps"] = co_bps(y, base_test)
-        if "spikes_forward" in ds:
+        if extras:
+            row |= heldout_log_likelihood(ensemble, test)
+        if extras and "spikes_forward" in ds:
             y_forward = test.spikes_forward.values[..., heldout]
             row["fp_bps"] = co_bps(y_forward, mine.mean[:, T:, heldout])
             psth = psth_forward(train, len(held))
             row["baseline_fp_bps"] = co_bps(y_forward, psth[..., heldout])
-        if "behavior" in ds:
+        if extras and "behavior" in ds:
             row["velocity_r2"] = velocity_r2(
                 fitted.mean[:, :T], train.behavior.values, mine.mean[:, :T], test.behavior.values
             )
@@ -609,15 +663,127 @@ def cross_validate(
     return CrossValidation(rows, folds_done)
 
 
+def heldout_log_likelihood(ensemble: Ensemble, test: xr.Dataset, *, num_importance: int = 100):
+    """The first member's log likelihood of trials it never saw, every neuron and bin.
+
+    ``log_evidence(..., method="heldout")`` on ``test`` (its trial bins and forward window,
+    the encoder reading the held-in neurons): ``heldout_ll`` (nats per trial, averaged over
+    the trials), its standard error ``heldout_ll_se`` (of the average, from the per-trial
+    estimates' own errors) and the same per trial (``heldout_ll_per_trial``).
+    """
+    from probdyn.inference import log_evidence
+
+    model, result = ensemble.members[0]
+    coarse = coarsen(test, ensemble.settings.bin_factor)
+    sequences = with_forward(coarse, coarse.sizes.get("forward_time", 0))
+    estimate = log_evidence(
+        model,
+        sequences,
+        method="heldout",
+        seed=0,
+        svi_result=result,
+        num_importance=num_importance,
+    )
+    per_trial = np.asarray(estimate.diagnostics["per_trial"])
+    errors = np.asarray(estimate.diagnostics["per_trial_se"])
+    return {
+        "heldout_ll": float(per_trial.mean()),
+        "heldout_ll_se": float(np.sqrt(np.sum(errors**2)) / len(per_trial)),
+        "heldout_ll_per_trial": per_trial.tolist(),
+    }
+
+
+def describe(settings: Settings) -> str:
+    """The fields of ``settings`` that differ from the defaults, as ``name=value`` pairs."""
+    default = Settings()
+    changed = [
+        f"{f.name}={getattr(settings, f.name)}"
+        for f in dataclasses.fields(Settings)
+        if getattr(settings, f.name) != getattr(default, f.name)
+    ]
+    return ", ".join(changed) or "defaults"
+
+
+def settings_grid(base: Settings, choices: Sequence[str]) -> list[Settings]:
+    """Every combination of ``choices`` (``"name=v1,v2"`` each) applied to ``base``.
+
+    Values are read as the field's type (integer or number); a bad name or value is a
+    :class:`~probdyn.errors.ConfigError` that names it.
+    """
+    types = {f.name: f.type for f in dataclasses.fields(Settings)}
+    grid = [base]
+    for choice in choices:
+        name, _, values = choice.partition("=")
+        if name not in types or not values:
+            raise ConfigError(
+                f"--search {choice!r}: expected NAME=V1,V2 with NAME one of {sorted(types)}"
+            )
+        cast = int if types[name] == "int" else float
+        try:
+            parsed = [cast(v) for v in values.split(",")]
+        except ValueError:
+            raise ConfigError(f"--search {choice!r}: {name} takes {types[name]} values") from None
+        grid = [dataclasses.replace(s, **{name: v}) for s in grid for v in parsed]
+    return grid
+
+
+def search_settings(
+    ds: xr.Dataset,
+    candidates: Sequence[Settings],
+    *,
+    folds: int = 3,
+    seed: int = 0,
+    work: str | os.PathLike | None = None,
+    progress: bool = True,
+) -> tuple[Settings, list[dict]]:
+    """Choose among ``candidates`` by co-bps on trials that each candidate never saw.
+
+    Each candidate, fitted as one member, is cross-validated over ``folds`` folds of ``ds``
+    (the same folds for all); the highest mean co-bps wins. A grid scored on held-out trials,
+    the selection AutoLFADS makes by population-based training on a validation split
+    (Keshtkaran et al. 2022) at a cost a CPU affords. Returns the winner (with its own
+    ``members``) and one row per candidate (``settings``, ``co_bps``, ``fold_co_bps``).
+    """
+    table = []
+    for i, candidate in enumerate(candidates):
+        log.info("nlb: search %d of %d: %s", i + 1, len(candidates), describe(candidate))
+        probe = dataclasses.replace(candidate, members=1)
+        validation = cross_validate(
+            ds,
+            folds,
+            probe,
+            seed=seed,
+            work=None if work is None else Path(work) / f"candidate-{i}",
+            progress=progress,
+            extras=False,
+        )
+        scores = [row["co_bps"] for row in validation.rows]
+        table.append(
+            {
+                "settings": describe(candidate),
+                "co_bps": float(np.mean(scores)),
+                "fold_co_bps": scores,
+            }
+        )
+        log.info("nlb: search %d of %d: co-bps %.3f", i + 1, len(candidates), np.mean(scores))
+    best = int(np.argmax([row["co_bps"] for row in table]))
+    return candidates[best], table
+
+
 def format_row(row: dict) -> str:
     """One line: the model's scores beside the baseline's."""
     parts = [f"co-bps {row['co_bps']:.3f} (baseline {row['baseline_co_bps']:.3f})"]
+    if "chosen" in row:
+        parts.append(f"settings {row['chosen']}")
     if "fp_bps" in row:
         parts.append(f"fp-bps {row['fp_bps']:.3f} (baseline {row['baseline_fp_bps']:.3f})")
     if "velocity_r2" in row:
         parts.append(
             f"velocity R2 {row['velocity_r2']:.3f} (baseline {row['baseline_velocity_r2']:.3f})"
         )
+    if "heldout_ll" in row:
+        error = f" +- {row['heldout_ll_se']:.1f}" if "heldout_ll_se" in row else ""
+        parts.append(f"held-out log likelihood {row['heldout_ll']:.1f}{error} nats/trial")
     return ", ".join(parts)
 
 

@@ -391,7 +391,10 @@ def rates_band_figure(test, prediction, *, num_neurons: int = 3, num_trials: int
 def nlb_sections(validation, *, seed: int = 0) -> list[tuple[str, str]]:
     """Report sections of a :class:`probdyn.nlb.CrossValidation`: scores, rates, fixed points."""
     table = [
-        {**{k: v for k, v in row.items() if k != "member_co_bps"}, "fold": str(row["fold"] + 1)}
+        {
+            **{k: v for k, v in row.items() if k not in ("member_co_bps", "heldout_ll_per_trial")},
+            "fold": str(row["fold"] + 1),
+        }
         for row in validation.rows
     ]
     rows = pd.DataFrame([*table, {"fold": "mean", **validation.mean()}])

@@ -10,7 +10,7 @@ import xarray as xr
 from probdyn import nlb
 from probdyn.cli import main
 from probdyn.data import load_nlb
-from probdyn.errors import DataError
+from probdyn.errors import ConfigError, DataError
 from probdyn.metrics import co_bps
 
 
@@ -190,3 +190,32 @@ def test_a_member_resumes_from_its_finished_checkpoint(tmp_path):
     )
     assert first.resumed_from == 0 and again.resumed_from == 6
     np.testing.assert_array_equal(first.losses, again.losses)
+
+
+def test_settings_grid_reads_each_choice_by_its_type_and_names_bad_ones():
+    grid = nlb.settings_grid(nlb.Settings(), ["generator=32,64", "coordinated_dropout=0.2,0.4"])
+    assert [(s.generator, s.coordinated_dropout) for s in grid] == [
+        (32, 0.2),
+        (32, 0.4),
+        (64, 0.2),
+        (64, 0.4),
+    ]
+    assert nlb.describe(grid[0]) == "generator=32, coordinated_dropout=0.2"
+    with pytest.raises(ConfigError, match="NAME one of"):
+        nlb.settings_grid(nlb.Settings(), ["gen=3"])
+    with pytest.raises(ConfigError, match="generator takes int"):
+        nlb.settings_grid(nlb.Settings(), ["generator=3.5"])
+
+
+@pytest.mark.slow
+def test_nlb_search_scores_candidates_on_held_out_trials_and_uses_the_winner(tmp_path, capsys):
+    train, evaluate, _ = write_nlb_files(tmp_path)
+    out = tmp_path / "rates.h5"
+    args = ["nlb", "--train", str(train), "--eval-input", str(evaluate), "--out", str(out)]
+    assert main([*args, *TINY, "--search", "factors=1,2"]) == 0
+    printed = capsys.readouterr().out
+    lines = [line for line in printed.splitlines() if line.startswith("search: ")]
+    assert len(lines) == 2 and "factors=1" in lines[0] and "factors=2" in lines[1]
+    scores = [float(line.split("co-bps ")[1].split()[0]) for line in lines]
+    winner = "factors=1" if scores[0] >= scores[1] else "factors=2"
+    assert f"chosen: generator=4, {winner}" in printed

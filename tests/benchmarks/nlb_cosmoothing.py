@@ -78,15 +78,16 @@ def main():
         lines.append(f"{args.folds}-fold cross-validation, {seconds:.0f} s ({os.cpu_count()} cores)")
         lines.append("")
         lines.append("| fold | co-bps | baseline | fp-bps | baseline | velocity R2 | baseline "
-                     "| members' co-bps |")
-        lines.append("| --- | --- | --- | --- | --- | --- | --- | --- |")
+                     "| members' co-bps | held-out LL, member 1 (nats/trial) |")
+        lines.append("| --- | --- | --- | --- | --- | --- | --- | --- | --- |")
         for row in [*table["folds"], {"fold": "mean", **table["mean"]}]:
             fold = row["fold"] + 1 if isinstance(row["fold"], int) else row["fold"]
             members = ", ".join(f"{v:.3f}" for v in row.get("member_co_bps", []))
             lines.append(
                 f"| {fold} | {row['co_bps']:.3f} | {row['baseline_co_bps']:.3f} "
                 f"| {row['fp_bps']:.3f} | {row['baseline_fp_bps']:.3f} "
-                f"| {row['velocity_r2']:.3f} | {row['baseline_velocity_r2']:.3f} | {members} |"
+                f"| {row['velocity_r2']:.3f} | {row['baseline_velocity_r2']:.3f} | {members} "
+                f"| {row['heldout_ll']:.1f} |"
             )
     if args.submission:
         folder = out / "submission"
