@@ -606,7 +606,7 @@ def build_parser() -> argparse.ArgumentParser:
         ("--members", 1, "ensemble members (seeds); default 3"),
         ("--steps", 1, "optimisation steps per member; default 700"),
         ("--bin-factor", 1, "file bins summed into one model bin; default 2"),
-        ("--generator", 1, "GRU units of the generator; default 128"),
+        ("--generator", 1, "GRU units of the generator; default 64"),
         ("--factors", 1, "factors between generator and rates; default 40"),
         ("--inputs", 0, "inferred inputs per bin; default 0 (none)"),
     ):

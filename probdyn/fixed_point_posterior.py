@@ -170,7 +170,8 @@ def _search(model, max_steps: int, params, starts, u, tol, merge_radius):
 
     Returns arrays with leading (draw, start) axes: end point, max |g|, Jacobian of the field,
     predicted observation at the end point and at the start, and whether the end point is a
-    kept root (converged and not within ``merge_radius`` of an earlier converged start). The
+    kept root (converged and not within ``merge_radius`` plus both points' first-order errors
+    |g|_2 / sigma_min(dg/dx) of an earlier converged start). The
     draws run in chunks sized by the memory budget (:mod:`probdyn.memory`).
     """
 
@@ -189,9 +190,17 @@ def _search(model, max_steps: int, params, starts, u, tol, merge_radius):
 
         x, res, jac, emitted, emitted_start = jax.vmap(solve)(x0s)
         converged = res < tol
+        # How far a converged end point may lie from the root it approximates, to first order:
+        # |g|_2 / sigma_min(dg/dx). Along a slow direction (a map's eigenvalue near 1, a
+        # flow's near 0) a residual under tol still leaves the point far from the root, so two
+        # starts that reached the same root are one point when closer than their two errors.
+        identity = jnp.eye(x.shape[-1]) if model.kind == "map" else 0.0
+        smallest = jnp.linalg.svd(jac - identity, compute_uv=False)[..., -1]
+        error = jnp.sqrt(x.shape[-1]) * res / jnp.maximum(smallest, 1e-12)
         distance = jnp.linalg.norm(x[:, None] - x[None], axis=-1)
         earlier = jnp.tril(jnp.ones(distance.shape, bool), k=-1)
-        duplicate = jnp.any(earlier & converged[None] & (distance < merge_radius), axis=1)
+        same = distance < merge_radius + error[:, None] + error[None]
+        duplicate = jnp.any(earlier & converged[None] & same, axis=1)
         return x, res, jac, emitted, emitted_start, converged & ~duplicate
 
     return memory.map_chunks(per_draw, (params, starts), what="fixed-point search", unit="draw")

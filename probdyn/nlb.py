@@ -80,7 +80,7 @@ class Settings:
     """
 
     bin_factor: int = 2
-    generator: int = 128
+    generator: int = 64
     factors: int = 40
     inputs: int = 0
     encoder_hidden: int = 64

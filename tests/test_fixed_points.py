@@ -373,3 +373,23 @@ def test_a_trained_rnn_goes_through_the_same_call():
     assert point["class"] == "stable spiral" and point["p_class"] == 1.0
     lead = point["lead_real_mean"] + 1j * point["lead_imag_abs_mean"]
     assert abs(lead - 0.9 * np.exp(0.3j)) < 0.05
+
+
+def test_a_slow_root_reached_from_many_starts_is_one_point():
+    # F(x) = x* + A (x - x*) with a slow direction (eigenvalue 0.999): a residual under tol
+    # leaves each end point up to tol / 0.001 from x*, far beyond the merge radius alone.
+    A = np.diag([0.999, 0.3])
+    root = np.array([0.4, -0.2])
+    slow_map = Dynamics(
+        lambda x, p: jnp.asarray(root) + jnp.asarray(A) @ (x - jnp.asarray(root)),
+        {},
+        2,
+        kind="map",
+    )
+    result = fixed_points(slow_map, box=(-3, 3), num_starts=24, seed=1, tol=1e-4)
+    assert result.dataset.sizes["fixed_point"] == 1
+    assert int(result.dataset.exists.values.sum()) == 1
+    np.testing.assert_allclose(result.dataset.location.values[0, 0], root, atol=0.2)
+    # The control: two distinct roots (a fold in the map) stay two points.
+    double_well = Dynamics(systems.double_well, {}, 2)
+    assert fixed_points(double_well, box=(-2, 2), num_starts=60).dataset.sizes["fixed_point"] == 3
