@@ -429,10 +429,12 @@ def _match(points: list[np.ndarray], match_tol: float) -> tuple[list[np.ndarray]
             continue
         labels = np.full(len(draw_points), -1)
         if centres and len(draw_points):
-            cost = np.sqrt(
-                np.mean((draw_points[:, None] - np.asarray(centres)[None]) ** 2, axis=-1)
-            )
-            rows, cols = scipy.optimize.linear_sum_assignment(cost)
+            difference = draw_points[:, None].astype(np.float64) - np.asarray(centres)[None]
+            with np.errstate(over="ignore", invalid="ignore"):
+                cost = np.sqrt(np.mean(difference**2, axis=-1))
+            # A point whose predicted observation overflows matches nothing: its own cluster.
+            cost = np.where(np.isfinite(cost), cost, np.inf)
+            rows, cols = scipy.optimize.linear_sum_assignment(np.where(cost < np.inf, cost, 1e300))
             for r, c in zip(rows, cols, strict=True):
                 if cost[r, c] <= match_tol:
                     labels[r] = c

@@ -393,3 +393,12 @@ def test_a_slow_root_reached_from_many_starts_is_one_point():
     # The control: two distinct roots (a fold in the map) stay two points.
     double_well = Dynamics(systems.double_well, {}, 2)
     assert fixed_points(double_well, box=(-2, 2), num_starts=60).dataset.sizes["fixed_point"] == 3
+
+
+def test_matching_survives_points_whose_observations_overflow():
+    from probdyn.fixed_point_posterior import _match
+
+    reference = np.array([[0.0, 0.0], [5.0, 5.0]], np.float32)
+    overflowing = np.array([[0.1, 0.0], [np.inf, 3e38]], np.float32)
+    assignment, ref = _match([reference, overflowing], match_tol=0.5)
+    assert ref == 0 and assignment[1][0] == 0 and assignment[1][1] >= 2
