@@ -84,6 +84,8 @@ class Settings:
     factors: int = 40
     inputs: int = 0
     encoder_hidden: int = 64
+    initial_scale: float = 0.3
+    recurrent_scale: float = 2.5
     num_steps: int = 700
     learning_rate: float = 1e-2
     coordinated_dropout: float = 0.3
@@ -173,6 +175,8 @@ def build_model(train: xr.Dataset, settings: Settings, observed_bins: int):
         factors=settings.factors,
         inputs=settings.inputs,
         encoder_hidden=settings.encoder_hidden,
+        initial_scale=settings.initial_scale,
+        recurrent_scale=settings.recurrent_scale,
         encoder_neurons=tuple(int(i) for i in np.flatnonzero(~train.heldout.values)),
         encoder_bins=observed_bins,
     )
