@@ -507,7 +507,10 @@ def _compare(args) -> int:
 
 def build_parser() -> argparse.ArgumentParser:
     """The argument parser with its subcommands."""
+    from importlib.metadata import version
+
     parser = argparse.ArgumentParser(prog="probdyn", description=__doc__.splitlines()[0])
+    parser.add_argument("--version", action="version", version=f"probdyn {version('probdyn')}")
     commands = parser.add_subparsers(dest="command", required=True)
     demo = commands.add_parser(
         "demo", help="simulate (or read the shipped recording), fit candidates, compare, report"

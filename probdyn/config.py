@@ -258,6 +258,22 @@ def load_config(path: str | Path) -> dict[str, Any]:
             f"config: inference.chain_method = {chain_method!r}; expected 'vectorized', "
             "'parallel' or 'sequential'"
         )
+    if "learning_rate" in inference:
+        rate = inference["learning_rate"]
+        if isinstance(rate, bool) or not isinstance(rate, int | float) or not rate > 0:
+            raise ConfigError(
+                f"config: inference.learning_rate = {rate!r}; expected a positive number"
+            )
+    for key in ("guide", "evidence"):
+        if key in inference:
+            _expect(inference[key], str, f"inference.{key}")
+    if (
+        "batch_size" in inference
+        and _expect(inference["batch_size"], int, "inference.batch_size") < 1
+    ):
+        raise ConfigError(
+            f"config: inference.batch_size = {inference['batch_size']}; expected >= 1"
+        )
     for key in ("coordinated_dropout", "encoder_dropout"):
         if key in inference:
             value = inference[key]

@@ -100,6 +100,15 @@ def _write(tmp_path, text):
         (("num_steps = 200", 'num_steps = 200\nchain_method = "threads"'), "chain_method"),
         (("num_steps = 200", "num_steps = 200\nnum_devices = 0"), "inference.num_devices = 0"),
         (
+            ("num_steps = 200", 'num_steps = 200\nlearning_rate = "fast"'),
+            "inference.learning_rate = 'fast'; expected a positive number",
+        ),
+        (("num_steps = 200", "num_steps = 200\nbatch_size = 0"), "inference.batch_size = 0"),
+        (
+            ("num_steps = 200", "num_steps = 200\nwarmup = -1"),
+            "inference.warmup = -1; expected >= 0",
+        ),
+        (
             ("num_steps = 200", "num_steps = 200\nnum_devices = 64"),
             "num_devices = 64; expected 1..",
         ),

@@ -87,3 +87,14 @@ def test_wheel_installs_subpackages_only(tmp_path):
     )
     assert run.returncode == 0, run.stderr
     assert run.stdout.strip().startswith(str(target))
+
+
+def test_python_dash_m_probdyn_is_the_command_and_says_its_version():
+    import subprocess
+    import sys
+    from importlib.metadata import version
+
+    done = subprocess.run(
+        [sys.executable, "-m", "probdyn", "--version"], capture_output=True, text=True, timeout=120
+    )
+    assert done.returncode == 0 and done.stdout.strip() == f"probdyn {version('probdyn')}"

@@ -1,0 +1,7 @@
+"""``python -m probdyn``: the ``probdyn`` command."""
+
+import sys
+
+from probdyn.cli import main
+
+sys.exit(main())
