@@ -340,8 +340,6 @@ def _nlb(args) -> int:
     import json
     from pathlib import Path
 
-    import numpy as np
-
     from probdyn import nlb
     from probdyn.data import load_nlb
     from probdyn.errors import ConfigError, DataError
@@ -390,12 +388,8 @@ def _nlb(args) -> int:
         rows, mean = validation.rows, validation.mean()
         for row in rows:
             print(f"fold {row['fold'] + 1}: {nlb.format_row(row)}")
-        members = np.array([row["member_co_bps"] for row in rows])
         print(f"mean: {nlb.format_row(mean)}")
-        print(
-            f"single members: co-bps {members.mean():.3f} (spread over members and folds: "
-            f"sd {members.std():.3f}, min {members.min():.3f}, max {members.max():.3f})"
-        )
+        print(f"single members: {validation.member_spread()}")
         if args.table:
             Path(args.table).write_text(json.dumps({"folds": rows, "mean": mean}, indent=1))
             print(f"table: {args.table}")

@@ -11,8 +11,8 @@ forward window (fp-bps), and the rates are decoded into hand velocity (velocity 
   KL warm-up; the encoder reads the held-in neurons of the trial's bins only, so evaluation
   trials are inferred as training trials were and the generator runs on into the forward
   window. Each member resumes from its checkpoint after a kill.
-- :func:`predict`: rates per bin (trial, time, neuron) averaged over the posterior draws of
-  every member, with a per-trial posterior band (:class:`Prediction`).
+- :class:`Prediction`: rates per bin (trial, time, neuron) averaged over the posterior draws
+  of every member, with a per-trial posterior band.
 - :func:`smoothing_baseline`, :func:`psth_forward`: the benchmark's smoothing baseline
   (Gaussian-smoothed held-in spikes, a Poisson GLM to each held-out neuron) and a forward
   prediction by the training trials' mean.
@@ -96,14 +96,18 @@ class Settings:
     refine: int = 0
 
     def __post_init__(self):
-        for name in ("bin_factor", "generator", "factors", "encoder_hidden", "num_steps"):
-            value = getattr(self, name)
-            if not isinstance(value, int) or isinstance(value, bool) or value < 1:
-                raise ConfigError(f"nlb {name} = {value!r}; expected a positive integer")
-        for name, minimum in (("members", 1), ("num_samples", 1), ("refine", 0), ("warmup", 0)):
+        positive = ("bin_factor", "generator", "factors", "encoder_hidden", "num_steps")
+        minimums = {name: 1 for name in (*positive, "members", "num_samples")}
+        for name, minimum in (minimums | {"refine": 0, "warmup": 0}).items():
             value = getattr(self, name)
             if not isinstance(value, int) or isinstance(value, bool) or value < minimum:
                 raise ConfigError(f"nlb {name} = {value!r}; expected an integer >= {minimum}")
+
+
+def _pooled(values: np.ndarray, factor: int) -> np.ndarray:
+    """(trial, time, k) as (trial, time / factor, factor, k): each coarse bin's file bins."""
+    trials, bins, width = values.shape
+    return values.reshape(trials, bins // factor, factor, width)
 
 
 def coarsen(ds: xr.Dataset, factor: int) -> xr.Dataset:
@@ -123,18 +127,14 @@ def coarsen(ds: xr.Dataset, factor: int) -> xr.Dataset:
                 f"{name} has {ds.sizes[dim]} bins along {dim!r}, not a multiple of bin_factor="
                 f"{factor}"
             )
-        values = ds[name].values.astype(float)
-        shape = (values.shape[0], values.shape[1] // factor, factor, values.shape[2])
-        out[name] = ((ds[name].dims), values.reshape(shape).sum(axis=2))
+        out[name] = (ds[name].dims, _pooled(ds[name].values.astype(float), factor).sum(axis=2))
     coords = {"trial": ds.trial.values, "time": ds.time.values[::factor]}
     if "heldout" in ds.coords:
         coords["heldout"] = ("neuron", ds.heldout.values)
     if "spikes_forward" in ds:
         coords["forward_time"] = ds.forward_time.values[::factor]
     if "behavior" in ds:
-        values = ds.behavior.values
-        shape = (values.shape[0], values.shape[1] // factor, factor, values.shape[2])
-        out["behavior"] = (ds.behavior.dims, values.reshape(shape).mean(axis=2))
+        out["behavior"] = (ds.behavior.dims, _pooled(ds.behavior.values, factor).mean(axis=2))
     attrs = dict(ds.attrs) | {"dt": float(ds.attrs["dt"]) * factor}
     return xr.Dataset(out, coords=coords, attrs=attrs)
 
@@ -237,9 +237,9 @@ def rate_draws(
     up its own posterior, then a Laplace draw (``SVIResult.sample_posterior``).
     """
     draws = result.sample_posterior(num_samples, seed=seed, data=sequences, refine=refine)
-    factors, C, c = draws["factors"], draws["C"], draws["c"]
-    log_rates = np.einsum("dtbk,dnk->dtbn", factors, C) + c[:, None, None]
-    return np.exp(log_rates).astype(np.float32)
+    weights = {name: draws[name] for name in model.default_priors(model.num_neurons)}
+    rates = jax.vmap(model.emission_mean)(weights, draws["latents"])
+    return np.asarray(rates, dtype=np.float32)
 
 
 @dataclasses.dataclass
@@ -253,13 +253,6 @@ class Prediction:
     lower: np.ndarray
     upper: np.ndarray
     members: np.ndarray
-
-    def window(self, start: int, stop: int | None = None) -> Prediction:
-        """The bins ``start:stop`` of every array."""
-        cut = slice(start, stop)
-        return Prediction(
-            self.mean[:, cut], self.lower[:, cut], self.upper[:, cut], self.members[:, :, cut]
-        )
 
     def to_dataset(self, heldout: np.ndarray, dt: float) -> xr.Dataset:
         """The prediction as a Dataset (rates per bin; ``heldout`` neuron flags)."""
@@ -488,9 +481,9 @@ def _ridge(features: np.ndarray, targets: np.ndarray, alpha: float):
 
 def r2_score(target: np.ndarray, prediction: np.ndarray) -> float:
     """Coefficient of determination per output column (pooled over rows), averaged."""
-    residual = ((target - prediction) ** 2).sum(axis=0)
-    total = ((target - target.mean(axis=0)) ** 2).sum(axis=0)
-    return float(np.mean(1 - residual / total))
+    from probdyn.metrics import _r2
+
+    return float(np.mean(_r2(target, prediction)))
 
 
 def velocity_r2(
@@ -565,6 +558,14 @@ class CrossValidation:
             for key in self.rows[0]
             if key not in skip
         }
+
+    def member_spread(self) -> str:
+        """Single members' co-bps over every fold: mean, sd, min and max, in one phrase."""
+        scores = np.array([row["member_co_bps"] for row in self.rows])
+        return (
+            f"co-bps {scores.mean():.3f} (sd {scores.std():.3f} over members and folds, "
+            f"min {scores.min():.3f}, max {scores.max():.3f})"
+        )
 
 
 def cross_validate(

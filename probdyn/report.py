@@ -398,11 +398,9 @@ def nlb_sections(validation, *, seed: int = 0) -> list[tuple[str, str]]:
         for row in validation.rows
     ]
     rows = pd.DataFrame([*table, {"fold": "mean", **validation.mean()}])
-    members = np.array([row["member_co_bps"] for row in validation.rows])
     scores = rows.to_html(float_format="%.3f", index=False) + (
-        f"<p>Single members: co-bps {members.mean():.3f} (sd {members.std():.3f} over members "
-        f"and folds, min {members.min():.3f}, max {members.max():.3f}); the ensemble averages "
-        "their rates. Every score is on trials the fold's models never saw.</p>"
+        f"<p>Single members: {validation.member_spread()}; the ensemble averages their rates. "
+        "Every score is on trials the fold's models never saw.</p>"
     )
     last = validation.folds[-1]
     prediction = last.ensemble.predictions["test"]
