@@ -27,6 +27,15 @@ obtained, and its cost):
     trial, an importance-weighted bound over each trial's latents with the weights drawn
     from the guide (:func:`_heldout`). For models whose weights are networks, the score to
     compare them by on trials they never saw.
+``"predictive"``
+    Not an evidence of the data the fit saw: the posterior predictive of trials
+    :math:`Y` (new ones, for a score on trials the model never saw),
+    :math:`\log p(Y \mid \text{fit}) = \log \frac1D \sum_d \prod_s p(y_s \mid \theta_d)`,
+    with :math:`\theta_d` drawn from any inference result (``posterior``, a
+    :class:`probdyn.capabilities.Posterior`) and each trial's likelihood the program's own:
+    exact where the family integrates its path in closed form, the particle filter's unbiased
+    estimate under ``marginal="particle"`` (:func:`_predictive`). One estimator for every
+    family with a Markov latent path, so families are compared on one scale.
 ``"laplace"``
     :math:`\log p(y, \hat z) + \tfrac n2 \log 2\pi - \tfrac12 \log\det H` at the mode
     :math:`\hat z` on unconstrained space; a deterministic approximation, its error unknown.
@@ -92,6 +101,7 @@ from scipy.special import logsumexp as host_logsumexp
 from tqdm.auto import tqdm
 
 from probdyn import memory
+from probdyn.capabilities import Posterior, require_deterministic_density
 from probdyn.errors import ConfigError, MemoryBudgetError
 from probdyn.model import Model
 
@@ -178,10 +188,16 @@ def log_evidence(model: Model, data, *, method: str = "smc", seed: int, **option
             f"unknown option(s) {unknown} for method={method!r}; expected some of "
             f"{method_options(method)}"
         )
+    if method in DETERMINISTIC_METHODS:
+        require_deterministic_density(model, f"log_evidence(method={method!r})")
     density = bind(model, model.as_data(data))
     start = time.perf_counter()
     result = methods[method](density, jax.random.key(seed), model=model, **options)
     return dataclasses.replace(result, seconds=time.perf_counter() - start)
+
+
+#: Methods that need the log density as a deterministic function of the parameters.
+DETERMINISTIC_METHODS = ("smc", "bridge", "laplace", "exact")
 
 
 def _methods() -> dict:
@@ -189,6 +205,7 @@ def _methods() -> dict:
         "smc": _smc,
         "iwae": _iwae,
         "heldout": _heldout,
+        "predictive": _predictive,
         "bridge": _bridge,
         "laplace": _laplace,
         "exact": _exact,
@@ -437,7 +454,8 @@ def _iwae(
             for name, site in guide_trace.items()
             if site["type"] == "sample" and not site["is_observed"]
         }
-        log_p, _ = log_density(density.program, (data,), {}, values)
+        program = numpyro.handlers.seed(density.program, jax.random.fold_in(key, 1))
+        log_p, _ = log_density(program, (data,), {}, values)
         return log_p - log_q
 
     keys = jax.random.split(key_draw, num_batches * num_importance)
@@ -535,6 +553,67 @@ def _heldout(
             "per_trial_se": per_trial_se.tolist(),
         },
     )
+
+
+# -- posterior predictive of trials -----------------------------------------------------------
+def _predictive(
+    density: Density,
+    key,
+    *,
+    model=None,
+    posterior=None,
+    num_draws: int = 100,
+    chunk: int | None = None,
+) -> Evidence:
+    r""":math:`\log \frac1D \sum_d \prod_s \hat p(y_s \mid \theta_d)`, draws from ``posterior``.
+
+    Each draw's per-trial log likelihoods are the trial plate's observed sites run at the draw
+    (a fresh key per draw, so that a particle filter's estimates are independent); the table
+    (draw, trial) goes to :func:`held_out_evidence`, whose error is the Monte Carlo error of
+    the average over draws (the filter's noise included, as each draw has its own). Unbiased
+    in :math:`p(Y \mid \text{fit})` where each :math:`\hat p` is; its log biased low by about
+    half its variance. A sampled path (``marginal="sample"``) is refused: its program weighs a
+    trial with one draw of its path, not the path integrated out.
+    """
+    if not isinstance(posterior, Posterior):
+        raise ConfigError(
+            "method='predictive' needs posterior=, an inference result (SVIResult, MCMCResult, "
+            f"PointEstimate, WeightPosterior); got {type(posterior).__name__}"
+        )
+    if getattr(model, "marginal", None) == "sample":
+        raise ConfigError(
+            f"method='predictive' needs each trial's likelihood with its path integrated out; "
+            f"{type(model).__name__}(marginal='sample') samples it: rebuild the model with "
+            "marginal='particle' (or a closed form) and pass the same posterior"
+        )
+    sites = set(model.site_priors(density.data.emission_dim))
+    draws = posterior.draws(num_draws, seed=int(jax.random.randint(key, (), 0, 2**31 - 1)))
+    draws = {name: jnp.asarray(value) for name, value in draws.items() if name in sites}
+    total = len(next(iter(draws.values()))) if draws else 1
+    data = density.data
+
+    def trial_log_likelihoods(item):
+        draw, key = item
+        program = numpyro.handlers.seed(
+            numpyro.handlers.substitute(density.program, draw), key
+        )
+        return _trial_terms(numpyro.handlers.trace(program).get_trace(data))
+
+    keys = jax.random.split(jax.random.fold_in(key, 1), total)
+    table = memory.map_chunks(
+        trial_log_likelihoods, (draws, keys), what="predictive draws", unit="draw", chunk=chunk
+    )
+    result = held_out_evidence(np.asarray(table) if total > 1 else np.asarray(table)[0])
+    return dataclasses.replace(
+        result,
+        method="predictive",
+        diagnostics={**result.diagnostics, "per_trial": _per_trial(np.asarray(table)).tolist()},
+    )
+
+
+def _per_trial(table: np.ndarray) -> np.ndarray:
+    r"""Each trial's :math:`\log \frac1D\sum_d \hat p(y_s \mid \theta_d)` (its own average)."""
+    return host_logsumexp(table, axis=0) - math.log(table.shape[0])
 
 
 # -- bridge sampling -------------------------------------------------------------------------

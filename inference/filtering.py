@@ -47,11 +47,12 @@ import jax
 import jax.numpy as jnp
 import numpy as np
 import optax
+import xarray as xr
 from jax import Array
-from probdyn.inference.point_estimate import PointEstimate, minimise
+from probdyn.inference.point_estimate import PointEstimate, minimise, point_datatree
 
-from probdyn import particle_filter
 from probdyn.errors import ConfigError
+from probdyn.state_space import filter_sequences, filtered_log_likelihoods
 
 
 def _filter_log_joint(
@@ -62,28 +63,24 @@ def _filter_log_joint(
         raise ConfigError(f"batch_size={batch_size}; expected 1..{data.num_trials} sequences")
     if num_particles < 2:
         raise ConfigError(f"num_particles={num_particles}; expected >= 2")
-    observations = jnp.asarray(data.observations)
-    priors = model.site_priors(model.num_symbols)
+    sequences = filter_sequences(data)
+    priors = model.site_priors(data.emission_dim)
     N = data.num_trials
 
     def log_joint(params, key):
         key_batch, key_filter = jax.random.split(key)
         pick = jax.random.choice(key_batch, N, (batch_size,), replace=False)
-        initial, transition, log_observation = model.filter_parts(params)
-
-        def log_z(key, sequence):
-            return particle_filter.log_likelihood_estimate(
-                key,
-                initial,
-                transition,
-                log_observation,
-                sequence,
-                num_particles,
-                resampling_gradient=resampling_gradient,
-            )
-
-        keys = jax.random.split(key_filter, batch_size)
-        log_likelihood = N / batch_size * jnp.sum(jax.vmap(log_z)(keys, observations[pick]))
+        batch = jax.tree.map(lambda a: a[pick], sequences)
+        log_z = filtered_log_likelihoods(
+            model,
+            params,
+            batch,
+            key_filter,
+            num_particles,
+            data.dt,
+            resampling_gradient=resampling_gradient,
+        )
+        log_likelihood = N / batch_size * jnp.sum(log_z)
         log_prior = sum(jnp.sum(priors[name].log_prob(params[name])) for name in priors)
         return log_likelihood + log_prior
 
@@ -108,8 +105,9 @@ def fit_particle_filter(
 ) -> PointEstimate:
     """Maximise the particle filter's log likelihood plus the weights' log prior.
 
-    ``model`` provides :meth:`filter_parts` (its state-space form, e.g. :class:`~probdyn.
-    models.RNNEmulator`) and priors over its weights; ``data`` is a Dataset or
+    ``model`` is a :class:`~probdyn.state_space.StateSpaceModel` (any family with a Markov
+    latent path, e.g. :class:`~probdyn.models.RNNEmulator` or a Poisson
+    :class:`~probdyn.models.LDS`); ``data`` is a Dataset or
     :class:`~probdyn.ModelData` of observed sequences. The loss is the negative objective per
     observed symbol (see the module docstring). Starts at ``init`` or
     ``model.initial_weights``; Adam, its learning rate decaying from ``learning_rate`` to a
@@ -123,7 +121,7 @@ def fit_particle_filter(
     log_joint, num_symbols = _filter_log_joint(
         model, data, batch_size, num_particles, resampling_gradient
     )
-    return minimise(
+    fitted = minimise(
         lambda params, key: -log_joint(params, key) / num_symbols,
         model,
         seed=seed,
@@ -139,6 +137,7 @@ def fit_particle_filter(
         checkpoint_every=checkpoint_every,
         average_over=average_over,
     )
+    return dataclasses.replace(fitted, data=data)
 
 
 @dataclasses.dataclass(frozen=True)
@@ -149,14 +148,17 @@ class WeightPosterior:
     scale: dict[str, np.ndarray]
     losses: np.ndarray
     resumed_from: int = 0
+    model: object = None
+    data: object = None
 
     @property
     def params(self) -> dict[str, np.ndarray]:
         """The posterior mean, where one set of weights is wanted (e.g. to generate)."""
         return self.loc
 
-    def draws(self, num_draws: int = 200, *, seed: int = 0) -> dict[str, np.ndarray]:
-        """``num_draws`` weights from the posterior (leading draw axis), for the analyses."""
+    def draws(self, num_draws: int | None = None, *, seed: int = 0) -> dict[str, np.ndarray]:
+        """``num_draws`` (default 200) weights from the posterior (leading draw axis)."""
+        num_draws = num_draws or 200
         keys = jax.random.split(jax.random.key(seed), len(self.loc))
         return {
             name: np.asarray(
@@ -165,6 +167,15 @@ class WeightPosterior:
             )
             for key, name in zip(keys, self.loc, strict=True)
         }
+
+    def to_arviz(
+        self, *, num_samples: int = 500, seed: int = 0, predictive: bool = True
+    ) -> xr.DataTree:
+        """ArviZ DataTree of ``num_samples`` draws (one chain); ``optimization``: the losses."""
+        draws = self.draws(num_samples, seed=seed)
+        tree = point_datatree(self, draws, "particle-filter mean field", predictive)
+        tree["optimization"] = xr.DataTree(xr.Dataset({"loss": ("step", self.losses)}))
+        return tree
 
 
 def fit_particle_filter_posterior(
@@ -234,7 +245,9 @@ def fit_particle_filter_posterior(
     scale = {
         name: np.asarray(jax.nn.softplus(value)) for name, value in fitted.params["rho"].items()
     }
-    return WeightPosterior(fitted.params["loc"], scale, fitted.losses, fitted.resumed_from)
+    return WeightPosterior(
+        fitted.params["loc"], scale, fitted.losses, fitted.resumed_from, model=model, data=data
+    )
 
 
 def _filter_settings(

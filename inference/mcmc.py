@@ -26,6 +26,7 @@ from probdyn.inference import devices
 from probdyn.inference.arviz import to_datatree
 from probdyn.inference.density import Density, bind, fingerprint
 
+from probdyn.capabilities import require_deterministic_density
 from probdyn.errors import ConfigError
 from probdyn.model import Model
 
@@ -59,6 +60,19 @@ class MCMCResult:
     def parameters(self) -> dict[str, np.ndarray]:
         """Draws of every parameter and deterministic site, chains concatenated."""
         return {k: v.reshape(-1, *v.shape[2:]) for k, v in self.samples.items()}
+
+    def draws(self, num_draws: int | None = None, *, seed: int = 0) -> dict[str, np.ndarray]:
+        """Every draw (None), or ``num_draws`` evenly spaced over the chains' draws.
+
+        The :class:`probdyn.Posterior` protocol; thinning is deterministic, so ``seed`` is
+        not used.
+        """
+        draws = self.parameters()
+        total = self.divergences.size
+        if num_draws is None or num_draws >= total:
+            return draws
+        keep = np.linspace(0, total - 1, num_draws).round().astype(int)
+        return {name: value[keep] for name, value in draws.items()}
 
     def summary(self) -> pd.DataFrame:
         """ArviZ summary (mean, sd, HDI, R-hat, ESS) of the free parameters."""
@@ -138,6 +152,7 @@ def nuts(
         raise ConfigError(
             f"chain_method={chain_method!r}; expected 'vectorized', 'parallel' or 'sequential'"
         )
+    require_deterministic_density(model, "NUTS")
     prepared = model.as_data(data)
     density = bind(model, prepared, given=given)
     engine = _sampler(

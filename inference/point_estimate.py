@@ -31,9 +31,11 @@ import jax
 import jax.numpy as jnp
 import numpy as np
 import optax
+import xarray as xr
 from jax import Array
+from probdyn.inference.arviz import to_datatree
 from probdyn.inference.checkpoint import read_checkpoint, write_checkpoint
-from probdyn.inference.density import fingerprint
+from probdyn.inference.density import bind, fingerprint
 from tqdm.auto import tqdm
 
 from probdyn.errors import ConfigError
@@ -41,15 +43,44 @@ from probdyn.errors import ConfigError
 
 @dataclasses.dataclass(frozen=True)
 class PointEstimate:
-    """Fitted weights, the objective at every step, and the step a checkpoint resumed from."""
+    """Fitted weights, the objective at every step, and the step a checkpoint resumed from.
+
+    ``model`` and ``data`` (set by the fitting functions) let :meth:`to_arviz` label the run.
+    """
 
     params: dict[str, np.ndarray]
     losses: np.ndarray
     resumed_from: int = 0
+    model: object = None
+    data: object = None
 
-    def draws(self) -> dict[str, np.ndarray]:
-        """The weights as a single posterior draw (leading draw axis), for the analyses."""
-        return {name: value[None] for name, value in self.params.items()}
+    def draws(self, num_draws: int | None = None, *, seed: int = 0) -> dict[str, np.ndarray]:
+        """The weights as one posterior draw (leading draw axis), whatever ``num_draws``.
+
+        A point estimate is a point mass (:class:`probdyn.Posterior`).
+        """
+        return {name: np.asarray(value)[None] for name, value in self.params.items()}
+
+    def to_arviz(self, *, predictive: bool = True) -> xr.DataTree:
+        """ArviZ DataTree of the point (one chain, one draw); ``optimization``: the losses."""
+        tree = point_datatree(self, self.draws(), "point estimate", predictive)
+        tree["optimization"] = xr.DataTree(xr.Dataset({"loss": ("step", self.losses)}))
+        return tree
+
+
+def point_datatree(result, draws: dict, inference: str, predictive: bool) -> xr.DataTree:
+    """The DataTree of draws (leading draw axis, one chain) of a fit that kept its model."""
+    if result.model is None or result.data is None:
+        raise ConfigError(
+            f"this {type(result).__name__} does not know its model and data (made by hand?); "
+            "build it with model= and data= to convert it"
+        )
+    model = result.model
+    density = bind(model, model.as_data(result.data))
+    samples = {name: np.asarray(value)[None] for name, value in draws.items()}
+    return to_datatree(
+        model, density, samples, seed=0, attrs={"inference": inference}, predictive=predictive
+    )
 
 
 def minimise(
@@ -90,6 +121,10 @@ def minimise(
         raise ConfigError(f"checkpoint_every={checkpoint_every}; expected >= 1")
     key = jax.random.key(seed)
     if init is None:
+        if not hasattr(model, "initial_weights"):
+            raise ConfigError(
+                f"{type(model).__name__} has no initial_weights: give init= (e.g. a prior draw)"
+            )
         init = model.initial_weights(jax.random.fold_in(key, 1))
     params = jax.tree.map(jnp.asarray, dict(init))
     signature = fingerprint(
@@ -139,4 +174,4 @@ def minimise(
                 state_on_host = jax.tree.map(np.asarray, (params, state, mean))
                 write_checkpoint(path, signature, done, losses[:done], state_on_host)
     fitted = mean if average_over else params
-    return PointEstimate(jax.tree.map(np.asarray, fitted), losses, resumed_from=first)
+    return PointEstimate(jax.tree.map(np.asarray, fitted), losses, resumed_from=first, model=model)

@@ -12,6 +12,7 @@ comes from :meth:`probdyn.models.RNNEmulator.log_likelihood`.
 
 from __future__ import annotations
 
+import dataclasses
 import os
 from collections.abc import Mapping
 
@@ -68,7 +69,7 @@ def fit_sinkhorn(
     def loss(params, key):
         key_noise, key_symbols, key_batch = jax.random.split(key, 3)
         noise = jax.random.normal(key_noise, (batch_size, T, model.noise_dim))
-        hidden = jax.vmap(lambda xi: model.hidden_path(params, xi))(noise)
+        hidden = jax.vmap(lambda xi: model.latent_path(params, xi, 1.0))(noise)
         generated = _straight_through_one_hot(
             key_symbols, hidden @ params["W_out"].T, temperature
         ).reshape(batch_size, -1)
@@ -77,7 +78,7 @@ def fit_sinkhorn(
         )
         return sinkhorn_divergence(generated, observed[pick], blur=blur)
 
-    return minimise(
+    fitted = minimise(
         loss,
         model,
         seed=seed,
@@ -97,3 +98,4 @@ def fit_sinkhorn(
         checkpoint_every=checkpoint_every,
         average_over=average_over,
     )
+    return dataclasses.replace(fitted, data=data)

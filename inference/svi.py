@@ -274,6 +274,10 @@ class SVIResult:
     #: (steps, wall seconds) of each compiled chunk this call ran; the first includes compiling.
     chunk_timings: np.ndarray = dataclasses.field(default_factory=lambda: np.zeros((0, 2)))
 
+    def draws(self, num_draws: int | None = None, *, seed: int = 0) -> dict[str, np.ndarray]:
+        """``num_draws`` (default 200) draws from the guide (:class:`probdyn.Posterior`)."""
+        return self.sample_posterior(num_draws or 200, seed=seed)
+
     def sample_posterior(
         self, num_samples: int, *, seed: int, data=None, refine: int = 0
     ) -> dict[str, np.ndarray]:

@@ -27,6 +27,8 @@ def from_spec(spec: dict):
     family = spec.pop("family", None)
     if family not in FAMILIES:
         raise ConfigError(f"unknown model family {family!r}; expected one of {sorted(FAMILIES)}")
+    if "marginalize" in spec:  # run files written before `marginal` (LDS only)
+        spec["marginal"] = "sample" if spec.pop("marginalize") is False else None
     try:
         return FAMILIES[family](**spec)
     except TypeError as error:

@@ -22,7 +22,8 @@ from jax import Array
 
 from probdyn.errors import DataError, PriorError
 from probdyn.independence import partial_correlation
-from probdyn.model import Model, ModelData
+from probdyn.model import ModelData
+from probdyn.state_space import StateSpaceModel
 
 NONLINEARITIES = {"tanh": jnp.tanh, "relu": jax.nn.relu}
 DECODERS = ("linear", "relu")
@@ -30,7 +31,7 @@ CORRELATIONS = ("pc", "block", "prior", None)
 
 
 @dataclasses.dataclass(frozen=True, kw_only=True)
-class FacRNN(Model):
+class FacRNN(StateSpaceModel):
     r"""A low-rank RNN whose :math:`K = GH` latent dimensions form G groups of H.
 
     .. math::
@@ -103,8 +104,21 @@ class FacRNN(Model):
     ``latents``   (trial, transition, K)          the transition above (``decoder="relu"``)
     ============  ==============================  ==========================================
 
+    **Spike counts** (``observation="poisson"``): the activity is latent, a Markov path in the
+    latents (:mod:`probdyn.state_space`),
+
+    .. math::
+        z_0 \sim N(0, I),\qquad z_t \mid z_{t-1} \sim N\big(B\phi(Az_{t-1} + a) + b,\
+        s^2 I\big),\qquad y_t \sim \mathrm{Poisson}\big(\exp(A z_t + a)\big),
+
+    the log rates being the activity; the path is sampled (``marginal="sample"``, site
+    ``latent_noise``) or filtered (``"particle"``), :math:`s` is learned unless a number is
+    given, and ``correlation`` is ``"prior"`` or None (the penalties are defined on recorded
+    activity).
+
     As dynamics this is a map on the latents, :math:`F(z) = B\phi(Az + a) + b` (the noise-free
-    network seen through its low-rank subspace); :meth:`emission_mean` is :math:`Az + a`.
+    network seen through its low-rank subspace); :meth:`emission_mean` is :math:`Az + a` (its
+    exponential, the rate per bin, for spike counts).
     Recordings must be complete (each bin is the next one's input): NaN bins are refused; leave
     bins out of the fit with ``fit_bins`` instead.
     """
@@ -131,18 +145,32 @@ class FacRNN(Model):
     tau_scale: float = 0.1
     bandwidth: float | str | None = None
     observation: str = "gaussian"
+    marginal: str | None = None
+    num_particles: int = 64
     priors: Mapping[str, dist.Distribution] | None = None
 
     def __post_init__(self):
-        self._require_positive_ints("num_neurons", "num_groups", "group_rank")
+        self._require_positive_ints("num_neurons", "num_groups", "group_rank", "num_particles")
         for name, value, allowed in (
             ("nonlinearity", self.nonlinearity, tuple(NONLINEARITIES)),
             ("decoder", self.decoder, DECODERS),
             ("correlation", self.correlation, CORRELATIONS),
-            ("observation", self.observation, ("gaussian",)),
+            ("observation", self.observation, ("gaussian", "poisson")),
         ):
             if value not in allowed:
                 raise PriorError(f"FacRNN {name}={value!r}; expected one of {list(allowed)}")
+        if self.observation == "poisson" and self.correlation in ("pc", "block"):
+            raise PriorError(
+                f"FacRNN correlation={self.correlation!r} penalises the codes of recorded "
+                "activity; with observation='poisson' the activity is latent: use "
+                "correlation='prior' or None"
+            )
+        if self.observation == "poisson" and self.decoder != "linear":
+            raise PriorError("FacRNN observation='poisson' reads log rates: decoder='linear'")
+        if self.marginal is None:
+            exact = self.observation == "gaussian" and self.decoder == "linear"
+            default = "exact" if exact else "sample"
+            object.__setattr__(self, "marginal", default)
         if not (isinstance(self.beta, int | float) and self.beta >= 0):
             raise PriorError(f"FacRNN beta={self.beta!r}; expected a non-negative weight")
         if self.correlation == "prior" and self.num_neurons < self.latent_dim:
@@ -165,6 +193,25 @@ class FacRNN(Model):
         """:math:`K = GH`."""
         return self.num_groups * self.group_rank
 
+    def marginals(self) -> dict[str, str | None]:
+        """Spike counts: sampled or filtered paths. Activity: each transition's latent."""
+        if self.observation == "poisson":
+            return super().marginals()
+        observed = "the activity is recorded, so each latent depends on observed bins only"
+        linear = self.decoder == "linear"
+        return super().marginals() | {
+            "exact": None if linear else "decoder='relu' has no closed form",
+            "sample": "the linear decoder integrates each latent exactly" if linear else None,
+            "particle": f"{observed}: there is no latent path to filter",
+        }
+
+    @property
+    def _learned_bandwidth(self) -> bool:
+        """Whether :math:`s` is a site (``"learned"``, or unset with spike counts)."""
+        return self.bandwidth == "learned" or (
+            self.bandwidth is None and self.observation == "poisson"
+        )
+
     @property
     def groups(self) -> np.ndarray:
         """The group of each latent dimension: (0,)*H + (1,)*H + ..."""
@@ -183,8 +230,9 @@ class FacRNN(Model):
             "a": dist.Normal(jnp.zeros(N), 1.0),
             "B": dist.Normal(jnp.zeros((K, N)), 1 / math.sqrt(N)),
             "b": dist.Normal(jnp.zeros(K), 1.0),
-            "sigma": dist.HalfNormal(jnp.ones(N)),
         }
+        if self.observation == "gaussian":
+            priors["sigma"] = dist.HalfNormal(jnp.ones(N))
         if self.correlation == "prior":
             del priors["B"]
             priors["M_raw"] = dist.Normal(jnp.zeros((K, K)), 1.0)
@@ -193,7 +241,7 @@ class FacRNN(Model):
             if num_cross:
                 priors["tau"] = dist.HalfCauchy(self.tau_scale)
                 priors["lam"] = dist.HalfCauchy(jnp.ones(num_cross))
-        if self.bandwidth == "learned":
+        if self._learned_bandwidth:
             priors["s"] = dist.HalfNormal(1.0)
         return priors
 
@@ -241,12 +289,47 @@ class FacRNN(Model):
 
     def vector_field(self, params: Mapping[str, Array], x: Array, u: Array | None = None) -> Array:
         r""":math:`F(z) = B\phi(Az + a) + b` (``u`` is ignored: no inputs)."""
-        return self.codes(params, self.emission_mean(params, x))
+        return self.codes(params, self.activity(params, x))
 
-    def emission_mean(self, params: Mapping[str, Array], x: Array) -> Array:
+    def activity(self, params: Mapping[str, Array], x: Array) -> Array:
         r""":math:`Az + a`, or :math:`\mathrm{ReLU}(Az + a)` for the ReLU decoder."""
         mean = x @ params["A"].T + params["a"]
         return jax.nn.relu(mean) if self.decoder == "relu" else mean
+
+    def emission_mean(self, params: Mapping[str, Array], x: Array) -> Array:
+        r"""The activity :math:`Az + a` (its exponential, the rate per bin, for spike counts)."""
+        activity = self.activity(params, x)
+        return jnp.exp(activity) if self.observation == "poisson" else activity
+
+    # -- the state-space statement (spike counts) -----------------------------------------------
+    @property
+    def noise_shape(self) -> tuple[int, int]:
+        """One latent kick per bin."""
+        return 1, self.latent_dim
+
+    def initial_state(self, params: Mapping[str, Array], noise: Array) -> Array:
+        r""":math:`z_0 = \xi_0 \sim N(0, I)`."""
+        return noise
+
+    def transition(self, params: Mapping[str, Array], dt: float):
+        r""":math:`z_t = B\phi(Az_{t-1} + a) + b + s\,\xi_t`."""
+        scale = self._bandwidth(params, None)
+
+        def advance(x, noise, u):
+            return self.vector_field(params, x) + scale * noise[0]
+
+        return advance
+
+    def emission(self, params: Mapping[str, Array], x: Array) -> dist.Distribution:
+        r""":math:`\mathrm{Poisson}(\exp(Az + a))`."""
+        return dist.Poisson(self.emission_mean(params, x))
+
+    def derived_sites(self, params: dict[str, Array]) -> dict[str, Array]:
+        """Records :math:`B` (built under ``"prior"``) and the cross-group coupling."""
+        if self.correlation == "prior":
+            params["B"] = numpyro.deterministic("B", self.read_in(params))
+        numpyro.deterministic("cross_coupling", self.cross_coupling(params))
+        return params
 
     def connectivity(self, params: Mapping[str, Array]) -> tuple[Array, Array]:
         r""":math:`J = AB` (N, N) and the groups' :math:`A_g B_g` (G, N, N)."""
@@ -297,7 +380,7 @@ class FacRNN(Model):
         return start | {"M_raw": raw, "R": B}
 
     def _bandwidth(self, params: Mapping[str, Array], population: Array) -> Array:
-        if self.bandwidth == "learned":
+        if self._learned_bandwidth:
             return params["s"]
         if self.bandwidth is None:
             return population ** (-1.0 / (self.latent_dim + 4))
@@ -305,11 +388,13 @@ class FacRNN(Model):
 
     # -- the program ------------------------------------------------------------------------
     def program(self, data: ModelData, batch_size: int | None = None) -> None:
-        """Weights, then each trial's transitions; the PC penalty over the minibatch."""
-        p = self.sample_parameters(data)
-        if self.correlation == "prior":
-            p["B"] = numpyro.deterministic("B", self.read_in(p))
-        numpyro.deterministic("cross_coupling", self.cross_coupling(p))
+        """Weights, then each trial's transitions; the PC penalty over the minibatch.
+
+        Spike counts go through the state-space program (:mod:`probdyn.state_space`).
+        """
+        if self.observation == "poisson":
+            return super().program(data, batch_size)
+        p = self.derived_sites(self.sample_parameters(data))
         if data.observations is None:
             return self._simulate(p, data, batch_size)
         fitted_all = (

@@ -77,6 +77,7 @@ class HMM(Model):
     sticky: float = 0.0
     emission_dim: int | None = None
     forward: str = "sequential"
+    marginal: str = "forward"
     priors: Mapping[str, dist.Distribution] | None = None
 
     def __post_init__(self):
@@ -87,6 +88,17 @@ class HMM(Model):
         if self.forward not in ("sequential", "parallel"):
             raise PriorError(f"forward={self.forward!r}; expected 'sequential' or 'parallel'")
         super().__post_init__()
+
+    def marginals(self) -> dict[str, str | None]:
+        """The forward algorithm: exact over discrete states."""
+        discrete = "the states are discrete: no reparameterised path"
+        return {
+            "forward": None,
+            "exact": "the forward algorithm is this family's exact marginal: marginal='forward'",
+            "particle": "the forward algorithm is exact for discrete states; a filter adds noise",
+            "sample": discrete,
+            "observed": "the states are never observed",
+        }
 
     def default_priors(self, emission_dim: int) -> dict[str, dist.Distribution]:
         """Start and transition rows, then the emission sites of the chosen observation."""

@@ -6,20 +6,18 @@ import dataclasses
 from collections.abc import Mapping
 from typing import ClassVar
 
-import jax
 import jax.numpy as jnp
-import numpyro
 import numpyro.distributions as dist
 from jax import Array
 
-from probdyn.data.validate import OBSERVATION_VARIABLES
 from probdyn.errors import PriorError
 from probdyn.kalman import LinearGaussianStateSpace, kalman_smoother
-from probdyn.model import Model, ModelData, observe
+from probdyn.model import ModelData
+from probdyn.state_space import StateSpaceModel, linear_readout
 
 
 @dataclasses.dataclass(frozen=True, kw_only=True)
-class LDS(Model):
+class LDS(StateSpaceModel):
     r"""Linear dynamical system with Gaussian or Poisson emissions.
 
     .. math::
@@ -40,12 +38,13 @@ class LDS(Model):
     ``r``         (emission,)           HalfNormal(1) (Gaussian emissions only)
     ============  ====================  =====================================
 
-    With Gaussian emissions and ``marginalize`` (the default where possible) the latent path is
-    integrated out by a Kalman filter, so the program's log density is the exact marginal
-    likelihood :math:`p(y \mid \theta)`. Otherwise the path is sampled non-centred: the site
-    ``latent_noise`` (trial, time, latent) holds :math:`(x_0, \epsilon_{0:T-2})` and
-    ``latents`` records the path. The observation site is named after the data variable
-    (``y`` or ``spikes``).
+    The latent path (``marginal``, :mod:`probdyn.state_space`): ``"exact"`` (the default with
+    Gaussian emissions) integrates it out by a Kalman filter, so the program's log density is
+    the exact marginal likelihood :math:`p(y \mid \theta)`; ``"sample"`` (the default with
+    Poisson emissions) samples it non-centred: the site ``latent_noise`` (trial, time, latent)
+    holds :math:`(x_0, \epsilon_{0:T-2})` and ``latents`` records the path; ``"particle"``
+    estimates :math:`p(y \mid \theta)` by a particle filter of ``num_particles`` states. The
+    observation site is named after the data variable (``y`` or ``spikes``).
 
     As dynamics this is a map, :math:`F(x) = A x + b`.
     """
@@ -64,7 +63,8 @@ class LDS(Model):
     latent_dim: int
     emission_dim: int | None = None
     observation: str = "gaussian"
-    marginalize: bool | None = None
+    marginal: str | None = None
+    num_particles: int = 64
     priors: Mapping[str, dist.Distribution] | None = None
 
     def __post_init__(self):
@@ -72,16 +72,54 @@ class LDS(Model):
             raise PriorError(
                 f"LDS observation={self.observation!r}; expected 'gaussian' or 'poisson'"
             )
-        if self.marginalize and self.observation != "gaussian":
-            raise PriorError(
-                "marginalize=True needs Gaussian emissions (Poisson has no closed form)"
-            )
+        self._require_positive_ints("latent_dim", "num_particles")
+        if self.marginal is None:
+            default = "exact" if self.observation == "gaussian" else "sample"
+            object.__setattr__(self, "marginal", default)
         super().__post_init__()
 
+    def marginals(self) -> dict[str, str | None]:
+        """Exact (Kalman) with Gaussian emissions; sampled or filtered paths always."""
+        exact = None if self.observation == "gaussian" else "Poisson emissions have no closed form"
+        return super().marginals() | {"exact": exact}
+
     @property
-    def marginalized(self) -> bool:
-        """Whether the latent path is integrated out (Gaussian emissions, not switched off)."""
-        return self.observation == "gaussian" and self.marginalize is not False
+    def noise_shape(self) -> tuple[int, int]:
+        """One standard-normal vector per bin."""
+        return 1, self.latent_dim
+
+    def initial_state(self, params: Mapping[str, Array], noise: Array) -> Array:
+        r""":math:`x_0 = \xi_0 \sim N(0, I)`."""
+        return noise
+
+    def transition(self, params: Mapping[str, Array], dt: float):
+        r""":math:`x_t = A x_{t-1} + b + q \odot \xi_t` (``u``, ``dt`` unused)."""
+
+        def advance(x, noise, u):
+            return self.vector_field(params, x) + params["q"] * noise[0]
+
+        return advance
+
+    def emission(self, params: Mapping[str, Array], x: Array) -> dist.Distribution:
+        r""":math:`N(C x + d, \mathrm{diag}(r^2))` or :math:`\mathrm{Poisson}(\exp(C x + d))`."""
+        return linear_readout(params, x, self.observation)
+
+    def exact_marginal(
+        self, params: Mapping[str, Array], batch: ModelData, num_trials: int
+    ) -> dist.Distribution:
+        """Each trial's Kalman-filter marginal likelihood."""
+        p = params
+        return LinearGaussianStateSpace(
+            p["A"],
+            p["b"],
+            jnp.diag(p["q"] ** 2),
+            p["C"],
+            p["d"],
+            p["r"] ** 2,
+            batch.num_timesteps,
+            mask=batch.mask,
+            batch_shape=(num_trials,),
+        )
 
     def smoothed_latents(
         self, params: Mapping[str, Array], observations: Array, mask: Array | None = None
@@ -122,48 +160,3 @@ class LDS(Model):
         r""":math:`C x + d` (Gaussian) or the rate per bin :math:`\exp(C x + d)` (Poisson)."""
         mean = params["C"] @ x + params["d"]
         return jnp.exp(mean) if self.observation == "poisson" else mean
-
-    def latent_path(self, params: Mapping[str, Array], noise: Array) -> Array:
-        """Map standard-normal ``noise`` (time, latent) to the latent path (non-centred)."""
-
-        def advance(x, eps):
-            x = self.vector_field(params, x) + params["q"] * eps
-            return x, x
-
-        _, rest = jax.lax.scan(advance, noise[0], noise[1:])
-        return jnp.concatenate([noise[:1], rest])
-
-    def program(self, data: ModelData, batch_size: int | None = None) -> None:
-        """Sample parameters, then (per trial) the latent path or its marginal, and observations."""
-        p = self.sample_parameters(data)
-        site = OBSERVATION_VARIABLES[self.observation]
-        with self.trial_plate(data, batch_size) as index:
-            batch = data if batch_size is None else data.take(index)
-            num_trials = index.shape[0]
-            if self.marginalized:
-                marginal = LinearGaussianStateSpace(
-                    p["A"],
-                    p["b"],
-                    jnp.diag(p["q"] ** 2),
-                    p["C"],
-                    p["d"],
-                    p["r"] ** 2,
-                    data.num_timesteps,
-                    mask=batch.mask,
-                    batch_shape=(num_trials,),
-                )
-                numpyro.sample(site, marginal, obs=batch.observations)
-                return
-            noise = numpyro.sample(
-                "latent_noise",
-                dist.Normal(0.0, 1.0).expand([data.num_timesteps, self.latent_dim]).to_event(2),
-            )
-            latents = numpyro.deterministic(
-                "latents", jax.vmap(self.latent_path, (None, 0))(p, noise)
-            )
-            mean = latents @ p["C"].T + p["d"]
-            if self.observation == "gaussian":
-                emission = dist.Normal(mean, p["r"])
-            else:
-                emission = dist.Poisson(jnp.exp(mean))
-            observe(site, emission, batch)

@@ -21,7 +21,7 @@ from jax import Array
 
 from probdyn.data.validate import OBSERVATION_VARIABLES
 from probdyn.errors import PriorError
-from probdyn.model import Model, ModelData, observe
+from probdyn.model import Model, ModelData, deterministic_path_marginals, observe
 
 #: Latent dynamics: the neural ODE and the baselines of the paper at the same latent size.
 DYNAMICS = ("node", "gru", "mlp", "rnn")
@@ -150,6 +150,7 @@ class NODE(Model):
     tau: float = 1.0
     solver: str = "rk4"
     substeps: int = 1
+    marginal: str = "sample"
     priors: Mapping[str, dist.Distribution] | None = None
 
     def __post_init__(self):
@@ -199,6 +200,10 @@ class NODE(Model):
         return self.num_neurons
 
     # -- sites ------------------------------------------------------------------------------
+    def marginals(self) -> dict[str, str | None]:
+        """Only sampled: the path is a function of its sampled initial state."""
+        return deterministic_path_marginals("initial state")
+
     def default_priors(self, emission_dim: int) -> dict[str, dist.Distribution]:
         """Dynamics weights, then readout weights (and Gaussian noise scales)."""
         D, H, N = self.latent_dim, self.hidden, emission_dim

@@ -15,14 +15,13 @@ import flax.linen as nn
 import jax
 import jax.numpy as jnp
 import numpy as np
-import numpyro
 import numpyro.distributions as dist
 import xarray as xr
 from jax import Array
 
-from probdyn import particle_filter
 from probdyn.errors import DataError, PriorError
-from probdyn.model import Model, ModelData
+from probdyn.model import ModelData
+from probdyn.state_space import StateSpaceModel
 
 
 class NoisePathEncoder(nn.Module):
@@ -55,7 +54,7 @@ class NoisePathEncoder(nn.Module):
 
 
 @dataclasses.dataclass(frozen=True, kw_only=True)
-class RNNEmulator(Model):
+class RNNEmulator(StateSpaceModel):
     r"""A ReLU network driven by Gaussian noise, read out as symbol probabilities.
 
     .. math::
@@ -77,12 +76,13 @@ class RNNEmulator(Model):
     ``noise``       (trial, time, noise)  Normal(0, 1) (latent)
     ==============  ====================  =====================================
 
-    The likelihood of observed sequences integrates over the noise; the program samples it
-    (non-centred), :meth:`log_likelihood` estimates it by a particle filter, unbiased in
-    :math:`p(y)`. Fit as the paper does with :func:`probdyn.inference.fit_sinkhorn`, or by the
-    evidence lower bound with ``svi(..., guide="amortised-delta")`` (MAP weights, the noise path
-    of each sequence inferred by :class:`NoisePathEncoder`, ``encoder_hidden`` units per
-    direction).
+    The likelihood of observed sequences integrates over the noise: ``marginal="sample"`` (the
+    default) samples it (non-centred, site ``noise``), ``"particle"`` estimates it by a
+    particle filter of ``num_particles`` hidden states, unbiased in :math:`p(y)`
+    (:mod:`probdyn.state_space`; :meth:`log_likelihood` gives it per sequence). Fit as the
+    paper does with :func:`probdyn.inference.fit_sinkhorn`, or by the evidence lower bound
+    with ``svi(..., guide="amortised-delta")`` (MAP weights, the noise path of each sequence
+    inferred by :class:`NoisePathEncoder`, ``encoder_hidden`` units per direction).
     """
 
     kind: ClassVar[str] = "map"
@@ -98,12 +98,17 @@ class RNNEmulator(Model):
     observation: str = "categorical"
     priors: Mapping[str, dist.Distribution] | None = None
     encoder_hidden: int = 64
+    marginal: str = "sample"
+    num_particles: int = 64
 
     #: The per-trial site the amortised guide's encoder infers.
     local_site: ClassVar[str] = "noise"
+    noise_site: ClassVar[str] = "noise"
 
     def __post_init__(self):
-        self._require_positive_ints("hidden", "noise_dim", "num_symbols", "encoder_hidden")
+        self._require_positive_ints(
+            "hidden", "noise_dim", "num_symbols", "encoder_hidden", "num_particles"
+        )
         if self.observation != "categorical":
             raise PriorError(
                 f"RNNEmulator observation={self.observation!r}; it emits symbols: 'categorical'"
@@ -168,15 +173,27 @@ class RNNEmulator(Model):
         r"""Symbol probabilities :math:`\mathrm{softmax}(W_{out} h)`."""
         return jax.nn.softmax(params["W_out"] @ x)
 
-    def hidden_path(self, params: Mapping[str, Array], noise: Array) -> Array:
-        """Hidden states (time, hidden) driven by ``noise`` (time, noise_dim), from h = 0."""
+    # -- the state-space statement -------------------------------------------------------------
+    @property
+    def noise_shape(self) -> tuple[int, int]:
+        """One noise vector per bin."""
+        return 1, self.noise_dim
 
-        def step(h, xi):
-            h = self.vector_field(params, h, xi)
-            return h, h
+    def initial_state(self, params: Mapping[str, Array], noise: Array) -> Array:
+        r""":math:`h_0 = \mathrm{ReLU}(W_{\text{in}}\xi_0)` (the map from :math:`h_{-1} = 0`)."""
+        return self.vector_field(params, jnp.zeros(self.hidden, noise.dtype), noise)
 
-        _, path = jax.lax.scan(step, jnp.zeros(self.hidden, noise.dtype), noise)
-        return path
+    def transition(self, params: Mapping[str, Array], dt: float):
+        """One step of the map, driven by this bin's noise (``u`` and ``dt`` unused)."""
+
+        def advance(x, noise, u):
+            return self.vector_field(params, x, noise[0])
+
+        return advance
+
+    def emission(self, params: Mapping[str, Array], x: Array) -> dist.Distribution:
+        r""":math:`\mathrm{Categorical}(\mathrm{softmax}(W_{out} h))`."""
+        return dist.Categorical(logits=x @ params["W_out"].T)
 
     def generate(
         self, params: Mapping[str, Array], key: Array, num_trials: int, num_timesteps: int
@@ -184,7 +201,7 @@ class RNNEmulator(Model):
         """Symbols (trial, time) and hidden states (trial, time, hidden) of new sequences."""
         key_noise, key_symbols = jax.random.split(key)
         noise = jax.random.normal(key_noise, (num_trials, num_timesteps, self.noise_dim))
-        hidden = jax.vmap(lambda xi: self.hidden_path(params, xi))(noise)
+        hidden = jax.vmap(lambda xi: self.latent_path(params, xi, 1.0))(noise)
         symbols = jax.random.categorical(key_symbols, hidden @ params["W_out"].T)
         return symbols, hidden
 
@@ -201,43 +218,6 @@ class RNNEmulator(Model):
             )
         return data
 
-    def program(self, data: ModelData, batch_size: int | None = None) -> None:
-        """Weights, then per trial the driving noise and the symbols."""
-        p = self.sample_parameters(data)
-        with self.trial_plate(data, batch_size) as index:
-            batch = data if batch_size is None else data.take(index)
-            noise = numpyro.sample(
-                "noise",
-                dist.Normal(0.0, 1.0).expand([data.num_timesteps, self.noise_dim]).to_event(2),
-            )
-            hidden = jax.vmap(lambda xi: self.hidden_path(p, xi))(noise)
-            numpyro.sample(
-                "symbols",
-                dist.Categorical(logits=hidden @ p["W_out"].T).to_event(1),
-                obs=batch.observations,
-            )
-
-    def filter_parts(
-        self, params: Mapping[str, Array]
-    ) -> tuple[particle_filter.Initial, particle_filter.Transition, particle_filter.LogObservation]:
-        r"""The network as a state-space model for :mod:`probdyn.particle_filter`.
-
-        States are hidden vectors, :math:`h_0 = \mathrm{ReLU}(W_{\text{in}}\xi_0)`; each step
-        draws fresh noise; :math:`\log p(y_t \mid h_t) = \log\mathrm{softmax}(W_{out}h_t)_{y_t}`.
-        """
-        drift = jax.vmap(lambda h, xi: self.vector_field(params, h, xi))
-
-        def initial(key, num):
-            return transition(key, jnp.zeros((num, self.hidden)))
-
-        def transition(key, states):
-            return drift(states, jax.random.normal(key, (states.shape[0], self.noise_dim)))
-
-        def log_observation(states, y):
-            return jax.nn.log_softmax(states @ params["W_out"].T)[:, y]
-
-        return initial, transition, log_observation
-
     def log_likelihood(
         self,
         params: Mapping[str, Array],
@@ -252,14 +232,9 @@ class RNNEmulator(Model):
         The particles are hidden states; the noise is the proposal (bootstrap filter). See
         :func:`probdyn.particle_filter.log_likelihood`.
         """
-        params = {name: jnp.asarray(params[name]) for name in ("W_in", "W_hh", "W_out")}
-        initial, transition, log_observation = self.filter_parts(params)
-        return particle_filter.log_likelihood(
-            initial,
-            transition,
-            log_observation,
-            jnp.asarray(symbols),
-            num_particles=num_particles,
-            num_repeats=num_repeats,
-            seed=seed,
+        params = {name: params[name] for name in ("W_in", "W_hh", "W_out")}
+        symbols = jnp.asarray(symbols)
+        data = ModelData(symbols, None, None, *symbols.shape, self.num_symbols, 1.0)
+        return self.particle_log_likelihood(
+            params, data, num_particles=num_particles, num_repeats=num_repeats, seed=seed
         )

@@ -13,15 +13,14 @@ from typing import ClassVar
 
 import jax
 import jax.numpy as jnp
-import numpyro
 import numpyro.distributions as dist
 import xarray as xr
 from jax import Array
 
-from probdyn.data.validate import OBSERVATION_VARIABLES
 from probdyn.errors import DataError, PriorError
-from probdyn.model import Model, ModelData, observe
+from probdyn.model import ModelData
 from probdyn.sde import EulerMaruyamaPath
+from probdyn.state_space import StateSpaceModel, linear_readout
 
 NONLINEARITIES = {
     "tanh": jnp.tanh,
@@ -35,7 +34,7 @@ DIFFRAX_SOLVERS = ("Euler", "Heun", "ReversibleHeun")
 
 
 @dataclasses.dataclass(frozen=True, kw_only=True)
-class SDERNN(Model):
+class SDERNN(StateSpaceModel):
     r"""Noise-driven continuous-time RNN, observed through a readout or directly in its latents.
 
     Units :math:`x \in \mathbb{R}^n` follow
@@ -69,12 +68,13 @@ class SDERNN(Model):
     ``"lowrank"`` :math:`\mathrm{diag}(\sigma^2) + F F^\top` (:math:`F` is D x ``diffusion_rank``).
 
     **Observations.** ``"gaussian"`` :math:`y_t \sim N(C z_t + d, \mathrm{diag}(r^2))`,
-    ``"poisson"`` :math:`y_t \sim \mathrm{Poisson}(\exp(C z_t + d))` (counts per bin), both with the
-    latent path sampled non-centred (``latent_noise``: :math:`z_0 \sim N(0, I)` and ``substeps``
-    Euler-Maruyama steps per bin); or ``"latent"``: the latent path itself is observed (variable
-    ``y`` with one neuron per latent dim) and enters through the Euler-Maruyama transition
-    density (:class:`probdyn.sde.EulerMaruyamaPath`), which is how drift-diffusion matching fits
-    the network to trajectories of a target SDE.
+    ``"poisson"`` :math:`y_t \sim \mathrm{Poisson}(\exp(C z_t + d))` (counts per bin), both with
+    :math:`z_0 \sim N(0, I)` and ``substeps`` Euler-Maruyama steps per bin, the path sampled
+    non-centred (``marginal="sample"``, site ``latent_noise``) or filtered
+    (``"particle"``, :mod:`probdyn.state_space`); or ``"latent"``: the latent path itself is
+    observed (variable ``y`` with one neuron per latent dim, ``marginal="observed"``) and enters
+    through the Euler-Maruyama transition density (:class:`probdyn.sde.EulerMaruyamaPath`),
+    which is how drift-diffusion matching fits the network to trajectories of a target SDE.
 
     ============  ======================  ==================================================
     site          shape                   default prior
@@ -124,12 +124,17 @@ class SDERNN(Model):
     tau: float = 1.0
     substeps: int = 1
     solver: str = "euler"
+    marginal: str | None = None
+    num_particles: int = 64
     priors: Mapping[str, dist.Distribution] | None = None
 
     def __post_init__(self):
+        if self.marginal is None:
+            default = "observed" if self.observation == "latent" else "sample"
+            object.__setattr__(self, "marginal", default)
         if not isinstance(self.symmetric, bool):
             raise PriorError(f"SDERNN symmetric={self.symmetric!r}; expected True or False")
-        self._require_positive_ints("num_units", "substeps", "diffusion_rank")
+        self._require_positive_ints("num_units", "substeps", "diffusion_rank", "num_particles")
         if self.rank is not None and not (isinstance(self.rank, int) and 1 <= self.rank):
             raise PriorError(f"SDERNN rank={self.rank!r}; expected None or a positive integer")
         if self.rank is not None and self.rank > self.num_units:
@@ -163,6 +168,23 @@ class SDERNN(Model):
     def latent_dim(self) -> int:
         """:math:`R` for low rank, :math:`n` for full connectivity."""
         return self.rank or self.num_units
+
+    def marginals(self) -> dict[str, str | None]:
+        """Sampled or filtered paths through a readout; the transition density when observed."""
+        if self.observation == "latent":
+            through = "observation='latent' observes the path itself"
+            return super().marginals() | {
+                "sample": through,
+                "particle": through,
+                "observed": None,
+            }
+        allowed = super().marginals()
+        if self.solver != "euler":
+            allowed["particle"] = (
+                f"the filter steps by Euler-Maruyama; solver={self.solver!r} paths are only "
+                "sampled"
+            )
+        return allowed
 
     def default_priors(self, emission_dim: int) -> dict[str, dist.Distribution]:
         """Connectivity, bias, inputs, diffusion and (unless ``"latent"``) readout sites."""
@@ -294,33 +316,60 @@ class SDERNN(Model):
             raise DataError(f"the model expects input_dim={self.input_dim}; the data have {have}")
         return data
 
+    # -- the state-space statement -------------------------------------------------------------
+    @property
+    def noise_shape(self) -> tuple[int, int]:
+        """``substeps`` standard-normal vectors per bin."""
+        return self.substeps, self.latent_dim
+
+    def initial_state(self, params: Mapping[str, Array], noise: Array) -> Array:
+        r""":math:`z_0 = \xi_0 \sim N(0, I)`."""
+        return noise
+
+    def transition(self, params: Mapping[str, Array], dt: float):
+        r"""``substeps`` Euler-Maruyama steps of :math:`h = dt/\text{substeps}` over one bin.
+
+        :math:`z \leftarrow z + h\,g(z, u) + \sqrt{h}\,L\xi`, the input held over the bin.
+        """
+        tril, drift = self.diffusion_tril(params), self.drift(params)
+        h = dt / self.substeps
+
+        def advance(x, noise, u):
+            def substep(z, xi):
+                return z + h * drift(z, u) + math.sqrt(h) * tril @ xi, None
+
+            return jax.lax.scan(substep, x, noise)[0]
+
+        return advance
+
+    def emission(self, params: Mapping[str, Array], x: Array) -> dist.Distribution:
+        r""":math:`N(Cz + d, \mathrm{diag}(r^2))` or :math:`\mathrm{Poisson}(\exp(Cz + d))`."""
+        return linear_readout(params, x, self.observation)
+
+    def exact_marginal(
+        self, params: Mapping[str, Array], batch: ModelData, num_trials: int
+    ) -> dist.Distribution:
+        """The observed path's Euler-Maruyama transition density (``observation='latent'``)."""
+        return EulerMaruyamaPath(
+            self.drift(params),
+            self.diffusion_tril(params),
+            batch.dt,
+            batch.num_timesteps,
+            inputs=batch.inputs if self.input_dim else None,
+            batch_shape=(num_trials,),
+        )
+
     def latent_path(
         self, params: Mapping[str, Array], noise: Array, dt: float, inputs: Array | None = None
     ) -> Array:
-        r"""Map standard-normal ``noise`` (1 + (time - 1) substeps, D) to the latent path.
+        """The non-centred path (:meth:`probdyn.state_space.StateSpaceModel.latent_path`).
 
-        Non-centred Euler-Maruyama: :math:`z_0 = \xi_0`, then ``substeps`` steps of
-        :math:`h = dt/\text{substeps}` per bin, :math:`z \leftarrow z + h g(z, u_t) +
-        \sqrt{h} L \xi`, with the input held over the bin. Returns (time, D).
+        By the built-in Euler-Maruyama scheme, or by the diffrax ``solver`` on the same noise.
         """
-        k, D = self.substeps, self.latent_dim
-        tril, h, drift = self.diffusion_tril(params), dt / k, self.drift(params)
-        if self.solver != "euler":
-            return self._diffrax_path(drift, tril, noise, dt, inputs)
-
-        def bin_step(z, step):
-            xis, u = step
-
-            def substep(y, xi):
-                return y + h * drift(y, u) + math.sqrt(h) * tril @ xi, None
-
-            z, _ = jax.lax.scan(substep, z, xis)
-            return z, z
-
-        num_bins = (noise.shape[0] - 1) // k
-        steps = (noise[1:].reshape(num_bins, k, D), None if inputs is None else inputs[:-1])
-        _, rest = jax.lax.scan(bin_step, noise[0], steps)
-        return jnp.concatenate([noise[:1], rest])
+        if self.solver == "euler":
+            return super().latent_path(params, noise, dt, inputs)
+        tril = self.diffusion_tril(params)
+        return self._diffrax_path(self.drift(params), tril, noise, dt, inputs)
 
     def _diffrax_path(self, drift, tril, noise, dt, inputs):
         r"""The same path by a diffrax solver.
@@ -362,39 +411,3 @@ class SDERNN(Model):
             max_steps=num_bins * k + 1,
         )
         return solution.ys
-
-    def program(self, data: ModelData, batch_size: int | None = None) -> None:
-        """Parameters, then per trial the latent path (or its transition density) and data."""
-        p = self.sample_parameters(data)
-        site = OBSERVATION_VARIABLES[self.observation]
-        drift = self.drift(p)
-        with self.trial_plate(data, batch_size) as index:
-            batch = data if batch_size is None else data.take(index)
-            inputs = batch.inputs if self.input_dim else None
-            if self.observation == "latent":
-                path = EulerMaruyamaPath(
-                    drift,
-                    self.diffusion_tril(p),
-                    data.dt,
-                    data.num_timesteps,
-                    inputs=inputs,
-                    batch_shape=(index.shape[0],),
-                )
-                numpyro.sample(site, path, obs=batch.observations)
-                return
-            T, D, k = data.num_timesteps, self.latent_dim, self.substeps
-            noise = numpyro.sample(
-                "latent_noise",
-                dist.Normal(0.0, 1.0).expand([1 + (T - 1) * k, D]).to_event(2),
-            )
-            if inputs is None:
-                paths = jax.vmap(lambda eps: self.latent_path(p, eps, data.dt))(noise)
-            else:
-                paths = jax.vmap(lambda eps, u: self.latent_path(p, eps, data.dt, u))(noise, inputs)
-            latents = numpyro.deterministic("latents", paths)
-            mean = latents @ p["C"].T + p["d"]
-            if self.observation == "gaussian":
-                emission = dist.Normal(mean, p["r"])
-            else:
-                emission = dist.Poisson(jnp.exp(mean))
-            observe(site, emission, batch)

@@ -25,7 +25,7 @@ import numpyro.distributions as dist
 from jax import Array
 
 from probdyn.errors import PriorError
-from probdyn.model import Model, ModelData, observe
+from probdyn.model import Model, ModelData, deterministic_path_marginals, observe
 
 
 def gru_step(params: Mapping[str, Array], h: Array, u: Array | None) -> Array:
@@ -178,6 +178,7 @@ class SeqVAE(Model):
     encoder_neurons: tuple[int, ...] | None = None
     encoder_bins: int | None = None
     observation: str = "poisson"
+    marginal: str = "sample"
     priors: Mapping[str, dist.Distribution] | None = None
 
     def __post_init__(self):
@@ -224,6 +225,10 @@ class SeqVAE(Model):
     def local_sites(self) -> tuple[str, ...]:
         """Per-trial sites the encoder infers: the initial condition, and inputs if any."""
         return ("initial", "inputs") if self.inputs else ("initial",)
+
+    def marginals(self) -> dict[str, str | None]:
+        """Only sampled: the path is a function of its sampled initial state and inputs."""
+        return deterministic_path_marginals("initial state and inputs")
 
     def default_priors(self, emission_dim: int) -> dict[str, dist.Distribution]:
         """Generator weights, factor and rate readouts."""

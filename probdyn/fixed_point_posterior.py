@@ -55,6 +55,7 @@ import xarray as xr
 from jax import Array
 
 from probdyn import memory
+from probdyn.capabilities import Dynamical, Posterior, require
 from probdyn.errors import ConfigError
 
 #: Stability classes, in the order of their integer codes in the dataset (-1: no point).
@@ -225,24 +226,21 @@ def classify(eigenvalues: np.ndarray, kind: str, marginal_tol: float) -> np.ndar
 
 def _parameter_draws(model, posterior, num_draws: int | None, seed: int):
     """(parameter draws with a leading draw axis, latent states or None, number of draws)."""
-    from probdyn.inference import MCMCResult, SVIResult
-
     if posterior is None:
         if not isinstance(model, Dynamics):
             raise ConfigError("posterior=None is only for a Dynamics with known parameters")
         return {}, None, 1
-    if isinstance(posterior, SVIResult):
-        draws = posterior.sample_posterior(num_draws or 200, seed=seed)
-    elif isinstance(posterior, MCMCResult):
-        draws = posterior.parameters()
-    elif isinstance(posterior, xr.DataTree):
+    if isinstance(posterior, xr.DataTree):
         stacked = posterior["posterior"].to_dataset().stack(sample=("chain", "draw"))
         draws = {k: np.moveaxis(v.values, -1, 0) for k, v in stacked.data_vars.items()}
     elif isinstance(posterior, Mapping):
         draws = {k: np.asarray(v) for k, v in posterior.items()}
+    elif isinstance(posterior, Posterior):
+        draws = posterior.draws(num_draws, seed=seed)
     else:
         raise ConfigError(
-            "posterior must be an SVIResult, an MCMCResult, an ArviZ DataTree or a mapping of "
+            "posterior must be an inference result (probdyn.capabilities.Posterior: SVIResult, "
+            "MCMCResult, PointEstimate, WeightPosterior), an ArviZ DataTree or a mapping of "
             f"parameter draws; got {type(posterior).__name__}"
         )
     sizes = {v.shape[0] for v in draws.values() if np.ndim(v) > 0}
@@ -307,9 +305,10 @@ def fixed_points(
     model
         A probdyn model (``kind``, ``vector_field``, ``emission_mean``) or a :class:`Dynamics`.
     posterior
-        An :class:`~probdyn.inference.SVIResult` (``num_draws`` guide draws, default 200), an
-        :class:`~probdyn.inference.MCMCResult`, an ArviZ DataTree with a posterior group, or a
-        mapping of parameter draws with a leading draw axis; None for a :class:`Dynamics`.
+        Any inference result (:class:`probdyn.capabilities.Posterior`: an SVI fit gives
+        ``num_draws`` guide draws, default 200; NUTS all its draws; a point estimate its
+        point), an ArviZ DataTree with a posterior group, or a mapping of parameter draws with
+        a leading draw axis; None for a :class:`Dynamics`.
     num_starts
         Starts per draw. They are latent states of the draw (the posterior's ``latents`` site,
         or ``states``: (..., latent), shared by all draws) plus Gaussian
@@ -329,6 +328,7 @@ def fixed_points(
         Growth rates within this margin of zero make a point *marginal*.
 
     """
+    require(model, Dynamical, "fixed_points")
     kind = model.kind
     if kind not in ("flow", "map"):
         raise ConfigError(f"model.kind={kind!r}; expected 'flow' or 'map'")

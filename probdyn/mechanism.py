@@ -88,7 +88,7 @@ def kick_neurons(
     r"""Output transitions of a noise-driven RNN with each hidden unit ablated in turn.
 
     ``model`` is a :class:`probdyn.models.RNNEmulator` (anything with ``hidden``,
-    ``noise_dim``, ``num_symbols`` and ``hidden_path(params, noise)``) and ``params`` one draw
+    ``noise_dim``, ``num_symbols`` and ``latent_path(params, noise, dt)``) and ``params`` one draw
     of its weights. The same noise (``seed``) drives the intact network and every ablated copy,
     in which unit :math:`u`'s activity is clamped to zero (row :math:`u` of :math:`W_{hh}` and
     :math:`W_{in}` zeroed: its pre-activation is 0, so ReLU keeps it at 0). The output is the
@@ -119,7 +119,7 @@ def kick_neurons(
     noise = jax.random.normal(jax.random.key(seed), (num_trials, num_timesteps, model.noise_dim))
 
     def transition_counts(weights):
-        hidden = jax.vmap(lambda xi: model.hidden_path(weights, xi))(noise)
+        hidden = jax.vmap(lambda xi: model.latent_path(weights, xi, 1.0))(noise)
         symbols = jnp.argmax(hidden @ weights["W_out"].T, axis=-1)
         pairs = symbols[:, :-1] * num_symbols + symbols[:, 1:]
         counts = jnp.bincount(pairs.ravel(), length=num_symbols**2)

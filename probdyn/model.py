@@ -36,6 +36,15 @@ from jax import Array
 from probdyn.data.validate import OBSERVATION_VARIABLES, validate
 from probdyn.errors import DataError, PriorError
 
+#: The ways a program can handle a latent path (see :mod:`probdyn.state_space`).
+MARGINALS = {
+    "exact": "integrated out in closed form (Kalman filter, Gaussian integral)",
+    "forward": "summed over discrete states by the forward algorithm",
+    "particle": "estimated by a bootstrap particle filter (unbiased in the likelihood)",
+    "sample": "sampled as sites of the program",
+    "observed": "the path is the data, scored by its transition density",
+}
+
 
 @dataclasses.dataclass(frozen=True)
 class ModelData:
@@ -109,17 +118,31 @@ class Weighted(dist.Distribution):
 
 
 def observe(site: str, emission: dist.Distribution, batch: ModelData) -> Array:
-    """The observation site of a (trial, time, channel) program, inside its trial plate.
+    """The observation site of a (trial, time[, channel]) program, inside its trial plate.
 
-    ``emission`` has batch shape (trial, time, channel); bins where ``batch.mask`` is False
-    are left out and ``batch.weights`` (if any) weight each bin's log density. The site's
-    event is (time, channel), so its log density is one number per trial.
+    ``emission`` has batch shape (trial, time, channel), or (trial, time) for symbols; bins
+    where ``batch.mask`` is False are left out and ``batch.weights`` (if any) weight each
+    bin's log density. The site's event is all but the trial axis, so its log density is one
+    number per trial.
     """
     if batch.mask is not None:
         emission = emission.mask(batch.mask)
     if batch.weights is not None:
         emission = Weighted(emission, batch.weights)
-    return numpyro.sample(site, emission.to_event(2), obs=batch.observations)
+    event = len(emission.batch_shape) - 1
+    return numpyro.sample(site, emission.to_event(event), obs=batch.observations)
+
+
+def deterministic_path_marginals(given: str) -> dict[str, str | None]:
+    """:meth:`Model.marginals` of a family whose path is a function of sampled ``given``."""
+    reason = f"the path is deterministic given its {given}: no noise between bins to integrate"
+    return {
+        "sample": None,
+        "particle": reason,
+        "exact": reason,
+        "forward": "the latent state is continuous, not discrete",
+        "observed": "the path is seen through an emission",
+    }
 
 
 def _site_prior(name: str, prior, shape: tuple[int, ...], default) -> dist.Distribution:
@@ -153,14 +176,17 @@ def _site_prior(name: str, prior, shape: tuple[int, ...], default) -> dist.Distr
 class Model(abc.ABC):
     """Base class of model families (subclasses are frozen dataclasses).
 
-    Subclasses define the fields ``observation`` and ``priors``, ``kind``, and implement
-    :meth:`default_priors`, :meth:`program`, :meth:`vector_field` and :meth:`emission_mean`.
+    Subclasses define the fields ``observation``, ``marginal`` and ``priors``, ``kind``, and
+    implement :meth:`marginals`, :meth:`default_priors`, :meth:`program`, :meth:`vector_field`
+    and :meth:`emission_mean`. Families with a Markov latent path derive from
+    :class:`probdyn.state_space.StateSpaceModel`, which writes the program for them.
     """
 
     kind: ClassVar[str]
     #: Dims of each site beyond (chain, draw), used to label ArviZ results.
     site_dims: ClassVar[dict[str, list[str]]] = {}
     observation: str
+    marginal: str
     priors: Mapping[str, dist.Distribution] | None
 
     def __post_init__(self):
@@ -168,6 +194,7 @@ class Model(abc.ABC):
             raise PriorError(
                 f"observation={self.observation!r}; expected one of {sorted(OBSERVATION_VARIABLES)}"
             )
+        self._check_marginal()
         if self.priors is not None and not isinstance(self.priors, Mapping):
             raise PriorError("priors must be a mapping from site name to distribution")
         # Names are checked now (shapes need the data's sizes, checked by `site_priors`).
@@ -188,6 +215,18 @@ class Model(abc.ABC):
                     f"{type(self).__name__} {name}={value!r}; expected a positive integer"
                 )
 
+    def _check_marginal(self) -> None:
+        """Raise a :class:`PriorError` if ``marginal`` is not one this family allows."""
+        allowed = {name for name, reason in self.marginals().items() if reason is None}
+        if self.marginal in allowed:
+            return
+        reason = self.marginals().get(self.marginal)
+        why = f": {reason}" if reason else f"; expected one of {sorted(MARGINALS)}"
+        raise PriorError(
+            f"{type(self).__name__} marginal={self.marginal!r} is not available{why} "
+            f"(this model allows {sorted(allowed)})"
+        )
+
     def _placeholder_emission_dim(self) -> int:
         return getattr(self, "emission_dim", None) or 1
 
@@ -198,6 +237,14 @@ class Model(abc.ABC):
         )
 
     # -- what a family defines -------------------------------------------------------------
+    @abc.abstractmethod
+    def marginals(self) -> dict[str, str | None]:
+        """Each way of handling the path (:data:`MARGINALS`): None where allowed, else why not.
+
+        Depends on the hyperparameters (e.g. an LDS has ``"exact"`` only with Gaussian
+        emissions).
+        """
+
     @abc.abstractmethod
     def default_priors(self, emission_dim: int) -> dict[str, dist.Distribution]:
         """Every parameter site, in sampling order, with its default prior (shape = site shape)."""

@@ -39,6 +39,7 @@ variance that grows with :math:`T` as the paths coalesce.
 from __future__ import annotations
 
 from collections.abc import Callable
+from typing import Any
 
 import jax
 import jax.numpy as jnp
@@ -49,10 +50,11 @@ from probdyn.errors import ConfigError
 
 #: ``initial(key, num_particles) -> states``: particles for time 0 (leading axis: particle).
 Initial = Callable[[Array, int], Array]
-#: ``transition(key, states) -> states``: one step of the latent dynamics.
-Transition = Callable[[Array, Array], Array]
-#: ``log_observation(states, y_t) -> (num_particles,)``: log density of one observation.
-LogObservation = Callable[[Array, Array], Array]
+#: ``transition(key, states, item_t) -> states``: one step of the latent dynamics into bin t
+#: (``item_t``: what the sequence holds at t, e.g. the observation and the previous input).
+Transition = Callable[[Array, Array, Any], Array]
+#: ``log_observation(states, item_t) -> (num_particles,)``: log density of one observation.
+LogObservation = Callable[[Array, Any], Array]
 
 
 def _systematic_resample(key: Array, log_weights: Array) -> Array:
@@ -73,7 +75,9 @@ def log_likelihood_estimate(
     *,
     resampling_gradient: bool = False,
 ) -> Array:
-    r""":math:`\log \hat Z` for one sequence ``observations`` (time, ...).
+    r""":math:`\log \hat Z` for one sequence ``observations`` (an array or pytree of arrays).
+
+    Each array has a leading time axis; the transition and observation read its items at t.
 
     The particles carry accumulated log weights :math:`\ell`; after a resample each restarts at
     :math:`\log \hat Z_{0:t}` (the log of the running estimate), plus, with
@@ -82,7 +86,9 @@ def log_likelihood_estimate(
     """
     key_init, key_loop = jax.random.split(key)
     states = initial(key_init, num_particles)
-    log_weights = log_observation(states, observations[0])
+    first = jax.tree.map(lambda a: a[0], observations)
+    rest = jax.tree.map(lambda a: a[1:], observations)
+    log_weights = log_observation(states, first)
 
     def step(carry, inputs):
         states, log_weights = carry
@@ -95,11 +101,11 @@ def log_likelihood_estimate(
             restart = jax.lax.stop_gradient(log_z) + (kept - jax.lax.stop_gradient(kept))
         else:
             restart = log_z
-        states = transition(key_move, states[ancestors])
+        states = transition(key_move, states[ancestors], y)
         return (states, restart + log_observation(states, y)), None
 
-    keys = jax.random.split(key_loop, observations.shape[0] - 1)
-    (_, log_weights), _ = jax.lax.scan(step, (states, log_weights), (keys, observations[1:]))
+    keys = jax.random.split(key_loop, jax.tree.leaves(rest)[0].shape[0])
+    (_, log_weights), _ = jax.lax.scan(step, (states, log_weights), (keys, rest))
     return jax.nn.logsumexp(log_weights) - jnp.log(num_particles)
 
 
@@ -115,6 +121,8 @@ def log_likelihood(
 ) -> tuple[np.ndarray, np.ndarray]:
     r"""Per-sequence :math:`\log \hat Z` of ``observations`` (sequence, time, ...), with its spread.
 
+    ``observations`` may be a pytree of such arrays (see :func:`log_likelihood_estimate`).
+
     Returns the log of the mean of :math:`\hat Z` over ``num_repeats`` independent filters (still
     unbiased in :math:`Z`) and the standard error of that log-mean, both of shape (sequence,).
     """
@@ -123,8 +131,9 @@ def log_likelihood(
             f"num_particles={num_particles}, num_repeats={num_repeats}; expected >= 1 and >= 2 "
             "(the standard error needs two repeats)"
         )
-    observations = jnp.asarray(observations)
-    keys = jax.random.split(jax.random.key(seed), (num_repeats, observations.shape[0]))
+    observations = jax.tree.map(jnp.asarray, observations)
+    num_sequences = jax.tree.leaves(observations)[0].shape[0]
+    keys = jax.random.split(jax.random.key(seed), (num_repeats, num_sequences))
 
     def one(key, sequence):
         return log_likelihood_estimate(

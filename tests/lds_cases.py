@@ -24,7 +24,7 @@ def ou_dataset(seed: int, num_timesteps: int = 100, a_true: float = 0.8) -> xr.D
     return xr.Dataset({"y": (("trial", "time", "neuron"), y[None, :, None])}, attrs={"dt": 1.0})
 
 
-def ou_model(marginalize: bool = True) -> LDS:
+def ou_model(marginal: str = "exact") -> LDS:
     """A ~ Uniform(0, 1); b, q, C, d, r fixed by Delta priors."""
     fixed = {
         "b": dist.Delta(jnp.zeros(1)),
@@ -33,7 +33,7 @@ def ou_model(marginalize: bool = True) -> LDS:
         "d": dist.Delta(jnp.zeros(1)),
         "r": dist.Delta(jnp.array([R_SCALE])),
     }
-    return LDS(latent_dim=1, marginalize=marginalize, priors={"A": dist.Uniform(0.0, 1.0), **fixed})
+    return LDS(latent_dim=1, marginal=marginal, priors={"A": dist.Uniform(0.0, 1.0), **fixed})
 
 
 def ou_log_likelihood(a, ds: xr.Dataset):

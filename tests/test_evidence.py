@@ -51,7 +51,7 @@ def test_smc_marginalized_within_tolerance_and_honest_error(ou, seed):
 @pytest.mark.slow
 def test_smc_with_sampled_latent_path(ou):
     ds, exact, _, _ = ou
-    model = ou_model(marginalize=False)
+    model = ou_model(marginal="sample")
     assert bind(model, model.prepare(ds)).dim == 101  # A and the 100-step path
     result = log_evidence(model, ds, method="smc", seed=3)
     error = result.log_evidence - exact
@@ -176,7 +176,7 @@ def test_iwae_is_a_bound_that_rises_with_k(ou):
 def test_exact_refuses_high_dimensional_models():
     ds = ou_dataset(seed=0, num_timesteps=20)
     with pytest.raises(Exception, match="at most 2 free dimensions"):
-        log_evidence(ou_model(marginalize=False), ds, method="exact", seed=0)
+        log_evidence(ou_model(marginal="sample"), ds, method="exact", seed=0)
     with pytest.raises(Exception, match="method='bogus'"):
         log_evidence(ou_model(), ds, method="bogus", seed=0)
 

@@ -155,15 +155,15 @@ def test_custom_priors_shapes_and_errors():
         LDS(latent_dim=2, priors={"q": dist.Normal(0, 1)}).site_priors(3)
     with pytest.raises(PriorError, match="expected a numpyro"):
         LDS(latent_dim=2, priors={"q": 0.3}).site_priors(3)
-    with pytest.raises(PriorError, match="Gaussian emissions"):
-        LDS(latent_dim=1, observation="poisson", marginalize=True)
+    with pytest.raises(PriorError, match="Poisson emissions have no closed form"):
+        LDS(latent_dim=1, observation="poisson", marginal="exact")
 
 
 @pytest.mark.parametrize(
-    "observation,marginalize", [("gaussian", True), ("gaussian", False), ("poisson", None)]
+    "observation,marginal", [("gaussian", "exact"), ("gaussian", "sample"), ("poisson", None)]
 )
-def test_prior_predictive_and_log_likelihood_per_trial(observation, marginalize):
-    model = LDS(latent_dim=2, observation=observation, marginalize=marginalize)
+def test_prior_predictive_and_log_likelihood_per_trial(observation, marginal):
+    model = LDS(latent_dim=2, observation=observation, marginal=marginal)
     draws = prior_predictive(
         model, seed=1, num_samples=2, num_trials=5, num_timesteps=7, emission_dim=4
     )

@@ -3,7 +3,6 @@
 import itertools
 import pickle
 import sys
-from types import SimpleNamespace
 
 import jax
 import jax.numpy as jnp
@@ -26,6 +25,7 @@ import probdyn
 from probdyn import particle_filter
 from probdyn.errors import ConfigError, DataError, PriorError
 from probdyn.hmm import DiscreteHMM
+from probdyn.model import ModelData
 from probdyn.optimal_transport import sinkhorn_divergence
 from probdyn.symbols import symbol_statistics
 
@@ -79,7 +79,7 @@ def test_particle_filter_matches_the_forward_algorithm_on_an_hmm():
         key_start, key_move = jax.random.split(key)
         return move(key_move, jax.random.categorical(key_start, jnp.log(initial), shape=(num,)))
 
-    def move(key, states):
+    def move(key, states, _=None):
         return jax.random.categorical(key, jnp.log(transition)[states])
 
     def observe(states, y):
@@ -147,7 +147,7 @@ def test_resampling_gradient_is_the_likelihood_gradient_and_fivo_is_not():
         return particle_filter.log_likelihood_estimate(
             key,
             lambda key, num: jax.random.normal(key, (num,)),
-            lambda key, h: a * h + s * jax.random.normal(key, h.shape),
+            lambda key, h, _: a * h + s * jax.random.normal(key, h.shape),
             lambda h, y_t: jax.scipy.stats.norm.logpdf(y_t, h, r),
             y,
             num_particles=1000,
@@ -349,20 +349,21 @@ def test_particle_filter_fit_resumes_from_its_checkpoint_exactly(tmp_path, monke
 class GaussianMean:
     """y_{n,t} ~ N(mu, I) independently: the state carries nothing, so the filter is exact."""
 
-    num_symbols = None
-
     def as_data(self, data):
         return data
 
     def site_priors(self, _):
         return {"mu": dist.Normal(jnp.zeros(2), 0.1).to_event(1)}
 
-    def filter_parts(self, params):
-        def log_observation(states, y):
-            value = dist.Normal(params["mu"], 1.0).log_prob(y).sum()
+    def filter_parts(self, params, dt):
+        def log_observation(states, item):
+            value = dist.Normal(params["mu"], 1.0).log_prob(item.observation).sum()
             return jnp.broadcast_to(value, states.shape[:1])
 
-        return (lambda key, num: jnp.zeros((num, 1))), (lambda key, states: states), log_observation
+        def transition(key, states, item):
+            return states
+
+        return (lambda key, num: jnp.zeros((num, 1))), transition, log_observation
 
 
 def test_weight_posterior_by_the_filter_bound_is_the_conjugate_posterior():
@@ -371,7 +372,7 @@ def test_weight_posterior_by_the_filter_bound_is_the_conjugate_posterior():
     # that. The prior is as strong as half the data and each step sees half the sequences, so
     # a missing prior, entropy or N / B factor moves the answer by many standard deviations.
     y = np.random.default_rng(0).normal([1.0, -0.5], 1.0, size=(10, 20, 2))
-    data = SimpleNamespace(observations=y, num_trials=10, num_timesteps=20)
+    data = ModelData(jnp.asarray(y), None, None, 10, 20, 2, 1.0)
     precision = y.shape[0] * y.shape[1] + 100.0
     mean, sd = y.sum(axis=(0, 1)) / precision, precision**-0.5
     posterior = fit_particle_filter_posterior(

@@ -103,7 +103,7 @@ def test_minibatch_likelihood_is_scaled_by_trials_over_batch():
 def test_svi_minibatches_with_local_latents():
     ds = small_dataset(num_trials=8)
     fit = svi(
-        LDS(latent_dim=1, marginalize=False),
+        LDS(latent_dim=1, marginal="sample"),
         ds,
         num_steps=200,
         seed=0,

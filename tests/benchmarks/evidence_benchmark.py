@@ -50,7 +50,7 @@ def main():
         for label, model, method, options in [
             ("exact (grid)", ou_model(), "exact", {}),
             ("smc marginalised", ou_model(), "smc", {}),
-            ("smc path sampled", ou_model(False), "smc", {}),
+            ("smc path sampled", ou_model("sample"), "smc", {}),
             ("laplace", ou_model(), "laplace", {}),
         ]:
             result = log_evidence(model, ds, method=method, seed=seed, **options)
