@@ -106,10 +106,12 @@ class Density:
         return prior + lik
 
     def sample_prior(self, key: Array, num_samples: int) -> Array:
-        """Draws from the prior of the free sites, as flat unconstrained vectors."""
-        draws = numpyro.infer.Predictive(self.program, num_samples=num_samples)(
-            key, dataclasses.replace(self.data, observations=None, mask=None)
-        )
+        """Draws from the prior of the free sites, as flat unconstrained vectors.
+
+        The observed sites stay observed: a latent whose prior depends on recorded values (a
+        FacRNN's codes read the previous bin's activity) is drawn given them.
+        """
+        draws = numpyro.infer.Predictive(self.program, num_samples=num_samples)(key, self.data)
         return jax.vmap(self.unconstrain)({name: draws[name] for name in self.shapes})
 
 

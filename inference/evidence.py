@@ -28,14 +28,14 @@ obtained, and its cost):
     from the guide (:func:`_heldout`). For models whose weights are networks, the score to
     compare them by on trials they never saw.
 ``"predictive"``
-    Not an evidence of the data the fit saw: the posterior predictive of trials
-    :math:`Y` (new ones, for a score on trials the model never saw),
-    :math:`\log p(Y \mid \text{fit}) = \log \frac1D \sum_d \prod_s p(y_s \mid \theta_d)`,
-    with :math:`\theta_d` drawn from any inference result (``posterior``, a
-    :class:`probdyn.capabilities.Posterior`) and each trial's likelihood the program's own:
-    exact where the family integrates its path in closed form, the particle filter's unbiased
-    estimate under ``marginal="particle"`` (:func:`_predictive`). One estimator for every
-    family with a Markov latent path, so families are compared on one scale.
+    Not an evidence of the data the fit saw: the log posterior predictive density of trials
+    (new ones, for a score on trials the model never saw), per trial and summed,
+    :math:`\sum_s \log \frac1D \sum_d p(y_s \mid \theta_d)`, with :math:`\theta_d` drawn
+    from any inference result (``posterior``, a :class:`probdyn.capabilities.Posterior`) and
+    each trial's likelihood the program's own: exact where the family integrates its path in
+    closed form, the particle filter's unbiased estimate under ``marginal="particle"``
+    (:func:`_predictive`). One estimator for every family with a Markov latent path, so
+    families are compared on one scale.
 ``"laplace"``
     :math:`\log p(y, \hat z) + \tfrac n2 \log 2\pi - \tfrac12 \log\det H` at the mode
     :math:`\hat z` on unconstrained space; a deterministic approximation, its error unknown.
@@ -565,15 +565,21 @@ def _predictive(
     num_draws: int = 100,
     chunk: int | None = None,
 ) -> Evidence:
-    r""":math:`\log \frac1D \sum_d \prod_s \hat p(y_s \mid \theta_d)`, draws from ``posterior``.
+    r"""The log posterior predictive density of each trial, summed over trials.
 
-    Each draw's per-trial log likelihoods are the trial plate's observed sites run at the draw
-    (a fresh key per draw, so that a particle filter's estimates are independent); the table
-    (draw, trial) goes to :func:`held_out_evidence`, whose error is the Monte Carlo error of
-    the average over draws (the filter's noise included, as each draw has its own). Unbiased
-    in :math:`p(Y \mid \text{fit})` where each :math:`\hat p` is; its log biased low by about
-    half its variance. A sampled path (``marginal="sample"``) is refused: its program weighs a
-    trial with one draw of its path, not the path integrated out.
+    :math:`\sum_s \log \frac1D \sum_d \hat p(y_s \mid \theta_d)`, :math:`\theta_d` drawn
+    from ``posterior``. On trials the fit never saw this is the held-out expected log predictive
+    density (elpd; Vehtari, Gelman & Gabry 2017), the score by which models fitted in any way,
+    with any likelihood, are compared on one scale. Each draw's per-trial log likelihoods are
+    the trial plate's observed sites run at the draw, with a fresh key per draw (so that
+    particle-filter estimates are independent across draws). Error: each trial's Monte Carlo
+    error of its average over draws (delta method; the filter's noise included), independent
+    across trials. ``diagnostics``: ``per_trial`` (S,), for paired comparisons across models,
+    and ``joint``, :math:`\log \frac1D\sum_d \prod_s \hat p(y_s \mid \theta_d)` (the predictive
+    of the trials together, :func:`held_out_evidence`) with ``joint_se``: with many trials one
+    draw dominates it, as its error then says. A sampled path (``marginal="sample"``) is
+    refused: its program weighs a trial with one draw of its path, not with the path integrated
+    out.
     """
     if not isinstance(posterior, Posterior):
         raise ConfigError(
@@ -594,26 +600,35 @@ def _predictive(
 
     def trial_log_likelihoods(item):
         draw, key = item
-        program = numpyro.handlers.seed(
-            numpyro.handlers.substitute(density.program, draw), key
-        )
+        program = numpyro.handlers.seed(numpyro.handlers.substitute(density.program, draw), key)
         return _trial_terms(numpyro.handlers.trace(program).get_trace(data))
 
     keys = jax.random.split(jax.random.fold_in(key, 1), total)
-    table = memory.map_chunks(
-        trial_log_likelihoods, (draws, keys), what="predictive draws", unit="draw", chunk=chunk
+    table = np.asarray(
+        memory.map_chunks(
+            trial_log_likelihoods, (draws, keys), what="predictive draws", unit="draw", chunk=chunk
+        ),
+        np.float64,
     )
-    result = held_out_evidence(np.asarray(table) if total > 1 else np.asarray(table)[0])
-    return dataclasses.replace(
-        result,
-        method="predictive",
-        diagnostics={**result.diagnostics, "per_trial": _per_trial(np.asarray(table)).tolist()},
+    per_trial = [_log_mean_and_se(column) if total > 1 else (column[0], 0.0) for column in table.T]
+    values, errors = np.array(per_trial).T
+    joint = held_out_evidence(table if total > 1 else table[0])
+    return Evidence(
+        float(values.sum()),
+        float(np.sqrt(np.sum(errors**2))),
+        "predictive",
+        False,
+        f"average over {total} posterior draws per trial (delta method)",
+        0.0,
+        int(table.size),
+        {
+            "num_draws": total,
+            "per_trial": values.tolist(),
+            "per_trial_se": errors.tolist(),
+            "joint": joint.log_evidence,
+            "joint_se": joint.standard_error,
+        },
     )
-
-
-def _per_trial(table: np.ndarray) -> np.ndarray:
-    r"""Each trial's :math:`\log \frac1D\sum_d \hat p(y_s \mid \theta_d)` (its own average)."""
-    return host_logsumexp(table, axis=0) - math.log(table.shape[0])
 
 
 # -- bridge sampling -------------------------------------------------------------------------
