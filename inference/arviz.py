@@ -16,11 +16,11 @@ import jax.numpy as jnp
 import numpy as np
 import numpyro
 import xarray as xr
-from probdyn.inference.density import Density
 
-from probdyn import memory
 from probdyn.data.validate import OBSERVATION_VARIABLES
+from probdyn.inference.density import Density
 from probdyn.model import Model
+from probdyn.runtime import memory
 
 #: The groups :func:`predictive_groups` makes.
 PREDICTIVE_GROUPS = ("log_likelihood", "posterior_predictive")
@@ -100,7 +100,7 @@ def predictive_groups(
     predictive for evenly spaced draws of each chain, as many as fit ``max_predictive_bytes``
     (all of them for small data; its ``draw`` coordinate names the posterior draws kept and its
     ``thinned`` attribute says how). Both run in chunks sized by the memory budget
-    (:mod:`probdyn.memory`).
+    (:mod:`probdyn.runtime.memory`).
     """
     attrs = {**(attrs or {}), "model": json.dumps(model.spec())}
     site = OBSERVATION_VARIABLES[model.observation]
@@ -113,7 +113,9 @@ def predictive_groups(
 
     def log_likelihood(draw, part, key):
         # Only the observation site: fixed (conditioned) parameters also count as observed.
-        return numpyro.infer.log_likelihood(density.program, draw, part, batch_ndims=0)[site]
+        # Seeded, so that a filtered path (marginal="particle") draws its own estimate.
+        program = numpyro.handlers.seed(density.program, key)
+        return numpyro.infer.log_likelihood(program, draw, part, batch_ndims=0)[site]
 
     log_lik = over_draws_and_trials(
         log_likelihood, model, data, flat, keys, what="log likelihood of each trial"

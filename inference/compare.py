@@ -24,9 +24,9 @@ from collections.abc import Mapping
 import numpy as np
 import pandas as pd
 import xarray as xr
-from probdyn.inference.evidence import Evidence, log_evidence
 
 from probdyn.errors import ConfigError
+from probdyn.inference.evidence import Evidence, log_evidence
 from probdyn.model import Model
 
 

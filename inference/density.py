@@ -30,9 +30,9 @@ from jax.flatten_util import ravel_pytree
 from numpyro.distributions.transforms import biject_to
 from numpyro.infer.util import log_density
 
-from probdyn.compilation import run_once
 from probdyn.errors import ConfigError
 from probdyn.model import Model, ModelData
+from probdyn.runtime.compilation import run_once
 
 
 def _point_mass_value(fn) -> Array | None:

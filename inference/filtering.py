@@ -20,7 +20,7 @@ which makes it Fisher's identity over the filter's surviving paths: an estimate 
 the log posterior :math:`\log p(y \mid W) + \log p(W)` itself. Without it (FIVO's gradient,
 the resampling term left out as those papers recommend) each observation's score is averaged
 under the filter at its own time, a bias that does not shrink with :math:`P`
-(:mod:`probdyn.particle_filter`). The result is a MAP-style point estimate of the weights
+(:mod:`probdyn.algorithms.particle_filter`). The result is a MAP-style point estimate of the weights
 (:class:`~probdyn.inference.PointEstimate`).
 
 :func:`fit_particle_filter_posterior` goes on from such an estimate to a mean-field Gaussian
@@ -49,9 +49,9 @@ import numpy as np
 import optax
 import xarray as xr
 from jax import Array
-from probdyn.inference.point_estimate import PointEstimate, minimise, point_datatree
 
 from probdyn.errors import ConfigError
+from probdyn.inference.point_estimate import PointEstimate, minimise, point_datatree
 from probdyn.state_space import filter_sequences, filtered_log_likelihoods
 
 

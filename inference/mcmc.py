@@ -2,7 +2,7 @@
 
 Chains run vectorised on one device (``chain_method="vectorized"``), one after another
 (``"sequential"``), or split over every visible device (``"parallel"``: a block of chains per
-device, each block vectorised, through ``shard_map`` on :func:`probdyn.inference.devices.mesh`;
+device, each block vectorised, through ``shard_map`` on :func:`probdyn.runtime.devices.mesh`;
 no per-step progress bar then). The compiled sampler is kept for the next call with the same
 model, fixed values, data shapes and settings (up to :data:`CACHED_SAMPLERS` of them), so
 sampling many recordings of one design compiles once; draws are the same as from a fresh
@@ -22,13 +22,13 @@ import numpy as np
 import pandas as pd
 import xarray as xr
 from numpyro.infer import MCMC, NUTS
-from probdyn.inference import devices
-from probdyn.inference.arviz import to_datatree
-from probdyn.inference.density import Density, bind, fingerprint
 
 from probdyn.capabilities import require_deterministic_density
 from probdyn.errors import ConfigError
+from probdyn.inference.arviz import to_datatree
+from probdyn.inference.density import Density, bind, fingerprint
 from probdyn.model import Model
+from probdyn.runtime import devices
 
 RHAT_LIMIT = 1.01
 ESS_PER_CHAIN = 100

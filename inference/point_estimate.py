@@ -33,12 +33,12 @@ import numpy as np
 import optax
 import xarray as xr
 from jax import Array
-from probdyn.inference.arviz import to_datatree
-from probdyn.inference.checkpoint import read_checkpoint, write_checkpoint
-from probdyn.inference.density import bind, fingerprint
 from tqdm.auto import tqdm
 
 from probdyn.errors import ConfigError
+from probdyn.inference.arviz import to_datatree
+from probdyn.inference.density import bind, fingerprint
+from probdyn.runtime.checkpoint import read_checkpoint, write_checkpoint
 
 
 @dataclasses.dataclass(frozen=True)

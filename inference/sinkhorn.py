@@ -5,7 +5,7 @@ sequences from fresh noise, one-hot encodes them with a straight-through Gumbel-
 forward pass uses the sampled one-hot symbols, the backward pass the gradient of the relaxed
 softmax at temperature ``temperature``; Jang, Gu & Poole 2017), flattens each sequence to a
 (time x symbols) vector and minimises the debiased Sinkhorn divergence
-(:func:`probdyn.optimal_transport.sinkhorn_divergence`, blur 0.2) to a batch of observed
+(:func:`probdyn.algorithms.optimal_transport.sinkhorn_divergence`, blur 0.2) to a batch of observed
 sequences. The result is a point estimate of the weights; its likelihood on held-out sequences
 comes from :meth:`probdyn.models.RNNEmulator.log_likelihood`.
 """
@@ -20,10 +20,10 @@ import jax
 import jax.numpy as jnp
 import optax
 from jax import Array
-from probdyn.inference.point_estimate import PointEstimate, minimise
 
+from probdyn.algorithms.optimal_transport import sinkhorn_divergence
 from probdyn.errors import ConfigError
-from probdyn.optimal_transport import sinkhorn_divergence
+from probdyn.inference.point_estimate import PointEstimate, minimise
 
 
 def _straight_through_one_hot(key: Array, logits: Array, temperature: float) -> Array:

@@ -32,7 +32,9 @@ from numpyro.infer import SVI, autoguide
 from numpyro.infer.elbo import ELBO
 from numpyro.infer.util import log_density
 from numpyro.util import check_model_guide_match
-from probdyn.inference import devices
+from tqdm.auto import tqdm
+
+from probdyn.errors import ConfigError, MemoryBudgetError
 from probdyn.inference.amortised import (
     AMORTISED_GUIDES,
     AmortisedGuide,
@@ -40,14 +42,11 @@ from probdyn.inference.amortised import (
     refine_local,
 )
 from probdyn.inference.arviz import to_datatree
-from probdyn.inference.checkpoint import read_checkpoint, write_checkpoint
 from probdyn.inference.density import Density, bind, fingerprint
-from tqdm.auto import tqdm
-
-from probdyn import memory
-from probdyn.compilation import run_once
-from probdyn.errors import ConfigError, MemoryBudgetError
 from probdyn.model import Model, ModelData
+from probdyn.runtime import devices, memory
+from probdyn.runtime.checkpoint import read_checkpoint, write_checkpoint
+from probdyn.runtime.compilation import run_once
 
 GUIDES = {
     "normal": autoguide.AutoNormal,
@@ -487,7 +486,7 @@ def svi(
         Devices to split the trials over (data parallel: each device holds a block of trials,
         the guide's parameters are replicated and their gradients summed across devices by
         XLA). Default: every visible device, in every process joined by
-        :func:`probdyn.distributed.initialize`; the count actually used is the largest
+        :func:`probdyn.runtime.distributed.initialize`; the count actually used is the largest
         that divides the number of trials. One device: no sharding.
 
     """

@@ -1,5 +1,6 @@
 """Model families, each a generative NumPyro program behind :class:`probdyn.Model`."""
 
+from probdyn.errors import ConfigError
 from probdyn.models.facrnn import FacRNN
 from probdyn.models.hmm import HMM
 from probdyn.models.lds import LDS
@@ -7,8 +8,6 @@ from probdyn.models.node import NODE
 from probdyn.models.rnn_emulator import RNNEmulator
 from probdyn.models.sdernn import SDERNN
 from probdyn.models.seqvae import SeqVAE
-
-from probdyn.errors import ConfigError
 
 FAMILIES = {
     "FacRNN": FacRNN,

@@ -20,8 +20,8 @@ import numpyro.distributions as dist
 import xarray as xr
 from jax import Array
 
+from probdyn.algorithms.independence import partial_correlation
 from probdyn.errors import DataError, PriorError
-from probdyn.independence import partial_correlation
 from probdyn.model import ModelData
 from probdyn.state_space import StateSpaceModel
 
@@ -57,8 +57,8 @@ class FacRNN(StateSpaceModel):
     ``numpyro.factor("partial_correlation", -beta * N * PC)``, with PC the partial correlation of
     the codes' aggregated posterior :math:`\frac1N\sum_n N(\mu_n, s^2 I)`,
     :math:`\mu_n = B\phi(x_{n-1}) + b`, estimated on each minibatch
-    (:func:`probdyn.independence.partial_correlation`, N the fitted transitions, the draws
-    :math:`\mu_n + s\epsilon_n` with fixed :math:`\epsilon` so that the log density stays a
+    (:func:`probdyn.algorithms.independence.partial_correlation`, N the fitted transitions, the
+    draws :math:`\mu_n + s\epsilon_n` with fixed :math:`\epsilon` so that the log density stays a
     deterministic function of the parameters, as NUTS and SMC need). ``beta`` weighs PC against
     the log likelihood per transition, as the seed's loss (averaged over samples) does.
     ``correlation="block"`` is the seed's simpler baseline: ``-beta * N`` times the squared
@@ -351,7 +351,7 @@ class FacRNN(StateSpaceModel):
         partial-correlation landscape over rotations of the latents has local optima; starting
         the penalised fit from here avoids those a random start can fall in.
         """
-        from probdyn.independence import fastica, least_dependent_grouping
+        from probdyn.algorithms.independence import fastica, least_dependent_grouping
 
         codes = np.asarray(self.codes(params, jnp.asarray(activity))).reshape(-1, self.latent_dim)
         sources, unmixing = fastica(codes, seed=seed)

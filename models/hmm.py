@@ -12,9 +12,9 @@ import numpyro
 import numpyro.distributions as dist
 from jax import Array
 
+from probdyn.algorithms.hmm import DiscreteHMM
 from probdyn.data.validate import OBSERVATION_VARIABLES
 from probdyn.errors import ConfigError, PriorError
-from probdyn.hmm import DiscreteHMM
 from probdyn.model import Model, ModelData
 
 #: Sites whose leading axes are states (permuted together by :meth:`HMM.relabel`).
@@ -51,11 +51,10 @@ class HMM(Model):
     ``scales``          (K, N)          HalfNormal(1) (Gaussian)
     ==================  ==============  ===================================================
 
-    The program's likelihood is the forward algorithm (:class:`probdyn.hmm.DiscreteHMM`), so
-    NUTS and SMC run over the parameters only. Missing bins (NaN) drop out per channel.
+    The program's likelihood is the forward algorithm (:class:`probdyn.algorithms.hmm.DiscreteHMM`),
+    so NUTS and SMC run over the parameters only. Missing bins (NaN) drop out per channel.
     ``forward="parallel"`` runs it as an associative scan (depth :math:`\log T` instead of
-    :math:`T`: the faster choice for long sequences on accelerators; the same value up to
-    rounding).
+    :math:`T`: the faster choice for long sequences on accelerators; the same value up to rounding).
 
     Label switching: states are exchangeable under these priors, so draws may differ by a
     permutation. :meth:`identify` (applied to NUTS and SVI draws) orders each draw's states by

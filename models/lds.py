@@ -10,8 +10,8 @@ import jax.numpy as jnp
 import numpyro.distributions as dist
 from jax import Array
 
+from probdyn.algorithms.kalman import LinearGaussianStateSpace, kalman_smoother
 from probdyn.errors import PriorError
-from probdyn.kalman import LinearGaussianStateSpace, kalman_smoother
 from probdyn.model import ModelData
 from probdyn.state_space import StateSpaceModel, linear_readout
 
@@ -126,7 +126,7 @@ class LDS(StateSpaceModel):
     ) -> tuple[Array, Array]:
         r"""Moments of :math:`p(x_t \mid y_{0:T-1}, \theta)` of one trial (time, emission).
 
-        The Rauch-Tung-Striebel smoother (:func:`probdyn.kalman.kalman_smoother`): means
+        The Rauch-Tung-Striebel smoother (:func:`probdyn.algorithms.kalman.kalman_smoother`): means
         (time, latent), covariances (time, latent, latent). Gaussian emissions only.
         """
         if self.observation != "gaussian":

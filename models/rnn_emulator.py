@@ -230,7 +230,7 @@ class RNNEmulator(StateSpaceModel):
         r"""Per-sequence :math:`\log p(y \mid W)` by a particle filter, and its standard error.
 
         The particles are hidden states; the noise is the proposal (bootstrap filter). See
-        :func:`probdyn.particle_filter.log_likelihood`.
+        :func:`probdyn.algorithms.particle_filter.log_likelihood`.
         """
         params = {name: params[name] for name in ("W_in", "W_hh", "W_out")}
         symbols = jnp.asarray(symbols)

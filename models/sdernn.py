@@ -17,9 +17,9 @@ import numpyro.distributions as dist
 import xarray as xr
 from jax import Array
 
+from probdyn.algorithms.sde import EulerMaruyamaPath
 from probdyn.errors import DataError, PriorError
 from probdyn.model import ModelData
-from probdyn.sde import EulerMaruyamaPath
 from probdyn.state_space import StateSpaceModel, linear_readout
 
 NONLINEARITIES = {
@@ -70,11 +70,11 @@ class SDERNN(StateSpaceModel):
     **Observations.** ``"gaussian"`` :math:`y_t \sim N(C z_t + d, \mathrm{diag}(r^2))`,
     ``"poisson"`` :math:`y_t \sim \mathrm{Poisson}(\exp(C z_t + d))` (counts per bin), both with
     :math:`z_0 \sim N(0, I)` and ``substeps`` Euler-Maruyama steps per bin, the path sampled
-    non-centred (``marginal="sample"``, site ``latent_noise``) or filtered
-    (``"particle"``, :mod:`probdyn.state_space`); or ``"latent"``: the latent path itself is
-    observed (variable ``y`` with one neuron per latent dim, ``marginal="observed"``) and enters
-    through the Euler-Maruyama transition density (:class:`probdyn.sde.EulerMaruyamaPath`),
-    which is how drift-diffusion matching fits the network to trajectories of a target SDE.
+    non-centred (``marginal="sample"``, site ``latent_noise``) or filtered (``"particle"``,
+    :mod:`probdyn.state_space`); or ``"latent"``: the latent path itself is observed (variable ``y``
+    with one neuron per latent dim, ``marginal="observed"``) and enters through the Euler-Maruyama
+    transition density (:class:`probdyn.algorithms.sde.EulerMaruyamaPath`), which is how
+    drift-diffusion matching fits the network to trajectories of a target SDE.
 
     ============  ======================  ==================================================
     site          shape                   default prior

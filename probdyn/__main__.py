@@ -2,6 +2,6 @@
 
 import sys
 
-from probdyn.cli import main
+from probdyn.app.cli import main
 
 sys.exit(main())

@@ -19,7 +19,7 @@ option ``marginal``:
                 deterministic function of it (non-centred); the density is the joint
                 :math:`p(y, \xi \mid \theta)`
 ``"particle"``  :math:`\log \hat p(y \mid \theta)` of a bootstrap particle filter
-                (:mod:`probdyn.particle_filter`), unbiased in :math:`p(y \mid \theta)`; a
+                (:mod:`probdyn.algorithms.particle_filter`), unbiased in :math:`p(y \mid \theta)`; a
                 random estimate, so only for methods that accept one (SVI, importance
                 sampling: ``log_evidence(method="iwae" | "heldout")``, held-out likelihoods)
 ``"exact"``     the family's closed form (Kalman filter, a Gaussian integral)
@@ -45,7 +45,7 @@ import numpyro
 import numpyro.distributions as dist
 from jax import Array
 
-from probdyn import particle_filter
+from probdyn.algorithms import particle_filter
 from probdyn.data.validate import OBSERVATION_VARIABLES
 from probdyn.errors import ConfigError
 from probdyn.model import Model, ModelData, observe
@@ -152,7 +152,7 @@ class StateSpaceModel(Model):
         return jnp.concatenate([x0[None], rest])
 
     def filter_parts(self, params: Mapping[str, Array], dt: float = 1.0):
-        """(initial, transition, log_observation) for :mod:`probdyn.particle_filter`.
+        """(initial, transition, log_observation) for :mod:`probdyn.algorithms.particle_filter`.
 
         The transition reads a :class:`FilterStep`; the log observation density leaves out
         masked channels and multiplies by the bins' weights.
@@ -191,7 +191,7 @@ class StateSpaceModel(Model):
         r"""Per-trial :math:`\log \hat p(y \mid \theta)` of a Dataset or ModelData, and its error.
 
         ``num_repeats`` independent filters of ``num_particles`` (default: the model's)
-        particles; see :func:`probdyn.particle_filter.log_likelihood`.
+        particles; see :func:`probdyn.algorithms.particle_filter.log_likelihood`.
         """
         self._require_allowed("particle")
         data = self.as_data(data)
@@ -259,7 +259,7 @@ class ParticleMarginal(dist.Distribution):
     Batch (trial,), event one trial's observations. ``log_prob`` is a random estimate, drawn
     with ``key`` (split over trials), unbiased in :math:`p(y \mid \theta)`; its gradient is the
     filter's path-space (Fisher) estimate (``resampling_gradient``,
-    :mod:`probdyn.particle_filter`).
+    :mod:`probdyn.algorithms.particle_filter`).
     """
 
     arg_constraints: ClassVar[dict] = {}
@@ -296,7 +296,7 @@ def filtered_log_likelihoods(
     r"""One particle filter per trial: :math:`\log\hat p(y_s \mid \theta)`, shape (trial,).
 
     ``resampling_gradient``: the path-space (Fisher) gradient; False gives FIVO's
-    (:mod:`probdyn.particle_filter`).
+    (:mod:`probdyn.algorithms.particle_filter`).
     """
     initial, transition, log_observation = model.filter_parts(params, dt)
 

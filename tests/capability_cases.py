@@ -13,13 +13,13 @@ import warnings
 import jax
 import numpy as np
 import xarray as xr
-from probdyn.inference import DiagnosticWarning, log_evidence, nuts, svi
-from probdyn.inference.density import bind
-from probdyn.models import HMM, LDS, NODE, SDERNN, FacRNN, RNNEmulator, SeqVAE
 
 from probdyn import ConfigError, PriorError, fixed_points, prior_predictive
 from probdyn.capabilities import require_deterministic_density
+from probdyn.inference import DiagnosticWarning, log_evidence, nuts, svi
+from probdyn.inference.density import bind
 from probdyn.model import MARGINALS
+from probdyn.models import HMM, LDS, NODE, SDERNN, FacRNN, RNNEmulator, SeqVAE
 
 #: One small member of each family and observation model (the handling is varied per row).
 VARIANTS = {

@@ -5,10 +5,10 @@ import jax.numpy as jnp
 import numpy as np
 import numpyro.distributions as dist
 import xarray as xr
-from probdyn.models import LDS
 from scipy import integrate
 
-from probdyn.kalman import kalman_log_marginal
+from probdyn.algorithms.kalman import kalman_log_marginal
+from probdyn.models import LDS
 
 Q_SCALE, R_SCALE = 0.3, 0.3
 

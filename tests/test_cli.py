@@ -5,7 +5,7 @@ import pandas as pd
 import pytest
 import xarray as xr
 
-from probdyn.cli import main
+from probdyn.app.cli import main
 
 
 @pytest.mark.slow
@@ -15,7 +15,7 @@ def test_quick_demo_writes_report_and_names_the_winner(tmp_path):
         [
             sys.executable,
             "-m",
-            "probdyn.cli",
+            "probdyn.app.cli",
             "demo",
             "--quick",
             "--no-progress",
@@ -59,14 +59,14 @@ def test_quick_demo_writes_report_and_names_the_winner(tmp_path):
 
 
 def test_user_errors_are_one_line_and_nonzero(capsys, monkeypatch):
-    import probdyn.demo
+    import probdyn.app.demo
 
     def bad_demo(*args, **kwargs):
         from probdyn import DataError
 
         raise DataError("spikes[trial=0, time=1, neuron=2] = -1: spike counts must be non-negative")
 
-    monkeypatch.setattr(probdyn.demo, "run_demo", bad_demo)
+    monkeypatch.setattr(probdyn.app.demo, "run_demo", bad_demo)
     assert main(["demo", "--no-progress"]) == 2
     err = capsys.readouterr().err.strip()
     assert err.count("\n") == 0 and err.startswith("probdyn: error: spikes[trial=0")
@@ -92,7 +92,7 @@ def test_fixed_points_command_errors_name_the_problem(tmp_path, capsys):
 
 
 def test_the_real_recording_demo_fits_spike_count_models_to_the_shipped_file():
-    from probdyn.demo import candidate_models, demo_recording
+    from probdyn.app.demo import candidate_models, demo_recording
     from probdyn.errors import ConfigError
 
     ds = demo_recording("mc_maze_small", seed=0, quick=True)

@@ -6,10 +6,10 @@ import warnings
 import numpy as np
 import pytest
 import xarray as xr
-from probdyn.inference import Evidence, MixedEvidenceWarning, compare
-from probdyn.models import LDS
 
 from probdyn import ConfigError
+from probdyn.inference import Evidence, MixedEvidenceWarning, compare
+from probdyn.models import LDS
 
 
 def _evidence(value, se, method="smc", bound=False):

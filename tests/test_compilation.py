@@ -1,4 +1,4 @@
-"""probdyn.compilation: run-once blocks change compile settings, never results."""
+"""probdyn.runtime.compilation: run-once blocks change compile settings, never results."""
 
 import jax
 import jax.numpy as jnp
@@ -11,7 +11,7 @@ import pytest
 from numpyro.infer import SVI, Trace_ELBO
 from numpyro.infer.autoguide import AutoMultivariateNormal, AutoNormal
 
-from probdyn.compilation import run_once
+from probdyn.runtime.compilation import run_once
 
 
 def _regression(x, y=None):

@@ -9,8 +9,8 @@ import numpyro.distributions as dist
 import pytest
 import xarray as xr
 
-from probdyn.cli import main
-from probdyn.config import load_config, parse_prior
+from probdyn.app.cli import main
+from probdyn.app.config import load_config, parse_prior
 from probdyn.errors import ConfigError
 
 GOOD = """

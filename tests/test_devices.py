@@ -14,12 +14,12 @@ import chex
 import numpy as np
 import pytest
 from lds_cases import ou_dataset, ou_model
-from probdyn.inference import DiagnosticWarning, devices, log_evidence, mcmc, nuts, svi
-from probdyn.models import LDS
 from test_svi_nuts import small_dataset
 
-from probdyn import distributed
 from probdyn.errors import ConfigError
+from probdyn.inference import DiagnosticWarning, log_evidence, mcmc, nuts, svi
+from probdyn.models import LDS
+from probdyn.runtime import devices, distributed
 
 REPO = Path(__file__).resolve().parents[1]
 FOUR_DEVICES = "--xla_force_host_platform_device_count=4"

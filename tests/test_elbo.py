@@ -13,9 +13,9 @@ import numpyro.distributions as dist
 import pytest
 from numpyro.infer import Trace_ELBO
 from numpyro.infer.autoguide import AutoNormal
-from probdyn.inference.svi import OrderedTraceELBO
 
 from probdyn.errors import ConfigError
+from probdyn.inference.svi import OrderedTraceELBO
 
 #: A model with many sites: their order in a Python set changes with the string hash seed.
 PROGRAM = textwrap.dedent(

@@ -9,13 +9,13 @@ import pytest
 import xarray as xr
 from jax.scipy.special import logsumexp
 from lds_cases import ou_dataset, ou_exact, ou_model
-from probdyn.inference import bind, held_out_evidence, log_evidence, nuts
-from probdyn.inference.evidence import _solve_bridge
-from probdyn.models import HMM, LDS
 from scipy import stats
 from scipy.special import betaln
 
 from probdyn import ConfigError, prior_predictive
+from probdyn.inference import bind, held_out_evidence, log_evidence, nuts
+from probdyn.inference.evidence.bridge import _solve_bridge
+from probdyn.models import HMM, LDS
 
 
 @pytest.fixture(scope="module")

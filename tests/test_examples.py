@@ -11,6 +11,13 @@ EXAMPLES = Path(__file__).resolve().parents[1] / "docs" / "examples"
 EXPECTED = {
     "associative_memory.py": ["stable states", "fixed points over 200 posterior draws", "entropy"],
     "sequential_memory.py": ["matching errors", "fixed points over 200 posterior draws", "entropy"],
+    "new_model_family.py": [
+        "persistence a",
+        "held-out log predictive density",
+        "fixed points over 50 posterior draws",
+        "persistence from shuffled bins",
+    ],
+    "new_inference_method.py": ["MAP after", "fixed points over 1 posterior draws", "ArviZ groups"],
 }
 
 

@@ -5,14 +5,14 @@ import jax.numpy as jnp
 import numpy as np
 import numpyro
 import pytest
-from probdyn.inference import svi
-from probdyn.models import FacRNN
 from scipy import stats
 
+from probdyn.algorithms.independence import partial_correlation
 from probdyn.data import simulate_facrnn_teacher
 from probdyn.errors import DataError, PriorError
-from probdyn.independence import partial_correlation
+from probdyn.inference import svi
 from probdyn.model import prior_predictive
+from probdyn.models import FacRNN
 
 
 @pytest.fixture(scope="module")

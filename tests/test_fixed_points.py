@@ -7,17 +7,18 @@ import numpy as np
 import numpyro.distributions as dist
 import pytest
 import xarray as xr
-from probdyn.models import LDS
 from sampling import short_nuts
 
-from probdyn import ConfigError, systems
-from probdyn.fixed_point_posterior import (
+from probdyn import ConfigError
+from probdyn.analysis.fixed_points import (
     CLASSES,
     Dynamics,
     classify,
     fixed_points,
     levenberg_marquardt,
 )
+from probdyn.data import systems
+from probdyn.models import LDS
 
 
 def _points(result):
@@ -396,7 +397,7 @@ def test_a_slow_root_reached_from_many_starts_is_one_point():
 
 
 def test_matching_survives_points_whose_observations_overflow():
-    from probdyn.fixed_point_posterior import _match
+    from probdyn.analysis.fixed_points.matching import match_points as _match
 
     reference = np.array([[0.0, 0.0], [5.0, 5.0]], np.float32)
     overflowing = np.array([[0.1, 0.0], [np.inf, 3e38]], np.float32)

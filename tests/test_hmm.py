@@ -10,7 +10,7 @@ import pytest
 from scipy.special import logsumexp
 
 from probdyn import ConfigError
-from probdyn.hmm import DiscreteHMM
+from probdyn.algorithms.hmm import DiscreteHMM
 
 
 def _random_hmm(rng, K, T, time_varying, emission):

@@ -7,13 +7,13 @@ import numpyro
 import numpyro.distributions as dist
 import pytest
 import xarray as xr
-from probdyn.inference import bind
-from probdyn.models import HMM
 from sampling import short_nuts
 from scipy import stats
 
 from probdyn import ConfigError, PriorError, fixed_points
 from probdyn.data import simulate_hmm
+from probdyn.inference import bind
+from probdyn.models import HMM
 
 
 def _forward_numpy(initial, transition, emission_likelihood):

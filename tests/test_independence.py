@@ -6,14 +6,14 @@ import numpy as np
 import pytest
 from scipy import stats
 
-from probdyn.errors import DataError
-from probdyn.independence import (
+from probdyn.algorithms.independence import (
     fastica,
     gaussian_total_correlation,
     least_dependent_grouping,
     partial_correlation,
     sample_partial_correlation,
 )
+from probdyn.errors import DataError
 
 GROUPS = [0, 0, 1, 1]
 

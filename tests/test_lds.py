@@ -5,11 +5,11 @@ import numpyro
 import numpyro.distributions as dist
 import pytest
 import xarray as xr
-from probdyn.models import LDS
 from scipy.stats import multivariate_normal
 
 from probdyn import PriorError, prior_predictive
-from probdyn.kalman import kalman_log_marginal, kalman_smoother
+from probdyn.algorithms.kalman import kalman_log_marginal, kalman_smoother
+from probdyn.models import LDS
 
 
 def dense_latent_moments(A, b, Q, T):

@@ -3,10 +3,10 @@
 import jax.numpy as jnp
 import numpy as np
 import pytest
-from probdyn.models import RNNEmulator
 
+from probdyn.analysis.mechanism import kick_neurons, orbit_pca, residency_groups, run_lengths
 from probdyn.errors import DataError
-from probdyn.mechanism import kick_neurons, orbit_pca, residency_groups, run_lengths
+from probdyn.models import RNNEmulator
 
 
 def test_run_lengths_and_groups_by_hand():

@@ -4,15 +4,16 @@ import jax
 import jax.numpy as jnp
 import numpy as np
 import pytest
+
+from probdyn.data import simulate_sde
+from probdyn.errors import ConfigError, MemoryBudgetError
 from probdyn.inference import log_evidence, svi
 from probdyn.inference.arviz import predictive_draws
 from probdyn.inference.density import bind
-from probdyn.inference.evidence import _smc, hessian_matrix, require_dense_hessian
+from probdyn.inference.evidence import hessian_matrix, require_dense_hessian
+from probdyn.inference.evidence.smc import smc as _smc
 from probdyn.models import LDS
-
-from probdyn import memory
-from probdyn.data import simulate_sde
-from probdyn.errors import ConfigError, MemoryBudgetError
+from probdyn.runtime import memory
 
 
 @pytest.mark.parametrize(
@@ -159,6 +160,7 @@ def test_posterior_draws_in_chunks_are_the_draws_in_one_batch(poisson_lds, monke
 
 def test_draws_too_large_for_the_budget_run_in_blocks_of_trials(poisson_lds, monkeypatch, caplog):
     import numpyro
+
     from probdyn.inference.arviz import over_draws_and_trials
 
     model, ds, fit = poisson_lds

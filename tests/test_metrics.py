@@ -4,8 +4,7 @@ import numpy as np
 import pytest
 import scipy.stats
 
-from probdyn.errors import DataError
-from probdyn.metrics import (
+from probdyn.analysis.metrics import (
     affine_map,
     co_bps,
     component_latent_r2,
@@ -16,6 +15,7 @@ from probdyn.metrics import (
     state_r2,
     state_space_kl,
 )
+from probdyn.errors import DataError
 
 
 def test_state_space_kl_is_the_discrete_kl_of_the_bin_occupancies():

@@ -7,11 +7,11 @@ import numpy as np
 import pytest
 import xarray as xr
 
-from probdyn import nlb
-from probdyn.cli import main
+from probdyn.analysis.metrics import co_bps
+from probdyn.app import nlb
+from probdyn.app.cli import main
 from probdyn.data import load_nlb
 from probdyn.errors import ConfigError, DataError
-from probdyn.metrics import co_bps
 
 
 def test_gaussian_smoothing_keeps_constants_and_matches_convolution_inside():

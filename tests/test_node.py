@@ -6,15 +6,15 @@ import jax.numpy as jnp
 import numpy as np
 import numpyro
 import pytest
-from probdyn.inference import DiagnosticWarning, nuts, svi
-from probdyn.inference.density import bind
-from probdyn.models import LDS, NODE
 from scipy.integrate import solve_ivp
 
 import probdyn
 from probdyn.data import simulate_attractor
 from probdyn.errors import ConfigError, PriorError
+from probdyn.inference import DiagnosticWarning, nuts, svi
+from probdyn.inference.density import bind
 from probdyn.model import prior_predictive
+from probdyn.models import LDS, NODE
 
 
 def random_params(model: NODE, seed: int = 0) -> dict:

@@ -5,13 +5,13 @@ import jax.numpy as jnp
 import numpy as np
 import pytest
 
-from probdyn.errors import ConfigError
-from probdyn.integrate import euler_maruyama_path
-from probdyn.nonequilibrium import (
+from probdyn.analysis.nonequilibrium import (
     decompose_connectivity,
     entropy_production_rate,
     ou_entropy_production_rate,
 )
+from probdyn.data.integrate import euler_maruyama_path
+from probdyn.errors import ConfigError
 
 
 def _stationary_ou_paths(B, sigma, *, num_trials=100, num_points=1000, dt=0.01, seed=0):

@@ -5,10 +5,9 @@ import sys
 import zipfile
 from pathlib import Path
 
+import probdyn
 import probdyn.inference
 import probdyn.models
-
-import probdyn
 
 REPO = Path(__file__).resolve().parents[1]
 CHECK = (
@@ -90,11 +89,35 @@ def test_wheel_installs_subpackages_only(tmp_path):
 
 
 def test_python_dash_m_probdyn_is_the_command_and_says_its_version():
-    import subprocess
-    import sys
     from importlib.metadata import version
 
     done = subprocess.run(
         [sys.executable, "-m", "probdyn", "--version"], capture_output=True, text=True, timeout=120
     )
     assert done.returncode == 0 and done.stdout.strip() == f"probdyn {version('probdyn')}"
+
+
+def test_import_contracts_hold():
+    # The layers and no-cycle contracts of pyproject.toml, on the installed layout.
+    done = subprocess.run(
+        [sys.executable, str(REPO / "tests" / "check_imports.py")],
+        capture_output=True,
+        text=True,
+        timeout=300,
+    )
+    assert done.returncode == 0, done.stdout[-3000:] + done.stderr[-2000:]
+    assert "2 kept, 0 broken" in done.stdout
+
+
+def test_subpackages_load_on_first_use():
+    script = (
+        "import sys, probdyn; "
+        "assert 'probdyn.inference' not in sys.modules and 'probdyn.app' not in sys.modules; "
+        "print(probdyn.models.LDS.__name__, probdyn.inference.svi.__name__, "
+        "probdyn.fixed_points.__name__, probdyn.algorithms.kalman.__name__)"
+    )
+    done = subprocess.run(
+        [sys.executable, "-c", script], capture_output=True, text=True, timeout=120
+    )
+    assert done.returncode == 0, done.stderr
+    assert done.stdout.split() == ["LDS", "svi", "fixed_points", "probdyn.algorithms.kalman"]

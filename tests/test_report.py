@@ -4,10 +4,10 @@ import json
 
 import numpy as np
 import xarray as xr
-from probdyn.models import LDS
 
-from probdyn.kalman import kalman_smoother
-from probdyn.report import latent_draws
+from probdyn.algorithms.kalman import kalman_smoother
+from probdyn.app.report import latent_draws
+from probdyn.models import LDS
 
 
 def tree_with(posterior: dict, dims: dict, model, observed=None) -> xr.DataTree:

@@ -14,7 +14,7 @@ import subprocess
 import pytest
 from test_config import GOOD  # a small LDS fit with custom priors and IWAE evidence
 
-from probdyn.cli import main
+from probdyn.app.cli import main
 
 CHROMIUM = shutil.which("chromium") or shutil.which("chromium-browser")
 pytestmark = pytest.mark.skipif(

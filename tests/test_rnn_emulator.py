@@ -11,6 +11,14 @@ import numpyro.distributions as dist
 import optax
 import pytest
 import xarray as xr
+from tqdm.auto import tqdm
+
+import probdyn
+from probdyn.algorithms import particle_filter
+from probdyn.algorithms.hmm import DiscreteHMM
+from probdyn.algorithms.optimal_transport import sinkhorn_divergence
+from probdyn.analysis.symbols import symbol_statistics
+from probdyn.errors import ConfigError, DataError, PriorError
 from probdyn.inference import (
     fit_particle_filter,
     fit_particle_filter_posterior,
@@ -18,16 +26,8 @@ from probdyn.inference import (
     svi,
 )
 from probdyn.inference.point_estimate import minimise
-from probdyn.models import RNNEmulator
-from tqdm.auto import tqdm
-
-import probdyn
-from probdyn import particle_filter
-from probdyn.errors import ConfigError, DataError, PriorError
-from probdyn.hmm import DiscreteHMM
 from probdyn.model import ModelData
-from probdyn.optimal_transport import sinkhorn_divergence
-from probdyn.symbols import symbol_statistics
+from probdyn.models import RNNEmulator
 
 
 # -- Sinkhorn divergence ---------------------------------------------------------------------
@@ -68,7 +68,7 @@ def test_particle_filter_matches_the_forward_algorithm_on_an_hmm():
     hmm = DiscreteHMM(
         jnp.log(initial),
         jnp.log(transition),
-        probdyn.hmm.dist.Categorical(probs=emission),
+        probdyn.algorithms.hmm.dist.Categorical(probs=emission),
         num_steps=12,
     )
     symbols = hmm.sample(jax.random.key(0), (6,))  # (sequence, time)
@@ -138,7 +138,7 @@ def test_resampling_gradient_is_the_likelihood_gradient_and_fivo_is_not():
     def exact(theta):
         a, s = theta
         one = jnp.ones((1, 1))
-        return probdyn.kalman.kalman_log_marginal(
+        return probdyn.algorithms.kalman.kalman_log_marginal(
             a * one, jnp.zeros(1), s**2 * one, one, jnp.zeros(1), jnp.array([r**2]), y[:, None]
         )
 
@@ -262,7 +262,7 @@ def test_emulator_fit_by_the_particle_filter_closes_most_of_the_gap_to_the_true_
     hmm = DiscreteHMM(
         jnp.log(jnp.asarray(initial)),
         jnp.log(jnp.clip(jnp.asarray(transition), 1e-30)),
-        probdyn.hmm.dist.Categorical(probs=jnp.asarray(emission)),
+        probdyn.algorithms.hmm.dist.Categorical(probs=jnp.asarray(emission)),
         num_steps=20,
         initial_step=0,
     )

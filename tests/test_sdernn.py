@@ -5,11 +5,11 @@ import jax.numpy as jnp
 import numpy as np
 import numpyro.distributions as dist
 import pytest
-from probdyn.models import SDERNN
 
 import probdyn
+from probdyn.algorithms.sde import EulerMaruyamaPath
 from probdyn.errors import DataError, PriorError
-from probdyn.sde import EulerMaruyamaPath
+from probdyn.models import SDERNN
 
 
 def _draw(model, emission_dim, seed=0):
@@ -67,7 +67,7 @@ def test_full_rank_field_and_connectivity():
 
 
 def test_symmetric_networks_have_symmetric_connectivity_and_no_currents():
-    from probdyn.nonequilibrium import ou_entropy_production_rate
+    from probdyn.analysis.nonequilibrium import ou_entropy_production_rate
 
     full = SDERNN(num_units=3, nonlinearity="linear", symmetric=True)
     params = _draw(full, 1, seed=4)
@@ -163,10 +163,9 @@ def test_drift_diffusion_matching_recovers_the_double_well():
 
     MAP first, then a full-covariance Gaussian guide started there (docs/models/sdernn.md).
     """
+    from probdyn.algorithms.sde import matching_errors
+    from probdyn.data import systems
     from probdyn.inference import svi
-
-    from probdyn import systems
-    from probdyn.sde import matching_errors
 
     ds = probdyn.data.simulate_sde("double_well", num_trials=100, seed=1)
     model = SDERNN(num_units=20, rank=2, observation="latent")

@@ -11,14 +11,14 @@ import numpyro
 import numpyro.distributions as dist
 import pytest
 import xarray as xr
-from probdyn.inference import log_evidence, svi
-from probdyn.inference.svi import AutoencoderELBO, OrderedTraceELBO
-from probdyn.models import SeqVAE
-from probdyn.models.seqvae import gru_step
 
 import probdyn
 from probdyn.errors import ConfigError, PriorError
+from probdyn.inference import log_evidence, svi
+from probdyn.inference.svi import AutoencoderELBO, OrderedTraceELBO
 from probdyn.model import ModelData, Weighted, observe, prior_predictive
+from probdyn.models import SeqVAE
+from probdyn.models.seqvae import gru_step
 
 
 def numpy_gru(Wh, Wu, bh, h, u):

@@ -11,7 +11,7 @@ from scipy import integrate, linalg, stats
 
 from probdyn import DataError
 from probdyn.data import hmm_architecture, simulate_attractor, simulate_hmm, simulate_sde
-from probdyn.systems import ATTRACTORS, SDE_SYSTEMS
+from probdyn.data.systems import ATTRACTORS, SDE_SYSTEMS
 
 
 def dysts_table():

@@ -9,6 +9,12 @@ import numpyro
 import numpyro.distributions as dist
 import pytest
 import xarray as xr
+from scipy.special import logsumexp
+
+from probdyn import ConfigError, PriorError, fixed_points, prior_predictive
+from probdyn.algorithms import particle_filter
+from probdyn.algorithms.kalman import kalman_log_marginal
+from probdyn.capabilities import Posterior
 from probdyn.inference import (
     MCMCResult,
     PointEstimate,
@@ -18,13 +24,8 @@ from probdyn.inference import (
     nuts,
     svi,
 )
-from probdyn.models import FAMILIES, HMM, LDS, NODE, SDERNN, FacRNN, RNNEmulator, SeqVAE
-from scipy.special import logsumexp
-
-from probdyn import ConfigError, PriorError, fixed_points, particle_filter, prior_predictive
-from probdyn.capabilities import Posterior
-from probdyn.kalman import kalman_log_marginal
 from probdyn.model import MARGINALS, ModelData
+from probdyn.models import FAMILIES, HMM, LDS, NODE, SDERNN, FacRNN, RNNEmulator, SeqVAE
 from probdyn.state_space import StateSpaceModel, filter_sequences
 
 ROTATION = 0.95 * np.array([[np.cos(0.3), -np.sin(0.3)], [np.sin(0.3), np.cos(0.3)]])

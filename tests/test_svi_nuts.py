@@ -12,12 +12,12 @@ import numpyro
 import pytest
 import xarray as xr
 from lds_cases import ou_dataset, ou_exact, ou_model
-from probdyn.inference import nuts, svi
-from probdyn.inference.svi import _curriculum
-from probdyn.models import LDS
 from scipy import stats
 
 from probdyn.errors import ConfigError
+from probdyn.inference import nuts, svi
+from probdyn.inference.svi import _curriculum
+from probdyn.models import LDS
 
 REPO = Path(__file__).resolve().parents[1]
 

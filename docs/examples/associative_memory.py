@@ -18,11 +18,11 @@ import jax
 import numpy as np
 import numpyro.distributions as dist
 import xarray as xr
-from probdyn.inference import svi
-from probdyn.models import SDERNN
 
 import probdyn
-from probdyn.nonequilibrium import decompose_connectivity, entropy_production_posterior
+from probdyn.analysis.nonequilibrium import decompose_connectivity, entropy_production_posterior
+from probdyn.inference import svi
+from probdyn.models import SDERNN
 
 jax.config.update("jax_enable_x64", True)
 QUICK = os.environ.get("PROBDYN_EXAMPLE_QUICK") == "1"

@@ -15,17 +15,17 @@ import os
 
 import jax
 import numpy as np
-from probdyn.inference import svi
-from probdyn.models import SDERNN
 
 import probdyn
-from probdyn import systems
-from probdyn.nonequilibrium import (
+from probdyn.algorithms.sde import matching_errors
+from probdyn.analysis.nonequilibrium import (
     decompose_connectivity,
     entropy_production_posterior,
     entropy_production_rate,
 )
-from probdyn.sde import matching_errors
+from probdyn.data import systems
+from probdyn.inference import svi
+from probdyn.models import SDERNN
 
 jax.config.update("jax_enable_x64", True)
 QUICK = os.environ.get("PROBDYN_EXAMPLE_QUICK") == "1"

@@ -24,10 +24,10 @@ import optax
 import xarray as xr
 from jax import Array
 
+from probdyn.data.integrate import euler_maruyama_path, rk4_path
+from probdyn.data.systems import ATTRACTORS, SDE_SYSTEMS, lorenz96
 from probdyn.data.validate import validate
 from probdyn.errors import DataError
-from probdyn.integrate import euler_maruyama_path, rk4_path
-from probdyn.systems import ATTRACTORS, SDE_SYSTEMS, lorenz96
 
 
 def _choose(name: str, table: dict, what: str):
@@ -225,7 +225,7 @@ def simulate_sde(
     parameters: dict[str, float] | None = None,
     seed: int,
 ) -> xr.Dataset:
-    r"""Sample paths of :math:`dx = f(x)\,dt + \sigma\,dW` (see :mod:`probdyn.systems`).
+    r"""Sample paths of :math:`dx = f(x)\,dt + \sigma\,dW` (see :mod:`probdyn.data.systems`).
 
     Each trial starts at :math:`x_0 \sim N(m, s^2 I)` (the system's default initial mean and
     scale) and is integrated by Euler-Maruyama with ``substeps`` steps per recorded bin of width

@@ -45,6 +45,7 @@ def measure(workload: str, args) -> dict:
     jax.config.update("jax_enable_x64", args.x64)
     sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
     from lds_cases import ou_dataset, ou_model
+
     from probdyn.inference import log_evidence, nuts, svi
     from probdyn.models import NODE, SDERNN
 

@@ -18,6 +18,7 @@ jax.config.update("jax_enable_x64", True)
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
 from lds_cases import ou_dataset, ou_exact, ou_model  # noqa: E402
+
 from probdyn.inference import bind, log_evidence, svi  # noqa: E402
 
 

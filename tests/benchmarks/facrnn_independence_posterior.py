@@ -25,10 +25,10 @@ import argparse
 import time
 
 import numpy as np
-from probdyn.inference import compare, log_evidence, nuts, svi
-from probdyn.models import FacRNN
 
 from probdyn.data import simulate_facrnn_teacher
+from probdyn.inference import compare, log_evidence, nuts, svi
+from probdyn.models import FacRNN
 
 NEAR_ZERO = 0.1
 

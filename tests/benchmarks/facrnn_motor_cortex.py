@@ -25,13 +25,13 @@ from pathlib import Path
 
 import numpy as np
 import xarray as xr
+
+from probdyn.algorithms.independence import sample_partial_correlation
+from probdyn.analysis.metrics import affine_map
+from probdyn.app.nlb import gaussian_smooth
+from probdyn.data import load_nlb
 from probdyn.inference import svi
 from probdyn.models import FacRNN
-
-from probdyn.data import load_nlb
-from probdyn.independence import sample_partial_correlation
-from probdyn.metrics import affine_map
-from probdyn.nlb import gaussian_smooth
 
 
 def prepare(path: Path) -> tuple[xr.Dataset, np.ndarray, np.ndarray]:

@@ -23,12 +23,12 @@ import argparse
 import time
 
 import numpy as np
+
+from probdyn.algorithms.independence import sample_partial_correlation
+from probdyn.analysis.metrics import component_latent_r2, connectivity_similarity, group_latent_r2
+from probdyn.data import simulate_facrnn_teacher
 from probdyn.inference import svi
 from probdyn.models import FacRNN
-
-from probdyn.data import simulate_facrnn_teacher
-from probdyn.independence import sample_partial_correlation
-from probdyn.metrics import component_latent_r2, connectivity_similarity, group_latent_r2
 
 GROUPS = np.repeat([0, 1], 3)
 

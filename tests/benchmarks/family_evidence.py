@@ -29,11 +29,11 @@ import jax
 import numpy as np
 import numpyro.distributions as dist
 import xarray as xr
-from probdyn.inference import log_evidence, svi
-from probdyn.models import LDS, SDERNN, FacRNN
 
 from probdyn.data import mc_maze_small
+from probdyn.inference import log_evidence, svi
 from probdyn.model import prior_predictive
+from probdyn.models import LDS, SDERNN, FacRNN
 
 jax.config.update("jax_enable_x64", True)
 

@@ -21,7 +21,8 @@ import jax.numpy as jnp  # noqa: E402
 import numpy as np  # noqa: E402
 import scipy.optimize  # noqa: E402
 
-from probdyn import fixed_points, systems  # noqa: E402
+from probdyn import fixed_points  # noqa: E402
+from probdyn.data import systems  # noqa: E402
 
 BOX = ((-20.0, -30.0, 0.0), (20.0, 30.0, 50.0))
 

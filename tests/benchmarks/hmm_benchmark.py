@@ -18,7 +18,7 @@ import jax.numpy as jnp  # noqa: E402
 import numpy as np  # noqa: E402
 import numpyro.distributions as dist  # noqa: E402
 
-from probdyn.hmm import DiscreteHMM  # noqa: E402
+from probdyn.algorithms.hmm import DiscreteHMM  # noqa: E402
 
 
 def per_call(fn, *args, repeats: int) -> float:

@@ -34,6 +34,12 @@ import jax
 import jax.numpy as jnp
 import numpy as np
 import numpyro.distributions as dist
+
+import probdyn
+from probdyn.algorithms.hmm import DiscreteHMM
+from probdyn.analysis.mechanism import GROUPS, kick_neurons, orbit_pca, residency_groups
+from probdyn.analysis.symbols import symbol_statistics
+from probdyn.data import hmm_architecture, simulate_hmm
 from probdyn.inference import (
     comparison_table,
     fit_particle_filter,
@@ -43,12 +49,6 @@ from probdyn.inference import (
     svi,
 )
 from probdyn.models import RNNEmulator
-
-import probdyn
-from probdyn.data import hmm_architecture, simulate_hmm
-from probdyn.hmm import DiscreteHMM
-from probdyn.mechanism import GROUPS, kick_neurons, orbit_pca, residency_groups
-from probdyn.symbols import symbol_statistics
 
 
 def exact_output_statistics(initial, transition, emission, T):
@@ -288,7 +288,7 @@ def main():
     hmm = DiscreteHMM(
         log(initial),
         log(transition),
-        probdyn.hmm.dist.Categorical(probs=jnp.asarray(emission)),
+        probdyn.algorithms.hmm.dist.Categorical(probs=jnp.asarray(emission)),
         num_steps=T,
         initial_step=0,
     )

@@ -20,11 +20,11 @@ import time
 import jax
 import numpy as np
 import optax
+
+from probdyn.analysis.symbols import symbol_statistics
+from probdyn.data import simulate_hmm
 from probdyn.inference.filtering import _filter_log_joint
 from probdyn.models import RNNEmulator
-
-from probdyn.data import simulate_hmm
-from probdyn.symbols import symbol_statistics
 
 
 def main():

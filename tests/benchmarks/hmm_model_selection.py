@@ -20,10 +20,10 @@ import math
 import time
 
 import jax
-from probdyn.inference import compare
-from probdyn.models import HMM
 
 from probdyn.data import simulate_hmm
+from probdyn.inference import compare
+from probdyn.models import HMM
 
 
 def main():

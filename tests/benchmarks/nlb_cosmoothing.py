@@ -26,8 +26,8 @@ from pathlib import Path
 import h5py
 import numpy as np
 
-from probdyn.cli import main as probdyn
-from probdyn.metrics import co_bps
+from probdyn.analysis.metrics import co_bps
+from probdyn.app.cli import main as probdyn
 
 
 def write_split(source: Path, folder: Path, seed: int):

@@ -27,13 +27,13 @@ import time
 import jax
 import numpy as np
 import optax
-from probdyn.inference import svi
-from probdyn.models import NODE
 
 import probdyn
+from probdyn.analysis.metrics import affine_map, rate_r2, state_r2
 from probdyn.data import simulate_attractor
-from probdyn.metrics import affine_map, rate_r2, state_r2
-from probdyn.systems import ATTRACTORS
+from probdyn.data.systems import ATTRACTORS
+from probdyn.inference import svi
+from probdyn.models import NODE
 
 PAPER = {"node": (0.912, 0.940), "gru": (0.511, 0.686), "mlp": (0.617, 0.745)}
 LABELS = {"node": "NODE", "gru": "GRU", "mlp": "no pass-through", "rnn": "no MLP"}

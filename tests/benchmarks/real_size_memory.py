@@ -196,7 +196,7 @@ def run_cell(cell: str, out: Path, timeout: float, extra: list[str]) -> dict:
     config = out / "configs" / (cell.replace(":", "-") + ".toml")
     config.parent.mkdir(parents=True, exist_ok=True)
     config.write_text(config_text(family, method, evidence, recording, out, run))
-    command = [sys.executable, "-m", "probdyn.cli", "fit", str(config), "--no-progress", *extra]
+    command = [sys.executable, "-m", "probdyn.app.cli", "fit", str(config), "--no-progress", *extra]
     result = measured(command, timeout, out / "logs" / f"{run.name}.log")
     run_file = run / "run.nc"
     result.update(cell=cell, run=str(run_file), has_evidence=False)
@@ -215,7 +215,7 @@ def readers(out: Path, results: list[dict], timeout: float) -> list[dict]:
     for recording in RECORDINGS:
         runs = [r["run"] for r in finished if r["cell"].endswith(":" + recording)]
         if runs:
-            command = [sys.executable, "-m", "probdyn.cli", "compare", *runs]
+            command = [sys.executable, "-m", "probdyn.app.cli", "compare", *runs]
             rows.append(
                 {
                     "cell": f"compare {recording} ({len(runs)} runs)",
@@ -224,7 +224,7 @@ def readers(out: Path, results: list[dict], timeout: float) -> list[dict]:
             )
     for r in finished:
         for verb in ("fixed-points", "report"):
-            command = [sys.executable, "-m", "probdyn.cli", verb, r["run"]]
+            command = [sys.executable, "-m", "probdyn.app.cli", verb, r["run"]]
             name = r["cell"].replace(":", "-")
             rows.append(
                 {
@@ -267,7 +267,7 @@ def scaling(out: Path, timeout: float) -> list[dict]:
 def demo(out: Path, timeout: float, quick: bool) -> dict:
     """``probdyn demo --recording mc_maze_small``: wall time and peak memory of all its processes."""
     target = out / ("demo-quick" if quick else "demo")
-    command = [sys.executable, "-m", "probdyn.cli", "demo", "--recording", "mc_maze_small"]
+    command = [sys.executable, "-m", "probdyn.app.cli", "demo", "--recording", "mc_maze_small"]
     command += ["--out", str(target), "--no-progress"] + (["--quick"] if quick else [])
     row = {"cell": "demo --recording mc_maze_small" + (" --quick" if quick else "")}
     return {**row, **measured(command, timeout, out / "logs" / f"{target.name}.log")}

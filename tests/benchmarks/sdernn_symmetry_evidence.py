@@ -20,10 +20,9 @@ import jax
 
 jax.config.update("jax_enable_x64", True)
 
+from probdyn.data import simulate_sde  # noqa: E402
 from probdyn.inference import log_evidence  # noqa: E402
 from probdyn.models import SDERNN  # noqa: E402
-
-from probdyn.data import simulate_sde  # noqa: E402
 
 #: fewer particles and shorter HMC moves than the defaults: seven parameters, one seed a minute.
 SMC_OPTIONS = {"smc": {"num_particles": 200, "num_mcmc_steps": 5, "num_integration_steps": 10}}

@@ -17,11 +17,12 @@ import numpy as np
 import pytest
 import xarray as xr
 from lds_cases import ou_dataset, ou_exact, ou_model
-from probdyn.inference import DiagnosticWarning, devices, log_evidence, nuts, svi
-from probdyn.models import LDS
 from test_svi_nuts import small_dataset
 
-from probdyn.cli import main
+from probdyn.app.cli import main
+from probdyn.inference import DiagnosticWarning, log_evidence, nuts, svi
+from probdyn.models import LDS
+from probdyn.runtime import devices
 
 pytestmark = pytest.mark.skipif(jax.device_count() != 4, reason="needs 4 (host) devices")
 
@@ -138,7 +139,7 @@ def test_two_processes_fit_what_four_devices_of_one_process_fit(tmp_path):
             [
                 sys.executable,
                 "-m",
-                "probdyn.cli",
+                "probdyn.app.cli",
                 "fit",
                 str(config),
                 "--no-progress",

@@ -13,9 +13,9 @@ import pickle
 from pathlib import Path
 
 import numpy as np
-from probdyn.inference import devices
 
 from probdyn.errors import ConfigError
+from probdyn.runtime import devices
 
 
 def read_checkpoint(path: Path | None, signature: str) -> dict | None:

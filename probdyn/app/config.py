@@ -202,7 +202,7 @@ def load_config(path: str | Path) -> dict[str, Any]:
     _expect(config.setdefault("seed", 0), int, "seed")
     _expect(config.setdefault("out", f"probdyn-fit-{path.stem}"), str, "out")
     if "memory_limit" in config:
-        from probdyn.memory import parse_size
+        from probdyn.runtime.memory import parse_size
 
         parse_size(config["memory_limit"])  # one line naming the key's problem, now
 

@@ -41,11 +41,11 @@ import numpyro.distributions as dist
 import xarray as xr
 from tqdm.auto import tqdm
 
-from probdyn.compilation import run_once
 from probdyn.data.validate import OBSERVATION_VARIABLES
 from probdyn.errors import ConfigError
 from probdyn.model import Model, prior_predictive
 from probdyn.models import HMM, LDS, SDERNN
+from probdyn.runtime.compilation import run_once
 
 TRUE_LATENT_DIM = 2
 
@@ -175,7 +175,7 @@ def _fit_candidate(
     loss trace (``optimization``), the evidence and, for continuous dynamics, the fixed points.
     Returns the name and the seconds taken.
     """
-    from probdyn.fixed_point_posterior import fixed_points
+    from probdyn.analysis.fixed_points import fixed_points
     from probdyn.inference import log_evidence, svi
     from probdyn.inference.arviz import MAX_PREDICTIVE_BYTES, add_predictive
 
@@ -268,9 +268,8 @@ def run_demo(
     candidate; 1 fits them in this process). The fixed points are None when the winner has no
     continuous dynamics (an HMM).
     """
-    from probdyn.fixed_point_posterior import FixedPointPosterior
-    from probdyn.inference import Evidence, comparison_table
-    from probdyn.report import (
+    from probdyn.analysis.fixed_points import FixedPointPosterior
+    from probdyn.app.report import (
         evidence_figure,
         figure_html,
         fixed_point_html,
@@ -278,6 +277,7 @@ def run_demo(
         trajectories_figure,
         write_report,
     )
+    from probdyn.inference import Evidence, comparison_table
 
     out = Path(out)
     ds = demo_recording(recording, seed=seed, quick=quick)

@@ -228,7 +228,7 @@ def entropy_production_posterior(
     Returns a Dataset over ``draw`` with ``rate`` and ``se`` (Monte Carlo error of each draw's
     estimate); the spread of ``rate`` across draws is the posterior uncertainty.
     """
-    from probdyn.sde import EulerMaruyamaPath
+    from probdyn.algorithms.sde import EulerMaruyamaPath
 
     if burn_in >= num_steps - num_trials:
         raise ConfigError(f"burn_in={burn_in} leaves too few of num_steps={num_steps} steps")

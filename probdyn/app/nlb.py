@@ -3,7 +3,7 @@ r"""The Neural Latents Benchmark (Pei et al. 2021): co-smoothing, forward predic
 A model is trained on the training trials, where held-in and held-out neurons are recorded (and
 the 40 bins after each trial, the forward window); evaluation trials come with held-in spikes
 only (``eval_spikes_heldin``). From them it predicts the rates of every neuron over the trial
-(scored on the held-out ones: co-smoothing, :func:`probdyn.metrics.co_bps`) and over the
+(scored on the held-out ones: co-smoothing, :func:`probdyn.analysis.metrics.co_bps`) and over the
 forward window (fp-bps), and the rates are decoded into hand velocity (velocity :math:`R^2`).
 
 - :class:`Settings`, :func:`fit_ensemble`: a small ensemble of :class:`probdyn.models.SeqVAE`
@@ -288,7 +288,7 @@ class Ensemble:
         neurons may be NaN). The members stand in for posterior draws of the weights (a deep
         ensemble: each a MAP fit from its own seed), so probabilities are shares of members.
         """
-        from probdyn.fixed_point_posterior import fixed_points
+        from probdyn.analysis.fixed_points import fixed_points
 
         sequences = with_forward(coarsen(ds, self.settings.bin_factor), 0)
         draws = []
@@ -481,7 +481,7 @@ def _ridge(features: np.ndarray, targets: np.ndarray, alpha: float):
 
 def r2_score(target: np.ndarray, prediction: np.ndarray) -> float:
     """Coefficient of determination per output column (pooled over rows), averaged."""
-    from probdyn.metrics import _r2
+    from probdyn.analysis.metrics import _r2
 
     return float(np.mean(_r2(target, prediction)))
 
@@ -594,7 +594,7 @@ def cross_validate(
     on its own training trials (nested cross-validation: the fold's held-out trials never
     score a candidate) and records its choice (``chosen``).
     """
-    from probdyn.metrics import co_bps
+    from probdyn.analysis.metrics import co_bps
 
     if not isinstance(folds, int) or not 2 <= folds <= ds.sizes["trial"]:
         raise ConfigError(f"folds = {folds!r}; expected 2..{ds.sizes['trial']} (the trials)")

@@ -14,25 +14,14 @@ from pathlib import Path
 import numpy as np
 import pandas as pd
 
-from probdyn.errors import ConfigError
-
-
-def _pyplot():
-    try:
-        import matplotlib
-
-        matplotlib.use("Agg")
-        import matplotlib.pyplot as plt
-    except ImportError as error:  # pragma: no cover - depends on the environment
-        raise ConfigError("reports need matplotlib: pip install 'probdyn[plot]'") from error
-    return plt
+from probdyn.analysis.fixed_points.figures import pyplot
 
 
 def figure_html(fig, caption: str) -> str:
     """Embed a matplotlib figure as a base64 PNG with a caption, and close it."""
     buffer = io.BytesIO()
     fig.savefig(buffer, format="png", dpi=110, bbox_inches="tight")
-    _pyplot().close(fig)
+    pyplot().close(fig)
     encoded = base64.b64encode(buffer.getvalue()).decode()
     return (
         f'<figure><img alt="{html.escape(caption)}" src="data:image/png;base64,{encoded}">'
@@ -42,7 +31,7 @@ def figure_html(fig, caption: str) -> str:
 
 def evidence_figure(table: pd.DataFrame):
     """Bar chart of log evidence relative to the best model, with 2-standard-error bars."""
-    plt = _pyplot()
+    plt = pyplot()
     fig, ax = plt.subplots(figsize=(5, 0.5 + 0.5 * len(table)))
     ax.barh(
         table["model"], table["delta"], xerr=2 * table["standard_error"].fillna(0), color="#4477aa"
@@ -55,7 +44,7 @@ def evidence_figure(table: pd.DataFrame):
 
 def trajectories_figure(observed: np.ndarray, predicted: np.ndarray | None, dt: float, title: str):
     """Observed traces of the first trial, with the posterior predictive 90% band when given."""
-    plt = _pyplot()
+    plt = pyplot()
     channels = min(observed.shape[-1], 4)
     fig, axes = plt.subplots(channels, 1, figsize=(7, 1.4 * channels), sharex=True, squeeze=False)
     time = np.arange(observed.shape[1]) * dt
@@ -115,7 +104,7 @@ def latent_draws(tree, trial: int = 0, max_draws: int = 200, seed: int = 0):
 
 def latent_figure(draws: np.ndarray, dt: float, title: str):
     """Median and 90% credible band of each latent coordinate (up to 4) over time."""
-    plt = _pyplot()
+    plt = pyplot()
     dims = min(draws.shape[-1], 4)
     fig, axes = plt.subplots(dims, 1, figsize=(7, 1.4 * dims), sharex=True, squeeze=False)
     time = np.arange(draws.shape[1]) * dt
@@ -132,7 +121,7 @@ def latent_figure(draws: np.ndarray, dt: float, title: str):
 
 def loss_figure(losses: np.ndarray, title: str):
     """SVI loss (negative ELBO) trace."""
-    plt = _pyplot()
+    plt = pyplot()
     fig, ax = plt.subplots(figsize=(5, 2.5))
     ax.plot(losses, lw=0.8)
     ax.set_yscale("symlog")
@@ -142,111 +131,7 @@ def loss_figure(losses: np.ndarray, title: str):
     return fig
 
 
-#: One colour per stability class (same order as ``probdyn.fixed_point_posterior.CLASSES``).
-CLASS_COLOURS = ("#228833", "#66ccee", "#ee6677", "#aa3377", "#ccbb44", "#bbbbbb")
-
-
-def phase_portrait_figure(posterior, dims: tuple[int, int] | None = None):
-    """Fixed points of all draws in the reference draw's latent coordinates, coloured by class.
-
-    Two latent dims: the reference draw's field (``f(x)`` for flows, ``F(x) - x`` for maps) as
-    streamlines underneath. More: the two given ``dims``, or else the first two principal
-    components of the points. One latent dim: the field of the reference draw along the line.
-    """
-    import jax
-
-    from probdyn.fixed_point_posterior import CLASSES, residual
-
-    plt = _pyplot()
-    ds = posterior.dataset
-    points = ds["aligned_location"].values
-    codes = ds["stability"].values
-    present = codes >= 0
-    fig, ax = plt.subplots(figsize=(5, 4.5))
-    latent_dim = points.shape[-1]
-    model, params, u = posterior.model, posterior.reference_params, posterior.inputs
-
-    def field(x):
-        return residual(model, params, x, u)
-
-    flat = points[present]
-    if latent_dim == 1:
-        low, high = flat.min() - 1, flat.max() + 1
-        grid = np.linspace(low, high, 200)[:, None]
-        ax.plot(grid[:, 0], np.asarray(jax.vmap(field)(grid))[:, 0], color="0.5", lw=1)
-        ax.axhline(0, color="k", lw=0.6)
-        coords = np.stack([points[..., 0], np.zeros(points.shape[:-1])], axis=-1)
-        labels = ("x0", "f(x)" if ds.attrs["kind"] == "flow" else "F(x) - x")
-    elif latent_dim == 2 or dims is not None:
-        i, j = dims or (0, 1)
-        coords = points[..., [i, j]]
-        labels = (f"x{i}", f"x{j}")
-        if latent_dim == 2 and len(flat):
-            pad = 0.3 * (np.ptp(flat, axis=0) + 1)
-            gx, gy = np.meshgrid(
-                np.linspace(flat[:, 0].min() - pad[0], flat[:, 0].max() + pad[0], 25),
-                np.linspace(flat[:, 1].min() - pad[1], flat[:, 1].max() + pad[1], 25),
-            )
-            grid = np.stack([gx.ravel(), gy.ravel()], axis=-1)
-            flow = np.asarray(jax.vmap(field)(grid)).reshape(*gx.shape, 2)
-            ax.streamplot(gx, gy, flow[..., 0], flow[..., 1], color="0.75", density=0.8)
-    else:
-        centred = flat - flat.mean(axis=0)
-        # Full matrices: two axes even when fewer than two points exist.
-        _, _, vt = np.linalg.svd(centred, full_matrices=True)
-        coords = (points - flat.mean(axis=0)) @ vt[:2].T
-        labels = ("PC 1 of the points", "PC 2 of the points")
-    for code, name in enumerate(CLASSES):
-        chosen = codes == code
-        if chosen.any():
-            ax.scatter(*coords[chosen].T, s=12, alpha=0.5, color=CLASS_COLOURS[code], label=name)
-    ax.set_xlabel(labels[0])
-    ax.set_ylabel(labels[1])
-    ax.set_title(f"fixed points of {ds.sizes['draw']} posterior draws")
-    ax.legend(fontsize=7, loc="best")
-    return fig
-
-
-def eigenvalue_figure(dataset, level: float = 0.9):
-    """Eigenvalues of all draws per matched point, with the leading one's central interval box.
-
-    The stability boundary is drawn: the imaginary axis for flows, the unit circle for maps.
-    """
-    plt = _pyplot()
-    fig, ax = plt.subplots(figsize=(5, 4.5))
-    real, imag = dataset["eigenvalue_real"].values, dataset["eigenvalue_imag"].values
-    low, high = (1 - level) / 2, (1 + level) / 2
-    colours = plt.rcParams["axes.prop_cycle"].by_key()["color"]
-    for k in dataset["fixed_point"].values:
-        exists = dataset["exists"].values[:, k]
-        if not exists.any():
-            continue
-        colour = colours[k % len(colours)]
-        ax.scatter(real[exists, k].ravel(), imag[exists, k].ravel(), s=6, alpha=0.3, color=colour)
-        lead_re = np.quantile(real[exists, k, 0], [low, high])
-        lead_im = np.quantile(np.abs(imag[exists, k, 0]), [low, high])
-        ax.add_patch(
-            plt.Rectangle(
-                (lead_re[0], lead_im[0]),
-                lead_re[1] - lead_re[0],
-                lead_im[1] - lead_im[0],
-                fill=False,
-                color=colour,
-                lw=1.5,
-                label=f"point {k}: leading, {round(100 * level)}% interval",
-            )
-        )
-    if dataset.attrs["kind"] == "map":
-        angle = np.linspace(0, 2 * np.pi, 200)
-        ax.plot(np.cos(angle), np.sin(angle), color="k", lw=0.6)
-    else:
-        ax.axvline(0, color="k", lw=0.6)
-    ax.set_xlabel("Re eigenvalue")
-    ax.set_ylabel("Im eigenvalue")
-    ax.legend(fontsize=7, loc="best")
-    return fig
-
-
+#: One colour per stability class (same order as ``probdyn.analysis.fixed_points.CLASSES``).
 def fixed_point_html(name: str, points) -> str:
     """One model's fixed-point posterior: description, tables, phase portrait, eigenvalues."""
     return (
@@ -323,7 +208,7 @@ def run_sections(tree, name: str) -> list[tuple[str, str]]:
         evidence = Evidence.from_dataset(tree["evidence"].to_dataset())
         sections.append(("Evidence", f"<p>{html.escape(str(evidence))}</p>"))
     if "fixed_points" in children:
-        from probdyn.fixed_point_posterior import FixedPointPosterior
+        from probdyn.analysis.fixed_points import FixedPointPosterior
 
         points = FixedPointPosterior.from_tree(tree)
         sections.append(("Fixed points", fixed_point_html(name, points)))
@@ -334,13 +219,13 @@ def rates_band_figure(test, prediction, *, num_neurons: int = 3, num_trials: int
     """Predicted rates with their 90% band against the smoothed held-out spikes.
 
     ``test``: the held-out trials (file bins, all neurons, ``heldout`` flags); ``prediction``:
-    their :class:`probdyn.nlb.Prediction`. Shows the ``num_neurons`` most active held-out
+    their :class:`probdyn.app.nlb.Prediction`. Shows the ``num_neurons`` most active held-out
     neurons on the first ``num_trials`` trials, in spikes per second; the spikes are smoothed
     by the baseline's Gaussian kernel (60 ms at 5 ms bins).
     """
-    from probdyn.nlb import gaussian_smooth
+    from probdyn.app.nlb import gaussian_smooth
 
-    plt = _pyplot()
+    plt = pyplot()
     dt = float(test.attrs["dt"])
     heldout = np.flatnonzero(test.heldout.values)
     spikes = test.spikes.values.astype(float)
@@ -389,7 +274,10 @@ def rates_band_figure(test, prediction, *, num_neurons: int = 3, num_trials: int
 
 
 def nlb_sections(validation, *, seed: int = 0) -> list[tuple[str, str]]:
-    """Report sections of a :class:`probdyn.nlb.CrossValidation`: scores, rates, fixed points."""
+    """Report sections of an NLB :class:`~probdyn.app.nlb.CrossValidation`.
+
+    Scores, rates, fixed points.
+    """
     table = [
         {
             **{k: v for k, v in row.items() if k not in ("member_co_bps", "heldout_ll_per_trial")},

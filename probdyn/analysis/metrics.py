@@ -18,7 +18,7 @@ Each is reported against its floor: the same measure between two independent ref
   inferred dimension, clamped at -10, averaged (:func:`affine_map` gives the map itself).
 
 **Groups of latents and connectivity** (FacRNN, Li et al. 2025; the partial and total
-correlation of an aggregated posterior are in :mod:`probdyn.independence`):
+correlation of an aggregated posterior are in :mod:`probdyn.algorithms.independence`):
 
 - :func:`group_latent_r2`: each true group of latents regressed (affine) on each inferred
   group, groups matched one to one by the Hungarian algorithm on :math:`R^2`.

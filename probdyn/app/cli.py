@@ -17,7 +17,7 @@ from probdyn.errors import ProbdynError
 
 
 def _demo(args) -> int:
-    from probdyn.demo import TRUE_LATENT_DIM, run_demo
+    from probdyn.app.demo import TRUE_LATENT_DIM, run_demo
 
     table, report, points = run_demo(
         args.out,
@@ -89,7 +89,7 @@ def _fixed_points(args) -> int:
     import json
     from pathlib import Path
 
-    from probdyn.fixed_point_posterior import fixed_points
+    from probdyn.analysis.fixed_points import fixed_points
     from probdyn.models import from_spec
 
     out = _output_path(Path(args.run), args.out, "-fixed-points.nc")
@@ -124,7 +124,7 @@ def _fit(args) -> int:
     from importlib.metadata import version
     from pathlib import Path
 
-    from probdyn import distributed
+    from probdyn.runtime import distributed
 
     # Before anything touches a device (importing blackjax does): several processes join here.
     joined = distributed.initialize(args.coordinator, args.num_processes, args.process_id)
@@ -132,12 +132,12 @@ def _fit(args) -> int:
     import jax
     import xarray as xr
 
-    from probdyn import memory
-    from probdyn.config import build_model, load_config, load_data, same_run
+    from probdyn.app.config import build_model, load_config, load_data, same_run
     from probdyn.errors import ConfigError
-    from probdyn.inference import MCMCResult, devices, log_evidence, nuts, svi
+    from probdyn.inference import MCMCResult, log_evidence, nuts, svi
     from probdyn.inference.arviz import PREDICTIVE_GROUPS, add_predictive
     from probdyn.inference.density import bind
+    from probdyn.runtime import devices, memory
 
     config = load_config(args.config)
     out = Path(args.out or config["out"])
@@ -267,7 +267,7 @@ def _fit(args) -> int:
             try:
                 if step == "report":
                     if writes:
-                        from probdyn.report import run_sections, write_report
+                        from probdyn.app.report import run_sections, write_report
 
                         path = write_report(
                             out / "report.html", f"probdyn run: {name}", run_sections(tree, name)
@@ -340,10 +340,10 @@ def _nlb(args) -> int:
     import json
     from pathlib import Path
 
-    from probdyn import nlb
+    from probdyn.analysis.metrics import co_bps
+    from probdyn.app import nlb
     from probdyn.data import load_nlb
     from probdyn.errors import ConfigError, DataError
-    from probdyn.metrics import co_bps
 
     if args.eval_input is None and args.folds is None:
         raise ConfigError("give --eval-input (predict its trials), --folds K, or both")
@@ -394,7 +394,7 @@ def _nlb(args) -> int:
             Path(args.table).write_text(json.dumps({"folds": rows, "mean": mean}, indent=1))
             print(f"table: {args.table}")
         if args.report:
-            from probdyn.report import nlb_sections, write_report
+            from probdyn.app.report import nlb_sections, write_report
 
             title = f"probdyn nlb: {args.folds}-fold cross-validation of {Path(args.train).name}"
             path = write_report(args.report, title, nlb_sections(validation, seed=args.seed))
@@ -445,7 +445,7 @@ def _run_name(run, tree) -> str:
 def _report(args) -> int:
     from pathlib import Path
 
-    from probdyn.report import run_sections, write_report
+    from probdyn.app.report import run_sections, write_report
 
     out = _output_path(Path(args.run), args.out, "-report.html")
     run, tree = _open_run(args.run)
@@ -459,9 +459,9 @@ def _compare(args) -> int:
     import html
     from pathlib import Path
 
+    from probdyn.app.report import evidence_figure, figure_html, write_report
     from probdyn.errors import DataError
     from probdyn.inference import Evidence, comparison_table
-    from probdyn.report import evidence_figure, figure_html, write_report
 
     evidences, trees = {}, {}
     for path in args.runs:
@@ -541,7 +541,7 @@ def build_parser() -> argparse.ArgumentParser:
     points.add_argument("--seed", type=int, default=0)
     points.set_defaults(handler=_fixed_points)
     fit = commands.add_parser("fit", help="fit a model to data as a TOML config says")
-    fit.add_argument("config", help="a run configuration (see probdyn.config)")
+    fit.add_argument("config", help="a run configuration (see probdyn.app.config)")
     fit.add_argument("--out", help="output directory (default: the config's out)")
     fit.add_argument("--no-progress", action="store_true", help="no progress bars")
     fit.add_argument(
@@ -642,7 +642,7 @@ def _show_cost_lines() -> None:
 def main(argv: list[str] | None = None) -> int:
     """Entry point of the ``probdyn`` command."""
     args = build_parser().parse_args(argv)
-    from probdyn.compilation import use_persistent_cache
+    from probdyn.runtime.compilation import use_persistent_cache
 
     use_persistent_cache()
     _show_cost_lines()

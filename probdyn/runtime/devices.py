@@ -1,11 +1,10 @@
 r"""The devices probdyn spreads work over, through JAX's own sharding.
 
-Every parallel path uses one mesh with a single axis, :data:`AXIS`, over the visible devices
-(those of all processes once :func:`probdyn.distributed.initialize` has joined several): NUTS
-chains, SMC particles and SVI trials are split along it, everything else is replicated. A batch
-of :math:`n` items goes on the largest number of devices :math:`d \le` ``jax.device_count()``
-that divides :math:`n`, so that every device holds :math:`n / d` of them and none is padded or
-dropped.
+Every parallel path uses one mesh with a single axis, :data:`AXIS`, over the visible devices (those
+of all processes once :func:`probdyn.runtime.distributed.initialize` has joined several): NUTS
+chains, SMC particles and SVI trials are split along it, everything else is replicated. A batch of
+:math:`n` items goes on the largest number of devices :math:`d \le` ``jax.device_count()`` that
+divides :math:`n`, so that every device holds :math:`n / d` of them and none is padded or dropped.
 
 Arrays are placed by :func:`shard` from values every process holds in full (the data are read by
 each process, as ``probdyn fit`` does), so the same code runs on one device, on several devices of
@@ -13,7 +12,7 @@ one process, and on several processes. Results come back by :func:`to_host`, whi
 shards held by other processes.
 
 Eigen-decompositions of non-symmetric matrices, which JAX only runs on CPU, are done by NumPy on
-the host in :mod:`probdyn.fixed_point_posterior`, after one explicit transfer of all Jacobians.
+the host in :mod:`probdyn.analysis.fixed_points`, after one explicit transfer of all Jacobians.
 """
 
 from __future__ import annotations

@@ -1,7 +1,7 @@
 """Several processes (hosts) as one JAX runtime, through ``jax.distributed``.
 
 Every process runs the same program on the same inputs (SPMD): the mesh of
-:mod:`probdyn.inference.devices` then spans the devices of all of them, arrays are split across
+:mod:`probdyn.runtime.devices` then spans the devices of all of them, arrays are split across
 processes, and process 0 writes the results. This module imports nothing that touches a device,
 so it can run first, as :func:`initialize` must.
 """

@@ -1,0 +1,15 @@
+"""Analyses of fitted models: fixed points, nonequilibrium, mechanism, symbols, metrics.
+
+:mod:`~probdyn.analysis.fixed_points` (the posterior over fixed points),
+:mod:`~probdyn.analysis.nonequilibrium` (entropy production, probability currents),
+:mod:`~probdyn.analysis.mechanism` (what an emulator's hidden states do),
+:mod:`~probdyn.analysis.symbols` (statistics of symbol sequences) and
+:mod:`~probdyn.analysis.metrics` (scores of predictions: co-bps, R², trajectory distances).
+They read models and inference results, never the application.
+"""
+
+from probdyn._lazy import lazy_submodules
+
+__getattr__ = lazy_submodules(
+    __name__, ("fixed_points", "mechanism", "metrics", "nonequilibrium", "symbols")
+)
