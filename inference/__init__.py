@@ -22,7 +22,7 @@ from probdyn.inference.filtering import (
     fit_particle_filter_posterior,
 )
 from probdyn.inference.mcmc import DiagnosticWarning, MCMCResult, nuts
-from probdyn.inference.point_estimate import PointEstimate
+from probdyn.inference.point_estimate import FitOptions, PointEstimate
 from probdyn.inference.sinkhorn import fit_sinkhorn
 from probdyn.inference.svi import SVIResult, svi
 
@@ -30,6 +30,7 @@ __all__ = [
     "Density",
     "DiagnosticWarning",
     "Evidence",
+    "FitOptions",
     "MCMCResult",
     "MixedEvidenceWarning",
     "PointEstimate",

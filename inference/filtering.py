@@ -40,7 +40,6 @@ as every mean-field fit, it tends to understate the posterior's spread.
 from __future__ import annotations
 
 import dataclasses
-import os
 from collections.abc import Callable, Mapping
 
 import jax
@@ -51,7 +50,12 @@ import xarray as xr
 from jax import Array
 
 from probdyn.errors import ConfigError
-from probdyn.inference.point_estimate import PointEstimate, minimise, point_datatree
+from probdyn.inference.point_estimate import (
+    FitOptions,
+    PointEstimate,
+    minimise,
+    point_datatree,
+)
 from probdyn.state_space import filter_sequences, filtered_log_likelihoods
 
 
@@ -92,16 +96,12 @@ def fit_particle_filter(
     data,
     *,
     seed: int,
-    num_steps: int = 2000,
     batch_size: int = 32,
     num_particles: int = 16,
     learning_rate: float = 3e-3,
     resampling_gradient: bool = True,
     init: Mapping[str, Array] | None = None,
-    progress: bool = True,
-    checkpoint: str | os.PathLike | None = None,
-    checkpoint_every: int = 100,
-    average_over: int = 0,
+    **options,
 ) -> PointEstimate:
     """Maximise the particle filter's log likelihood plus the weights' log prior.
 
@@ -113,10 +113,11 @@ def fit_particle_filter(
     ``model.initial_weights``; Adam, its learning rate decaying from ``learning_rate`` to a
     tenth of it along a cosine. ``resampling_gradient``: the consistent (Fisher) gradient;
     False gives FIVO's.
-    ``checkpoint``: a file written every ``checkpoint_every`` steps, from which the same call
-    resumes (:func:`~probdyn.inference.point_estimate.minimise`). ``average_over``: return the
-    mean of the last this many iterates (Polyak-Ruppert averaging; 0: the last iterate).
+    ``options``: those of every fit (:class:`~probdyn.inference.point_estimate.FitOptions`:
+    ``num_steps`` (2000), ``progress``, ``checkpoint`` (the same call resumes from it),
+    ``checkpoint_every``, ``average_over`` (the mean of the last this many iterates)).
     """
+    fit = FitOptions.from_keywords(options)
     data = model.as_data(data)
     log_joint, num_symbols = _filter_log_joint(
         model, data, batch_size, num_particles, resampling_gradient
@@ -125,17 +126,13 @@ def fit_particle_filter(
         lambda params, key: -log_joint(params, key) / num_symbols,
         model,
         seed=seed,
-        num_steps=num_steps,
-        optimizer=_decaying_adam(learning_rate, num_steps),
+        optimizer=_decaying_adam(learning_rate, fit.num_steps),
         init=init,
-        progress=progress,
         label="particle filter",
         settings=_filter_settings(
             data, batch_size, num_particles, learning_rate, resampling_gradient
         ),
-        checkpoint=checkpoint,
-        checkpoint_every=checkpoint_every,
-        average_over=average_over,
+        options=fit,
     )
     return dataclasses.replace(fitted, data=data)
 
@@ -184,15 +181,12 @@ def fit_particle_filter_posterior(
     init: PointEstimate | Mapping[str, Array],
     *,
     seed: int,
-    num_steps: int = 1000,
     batch_size: int = 32,
     num_particles: int = 16,
     learning_rate: float = 3e-3,
     resampling_gradient: bool = True,
     init_scale: float = 1e-3,
-    progress: bool = True,
-    checkpoint: str | os.PathLike | None = None,
-    checkpoint_every: int = 100,
+    **options,
 ) -> WeightPosterior:
     r"""Mean-field Gaussian posterior over the weights by the filter's evidence bound.
 
@@ -204,6 +198,7 @@ def fit_particle_filter_posterior(
     """
     if init_scale <= 0:
         raise ConfigError(f"init_scale={init_scale}; expected > 0")
+    fit = FitOptions.from_keywords(options, num_steps=1000)
     data = model.as_data(data)
     log_joint, num_symbols = _filter_log_joint(
         model, data, batch_size, num_particles, resampling_gradient
@@ -228,19 +223,16 @@ def fit_particle_filter_posterior(
         loss,
         model,
         seed=seed,
-        num_steps=num_steps,
-        optimizer=_decaying_adam(learning_rate, num_steps),
+        optimizer=_decaying_adam(learning_rate, fit.num_steps),
         init={
             "loc": {name: jnp.asarray(value) for name, value in start.items()},
             "rho": {name: jnp.full(jnp.shape(value), rho) for name, value in start.items()},
         },
-        progress=progress,
         label="weight posterior",
         settings=_filter_settings(
             data, batch_size, num_particles, learning_rate, resampling_gradient
         ),
-        checkpoint=checkpoint,
-        checkpoint_every=checkpoint_every,
+        options=fit,
     )
     scale = {
         name: np.asarray(jax.nn.softplus(value)) for name, value in fitted.params["rho"].items()

@@ -83,20 +83,53 @@ def point_datatree(result, draws: dict, inference: str, predictive: bool) -> xr.
     )
 
 
+@dataclasses.dataclass(frozen=True)
+class FitOptions:
+    """What every optimiser-driven fit shares (:func:`minimise` and the fits built on it).
+
+    ``num_steps`` optimiser steps; a progress bar unless ``progress`` is False; ``checkpoint``,
+    a file written every ``checkpoint_every`` steps from which the same call resumes exactly;
+    ``average_over``: return the mean of the last this many iterates (Polyak-Ruppert
+    averaging; 0: the last iterate). The fits take these as keywords
+    (``fit_sinkhorn(model, ds, seed=0, num_steps=500, checkpoint="fit.ckpt")``).
+    """
+
+    num_steps: int = 2000
+    progress: bool = True
+    checkpoint: str | os.PathLike | None = None
+    checkpoint_every: int = 100
+    average_over: int = 0
+
+    def __post_init__(self):
+        if not isinstance(self.num_steps, int) or self.num_steps < 1:
+            raise ConfigError(f"num_steps={self.num_steps!r}; expected an integer >= 1")
+        if not 0 <= self.average_over <= self.num_steps:
+            raise ConfigError(
+                f"average_over={self.average_over}; expected 0..num_steps={self.num_steps}"
+            )
+        if self.checkpoint_every < 1:
+            raise ConfigError(f"checkpoint_every={self.checkpoint_every}; expected >= 1")
+
+    @classmethod
+    def from_keywords(cls, keywords: Mapping, **defaults) -> FitOptions:
+        """The options named in ``keywords`` (a fit's ``**options``), over ``defaults``."""
+        valid = [field.name for field in dataclasses.fields(cls)]
+        unknown = sorted(set(keywords) - set(valid))
+        if unknown:
+            raise ConfigError(f"unknown fit option(s) {unknown}; expected some of {valid}")
+        return cls(**{**defaults, **keywords})
+
+
 def minimise(
     loss: Callable[[dict[str, Array], Array], Array],
     model,
     *,
     seed: int,
-    num_steps: int,
     optimizer: optax.GradientTransformation,
     init: Mapping[str, Array] | None,
-    progress: bool,
     label: str,
     settings: Mapping,
-    checkpoint: str | os.PathLike | None = None,
-    checkpoint_every: int = 100,
-    average_over: int = 0,
+    options: FitOptions,
 ) -> PointEstimate:
     """Minimise ``loss(params, key)`` over the model's weights with ``optimizer``.
 
@@ -105,20 +138,16 @@ def minimise(
     uses the key ``fold_in(key(seed), 2 + s)``. The progress bar is named ``label``.
 
     ``settings``: what else defines the objective (the data, batch size, learning rate, ...).
-    With ``checkpoint`` (a file), the weights, optimiser state and losses are written there
-    every ``checkpoint_every`` steps; a run of the same signature (the fingerprint of the
-    label, model, seed, number of steps, start and ``settings``) resumes from the file and ends
-    exactly where an unbroken run would; another run's file is refused.
-
-    ``average_over``: return the mean of the last this many iterates (0: the last iterate;
-    see the module docstring). ``losses`` are those of the iterates either way.
+    ``options`` (:class:`FitOptions`): with a ``checkpoint`` file, the weights, optimiser state
+    and losses are written there every ``checkpoint_every`` steps; a run of the same signature
+    (the fingerprint of the label, model, seed, number of steps, start and ``settings``)
+    resumes from the file and ends exactly where an unbroken run would; another run's file is
+    refused. With ``average_over`` the mean of the last iterates is returned (see the module
+    docstring); ``losses`` are those of the iterates either way.
     """
-    if num_steps < 1:
-        raise ConfigError(f"num_steps={num_steps}; expected >= 1")
-    if not 0 <= average_over <= num_steps:
-        raise ConfigError(f"average_over={average_over}; expected 0..num_steps={num_steps}")
-    if checkpoint_every < 1:
-        raise ConfigError(f"checkpoint_every={checkpoint_every}; expected >= 1")
+    num_steps, average_over = options.num_steps, options.average_over
+    checkpoint, checkpoint_every = options.checkpoint, options.checkpoint_every
+    progress = options.progress
     key = jax.random.key(seed)
     if init is None:
         if not hasattr(model, "initial_weights"):

@@ -13,7 +13,6 @@ comes from :meth:`probdyn.models.RNNEmulator.log_likelihood`.
 from __future__ import annotations
 
 import dataclasses
-import os
 from collections.abc import Mapping
 
 import jax
@@ -23,7 +22,7 @@ from jax import Array
 
 from probdyn.algorithms.optimal_transport import sinkhorn_divergence
 from probdyn.errors import ConfigError
-from probdyn.inference.point_estimate import PointEstimate, minimise
+from probdyn.inference.point_estimate import FitOptions, PointEstimate, minimise
 
 
 def _straight_through_one_hot(key: Array, logits: Array, temperature: float) -> Array:
@@ -39,26 +38,22 @@ def fit_sinkhorn(
     data,
     *,
     seed: int,
-    num_steps: int = 2000,
     batch_size: int = 128,
     learning_rate: float = 1e-3,
     blur: float = 0.2,
     temperature: float = 1.0,
     init: Mapping[str, Array] | None = None,
-    progress: bool = True,
-    checkpoint: str | os.PathLike | None = None,
-    checkpoint_every: int = 100,
-    average_over: int = 0,
+    **options,
 ) -> PointEstimate:
     """Minimise the Sinkhorn divergence between generated and observed symbol sequences.
 
     ``model`` generates sequences from parameters and noise (:class:`~probdyn.models.
     RNNEmulator`); ``data`` is a Dataset or :class:`~probdyn.ModelData` of ``symbols``. Starts at
-    ``init`` or ``model.initial_weights``; Adam with ``learning_rate``. ``checkpoint``: a file
-    written every ``checkpoint_every`` steps, from which the same call resumes
-    (:func:`~probdyn.inference.point_estimate.minimise`). ``average_over``: return the mean
-    of the last this many iterates (Polyak-Ruppert averaging; 0: the last iterate).
+    ``init`` or ``model.initial_weights``; Adam with ``learning_rate``. ``options``: those of
+    every fit (:class:`~probdyn.inference.point_estimate.FitOptions`: ``num_steps`` (2000),
+    ``progress``, ``checkpoint``, ``checkpoint_every``, ``average_over``).
     """
+    fit = FitOptions.from_keywords(options)
     data = model.as_data(data)
     if batch_size < 2:
         raise ConfigError(f"batch_size={batch_size}; expected >= 2")
@@ -82,10 +77,8 @@ def fit_sinkhorn(
         loss,
         model,
         seed=seed,
-        num_steps=num_steps,
         optimizer=optax.adam(learning_rate),
         init=init,
-        progress=progress,
         label="sinkhorn",
         settings={
             "data": data,
@@ -94,8 +87,6 @@ def fit_sinkhorn(
             "blur": blur,
             "temperature": temperature,
         },
-        checkpoint=checkpoint,
-        checkpoint_every=checkpoint_every,
-        average_over=average_over,
+        options=fit,
     )
     return dataclasses.replace(fitted, data=data)

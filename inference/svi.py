@@ -7,7 +7,7 @@ chunks of ``checkpoint_every`` steps; after each chunk the state can be written 
 file, and a run started again with the same arguments resumes from it and ends with exactly the
 parameters of an uninterrupted run (the chunks are the same computations either way).
 
-The ELBO is :class:`OrderedTraceELBO`: NumPyro's ``Trace_ELBO`` estimator with the site terms
+The ELBO is :class:`~probdyn.inference.objectives.OrderedTraceELBO`: NumPyro's ``Trace_ELBO`` estimator with the site terms
 summed in the order the program runs them, so that the compiled step is the same program in
 every process (see its docstring).
 """
@@ -15,7 +15,6 @@ every process (see its docstring).
 from __future__ import annotations
 
 import dataclasses
-import functools
 import os
 import time
 from collections.abc import Mapping
@@ -28,236 +27,23 @@ import numpyro
 import optax
 import xarray as xr
 from jax import Array
-from numpyro.infer import SVI, autoguide
-from numpyro.infer.elbo import ELBO
-from numpyro.infer.util import log_density
-from numpyro.util import check_model_guide_match
+from numpyro.infer import SVI
 from tqdm.auto import tqdm
 
 from probdyn.errors import ConfigError, MemoryBudgetError
 from probdyn.inference.amortised import (
-    AMORTISED_GUIDES,
     AmortisedGuide,
-    amortised_guide,
     refine_local,
 )
 from probdyn.inference.arviz import to_datatree
+from probdyn.inference.curriculum import chunk_lengths, curriculum_schedule
 from probdyn.inference.density import Density, bind, fingerprint
+from probdyn.inference.guides import make_guide
+from probdyn.inference.objectives import AutoencoderELBO, OrderedTraceELBO
 from probdyn.model import Model, ModelData
 from probdyn.runtime import devices, memory
 from probdyn.runtime.checkpoint import read_checkpoint, write_checkpoint
 from probdyn.runtime.compilation import run_once
-
-GUIDES = {
-    "normal": autoguide.AutoNormal,
-    "mvn": autoguide.AutoMultivariateNormal,
-    "delta": autoguide.AutoDelta,
-    "laplace": autoguide.AutoLaplaceApproximation,
-}
-#: "auto" picks a full-covariance Gaussian up to this many free dimensions, AutoNormal above.
-MVN_MAX_DIM = 400
-
-
-class OrderedTraceELBO(ELBO):
-    r"""The ELBO :math:`\frac1S\sum_s \log p(y, \theta_s) - \log q(\theta_s)`, summed in order.
-
-    The same estimator as NumPyro's ``Trace_ELBO`` (``num_particles`` draws
-    :math:`\theta_s \sim q`, the model replayed against each). NumPyro 0.22 collects the site
-    terms through a Python ``set``, whose order follows string hashing and so changes from one
-    process to the next; the compiled step then differs between processes in the order of its
-    additions, which defeats the persistent compilation cache and changes the last bits of the
-    result. Here the model's and the guide's log densities are each summed in trace order.
-    Guides with mutable state (``numpyro.mutable``) are not supported.
-    """
-
-    def loss_with_mutable_state(self, rng_key, param_map, model, guide, *args, **kwargs):
-        """``{"loss": -ELBO, "mutable_state": None}``."""
-        return self._estimate(rng_key, param_map, model, guide, args, args, kwargs)
-
-    def _estimate(self, rng_key, param_map, model, guide, model_args, guide_args, kwargs):
-        """The estimator with the model and the guide each run on its own arguments."""
-
-        def elbo(key):
-            model_key, guide_key = jax.random.split(key)
-            seeded_guide = numpyro.handlers.seed(guide, guide_key)
-            guide_density, guide_trace = log_density(seeded_guide, guide_args, kwargs, param_map)
-            if any(site["type"] == "mutable" for site in guide_trace.values()):
-                raise ConfigError("the guide has mutable state, which svi does not carry")
-            replayed = numpyro.handlers.replay(numpyro.handlers.seed(model, model_key), guide_trace)
-            model_density, model_trace = log_density(replayed, model_args, kwargs, param_map)
-            check_model_guide_match(model_trace, guide_trace)
-            return model_density - guide_density
-
-        if self.num_particles == 1:
-            return {"loss": -elbo(rng_key), "mutable_state": None}
-        keys = jax.random.split(rng_key, self.num_particles)
-        return {"loss": -jnp.mean(self.vectorize_particles_fn(elbo, keys)), "mutable_state": None}
-
-
-class _ScaleLatent(numpyro.primitives.Messenger):
-    """Multiply the log density of every unobserved sample site by ``factor``."""
-
-    def __init__(self, fn, factor):
-        self.factor = factor
-        super().__init__(fn)
-
-    def process_message(self, msg):
-        if msg["type"] == "sample" and not msg["is_observed"]:
-            msg["scale"] = self.factor if msg["scale"] is None else msg["scale"] * self.factor
-
-
-class AutoencoderELBO(OrderedTraceELBO):
-    r"""The ELBO under the training regularisers of sequential autoencoders.
-
-    For a model fitted with an amortised guide (its encoder reads the neurons
-    ``model.encoder_neurons`` of the bins ``model.encoder_bins``, by default all), at each step:
-
-    - *coordinated dropout* (``coordinated_dropout`` = :math:`p`; Keshtkaran & Pandarinath
-      2019): every observed bin (trial, time, neuron) the encoder could read is hidden from it
-      with probability :math:`p`, and the likelihood counts only those hidden bins, each with
-      weight :math:`1/p` (an unbiased estimate of the full likelihood), and every bin the
-      encoder never reads (other neurons, later bins) with weight 1. A network cannot then
-      lower its loss by passing a spike from the encoder's input to the same bin's rate: it
-      must predict each bin from the others, the co-smoothing task itself. The weights reach
-      programs that emit through :func:`probdyn.model.observe`;
-    - *encoder dropout* (``encoder_dropout`` = :math:`q`): a further fraction :math:`q` of the
-      bins the encoder would read is hidden from it but kept in the likelihood;
-    - *warm-up* (``warmup`` = :math:`W` steps): the log densities of every latent and parameter
-      site, in the model (prior) and in the guide, are scaled by
-      :math:`\beta_i = \min(1, (i + 1)/W)` at step :math:`i`: the KL terms and the weights'
-      priors (the L2 penalties) come in gradually, as LFADS schedules them.
-
-    After the warm-up and with both dropouts at 0 this is :class:`OrderedTraceELBO`. The loss
-    trace of a run records the objective as trained (with :math:`\beta_i` and the hidden bins).
-    """
-
-    def __init__(
-        self,
-        model: Model,
-        *,
-        coordinated_dropout: float = 0.0,
-        encoder_dropout: float = 0.0,
-        warmup: int = 0,
-        num_particles: int = 1,
-    ):
-        for name, value in (
-            ("coordinated_dropout", coordinated_dropout),
-            ("encoder_dropout", encoder_dropout),
-        ):
-            if not (isinstance(value, int | float) and 0 <= value < 1):
-                raise ConfigError(f"{name} = {value!r}; expected a fraction in [0, 1)")
-        if not isinstance(warmup, int) or isinstance(warmup, bool) or warmup < 0:
-            raise ConfigError(f"warmup = {warmup!r}; expected a number of steps >= 0")
-        super().__init__(num_particles)
-        self.model = model
-        self.coordinated_dropout = float(coordinated_dropout)
-        self.encoder_dropout = float(encoder_dropout)
-        self.warmup = warmup
-
-    def loss_with_mutable_state(self, rng_key, param_map, model, guide, *args, **kwargs):
-        """The estimate at step ``kwargs["step"]``, the model and guide seeing their own bins."""
-        step = kwargs.pop("step")
-        rng_key, key_hide, key_drop = jax.random.split(rng_key, 3)
-        data, *rest = args
-        observed = jnp.ones(data.observations.shape, bool) if data.mask is None else data.mask
-        readable = self._readable(data)
-        hidden = readable & jax.random.bernoulli(key_hide, self.coordinated_dropout, readable.shape)
-        dropped = readable & jax.random.bernoulli(key_drop, self.encoder_dropout, readable.shape)
-        guide_data = dataclasses.replace(data, mask=observed & ~hidden & ~dropped)
-        if self.coordinated_dropout:
-            # Each readable bin is counted with probability p and weight 1/p: in expectation
-            # the full log likelihood, so the objective stays an unbiased ELBO estimate.
-            weights = jnp.where(readable, hidden / self.coordinated_dropout, 1.0)
-            model_data = dataclasses.replace(
-                data, mask=observed & (hidden | ~readable), weights=weights
-            )
-        else:
-            model_data = data
-        if self.warmup:
-            beta = jnp.minimum(1.0, (step + 1.0) / self.warmup)
-            model, guide = _ScaleLatent(model, beta), _ScaleLatent(guide, beta)
-        return self._estimate(
-            rng_key, param_map, model, guide, (model_data, *rest), (guide_data, *rest), kwargs
-        )
-
-    def _readable(self, data: ModelData) -> Array:
-        """Boolean (trial, time, neuron): the bins the model's encoder reads."""
-        shape = data.observations.shape
-        readable = np.zeros(shape[1:], bool)
-        neurons = getattr(self.model, "encoder_neurons", None)
-        bins = getattr(self.model, "encoder_bins", None)
-        readable[slice(bins), list(neurons) if neurons is not None else slice(None)] = True
-        return jnp.broadcast_to(jnp.asarray(readable), shape)
-
-
-def make_guide(
-    guide,
-    model: Model,
-    density: Density,
-    *,
-    subsampled: bool = False,
-    init_values: Mapping[str, Array] | None = None,
-    init_scale: float | None = None,
-):
-    """An autoguide by name on the bound program, or the user's guide callable unchanged.
-
-    Names: ``"auto"`` (``"mvn"`` up to :data:`MVN_MAX_DIM` free dimensions without
-    subsampling, else ``"normal"``), ``"normal"``, ``"mvn"``, ``"delta"``, ``"laplace"``. The
-    guide's trial plate is the model's, so minibatches subsample both alike.
-    """
-    if callable(guide) and not isinstance(guide, str):
-        return guide
-    if guide == "auto":
-        guide = "mvn" if density.dim <= MVN_MAX_DIM and not subsampled else "normal"
-    if guide not in GUIDES and guide not in AMORTISED_GUIDES:
-        raise ConfigError(
-            f"guide={guide!r}; expected 'auto', one of {sorted(GUIDES | AMORTISED_GUIDES)} or a "
-            "callable"
-        )
-    values = dict(init_values) if init_values else _prior_medians(density)
-    options = {"init_loc_fn": functools.partial(_start_at, values=values)}
-    if init_scale is not None and guide in ("normal", "mvn", "amortised"):
-        options["init_scale"] = init_scale
-    if guide in AMORTISED_GUIDES:
-        return amortised_guide(guide, model, density.program, **options)
-    if guide in ("normal", "delta"):
-        options["create_plates"] = model.trial_plate
-    elif subsampled:
-        raise ConfigError(f"guide={guide!r} cannot subsample trials; use 'normal' or 'delta'")
-    return GUIDES[guide](density.program, **options)
-
-
-def _prior_medians(density: Density, num_samples: int = 15) -> dict[str, Array]:
-    """Per-site medians of joint prior draws: where the guides start by default.
-
-    Like NumPyro's ``init_to_median``, but the draws come from one compiled, vectorised run of
-    the program instead of eager per-site sampling, which took seconds per model.
-    """
-    unobserved = dataclasses.replace(density.data, observations=None, mask=None)
-    predictive = numpyro.infer.Predictive(
-        density.program, num_samples=num_samples, return_sites=list(density.shapes)
-    )
-    draws = jax.jit(predictive)(jax.random.key(0), unobserved)
-    return {name: jnp.median(value, axis=0) for name, value in draws.items()}
-
-
-def _start_at(site=None, values: Mapping[str, Array] | None = None):
-    """An init strategy: the given value where its shape fits the site, else the site's median.
-
-    Under trial subsampling a local site has the batch's shape, not the full data's, and falls
-    back to NumPyro's ``init_to_median``. Used as ``functools.partial(_start_at, values=...)``.
-    """
-    if site is None:
-        return functools.partial(_start_at, values=values)
-    value = (values or {}).get(site["name"])
-    if (
-        site["type"] == "sample"
-        and not site["is_observed"]
-        and value is not None
-        and jnp.shape(value) == tuple(site["fn"].shape())
-    ):
-        return value
-    return numpyro.infer.init_to_median(site, num_samples=15)
 
 
 @dataclasses.dataclass
@@ -402,32 +188,6 @@ def _run_signature(model, data: ModelData, **settings) -> str:
     return fingerprint({"model": model, "data": data, **settings})
 
 
-def _curriculum(data: ModelData, curriculum):
-    """``step -> data`` with only the bins the curriculum shows at that step observed."""
-    if curriculum is None:
-        return lambda step: data
-    pair = tuple(curriculum) if isinstance(curriculum, tuple | list) else ()
-    if len(pair) != 2 or not all(
-        isinstance(v, int) and not isinstance(v, bool) and v >= 1 for v in pair
-    ):
-        raise ConfigError(
-            f"curriculum = {curriculum!r}; expected (bins, every), two positive integers"
-        )
-    bins, every = pair
-    observed = data.observations
-    # Each stage's mask is made on the host and placed like the data, once per stage.
-    mask = np.ones(observed.shape, bool) if data.mask is None else devices.to_host(data.mask)
-    shape = (1, data.num_timesteps) + (1,) * (observed.ndim - 2)
-    time = np.arange(data.num_timesteps).reshape(shape)
-
-    @functools.cache
-    def stage(visible: int) -> ModelData:
-        placed = devices.place(mask & (time < visible), observed.sharding)
-        return dataclasses.replace(data, mask=placed)
-
-    return lambda step: stage(min(data.num_timesteps, bins * (1 + step // every)))
-
-
 def svi(
     model: Model,
     data,
@@ -497,8 +257,8 @@ def svi(
         raise ConfigError(f"batch_size = {batch_size!r}; expected 1..{prepared.num_trials} trials")
     mesh = devices.mesh(prepared.num_trials, num_devices)
     sharded = mesh.size > 1 or jax.process_count() > 1
-    local = _curriculum(prepared, curriculum)
-    staged = _curriculum(devices.shard(prepared, mesh), curriculum) if sharded else local
+    local = curriculum_schedule(prepared, curriculum)
+    staged = curriculum_schedule(devices.shard(prepared, mesh), curriculum) if sharded else local
     # Setting up runs each program once (the model op by op, the guide's initial check):
     # compiled unoptimised. The loop below is compiled with full optimisation.
     with run_once():
@@ -570,7 +330,7 @@ def svi(
         state = devices.shard_batch(devices.to_host(state), mesh, prepared.num_trials)
     else:
         state = jax.device_put(state)
-    lengths = _chunk_lengths(step, num_steps, checkpoint_every, curriculum)
+    lengths = chunk_lengths(step, num_steps, checkpoint_every, curriculum)
     # Compiled now: the loop only runs, and XLA's size of a step is checked against the budget.
     compiled = {
         length: run_chunk.lower(state, staged(step), length).compile()
@@ -627,18 +387,6 @@ def _require_step_memory(compiled, num_trials: int, batch_size: int | None) -> N
             f"{memory.format_size(memory.settings().resolved_limit())} memory limit; use "
             f"batch_size = {fits} or fewer trials, or raise --memory-limit"
         )
-
-
-def _chunk_lengths(start: int, num_steps: int, every: int, curriculum) -> list[int]:
-    """Steps per compiled chunk from ``start``: at most ``every``, cut at curriculum stages."""
-    lengths, step = [], start
-    while step < num_steps:
-        length = min(every, num_steps - step)
-        if curriculum is not None:
-            length = min(length, curriculum[1] - step % curriculum[1])
-        lengths.append(length)
-        step += length
-    return lengths
 
 
 def _scan_steps(engine: SVI, batch_size: int | None, pass_step: bool = False):

@@ -55,7 +55,7 @@ class ModelData:
     ``observations`` is None for prior predictive runs, which then need only the sizes.
     ``weights`` (like ``observations``, or None: all 1) multiply each bin's log likelihood in
     programs that emit through :func:`observe` (training regularisers set them, see
-    :class:`probdyn.inference.svi.AutoencoderELBO`).
+    :class:`probdyn.inference.objectives.AutoencoderELBO`).
     """
 
     observations: Array | None

@@ -15,7 +15,7 @@ from numpyro.infer import Trace_ELBO
 from numpyro.infer.autoguide import AutoNormal
 
 from probdyn.errors import ConfigError
-from probdyn.inference.svi import OrderedTraceELBO
+from probdyn.inference.objectives import OrderedTraceELBO
 
 #: A model with many sites: their order in a Python set changes with the string hash seed.
 PROGRAM = textwrap.dedent(
@@ -24,7 +24,7 @@ PROGRAM = textwrap.dedent(
     import jax, jax.numpy as jnp, numpyro, numpyro.distributions as dist
     from numpyro.infer import Trace_ELBO
     from numpyro.infer.autoguide import AutoNormal
-    from probdyn.inference.svi import OrderedTraceELBO
+    from probdyn.inference.objectives import OrderedTraceELBO
 
     def model(y=None):
         total = 0.0

@@ -25,7 +25,7 @@ from probdyn.inference import (
     fit_sinkhorn,
     svi,
 )
-from probdyn.inference.point_estimate import minimise
+from probdyn.inference.point_estimate import FitOptions, minimise
 from probdyn.model import ModelData
 from probdyn.models import RNNEmulator
 
@@ -273,6 +273,8 @@ def test_emulator_fit_by_the_particle_filter_closes_most_of_the_gap_to_the_true_
         fit_particle_filter(model, train, seed=0, num_particles=1)
     with pytest.raises(ConfigError, match="batch_size=0"):
         fit_particle_filter(model, train, seed=0, batch_size=0)
+    with pytest.raises(ConfigError, match=r"unknown fit option\(s\) \['num_step'\]"):
+        fit_particle_filter(model, train, seed=0, num_step=10)
 
 
 def test_minimise_returns_the_mean_of_the_last_iterates():
@@ -285,13 +287,11 @@ def test_minimise_returns_the_mean_of_the_last_iterates():
             lambda params, key: 0.5 * (params["w"] - c) ** 2,
             None,
             seed=0,
-            num_steps=num_steps,
             optimizer=optax.sgd(eta),
             init={"w": jnp.asarray(w0)},
-            progress=False,
             label="quadratic",
             settings={},
-            average_over=average_over,
+            options=FitOptions(num_steps=num_steps, progress=False, average_over=average_over),
         )
 
     averaged, last = fit(m), fit(0)

@@ -15,7 +15,7 @@ import xarray as xr
 import probdyn
 from probdyn.errors import ConfigError, PriorError
 from probdyn.inference import log_evidence, svi
-from probdyn.inference.svi import AutoencoderELBO, OrderedTraceELBO
+from probdyn.inference.objectives import AutoencoderELBO, OrderedTraceELBO
 from probdyn.model import ModelData, Weighted, observe, prior_predictive
 from probdyn.models import SeqVAE
 from probdyn.models.seqvae import gru_step

@@ -16,7 +16,7 @@ from scipy import stats
 
 from probdyn.errors import ConfigError
 from probdyn.inference import nuts, svi
-from probdyn.inference.svi import _curriculum
+from probdyn.inference.curriculum import curriculum_schedule
 from probdyn.models import LDS
 
 REPO = Path(__file__).resolve().parents[1]
@@ -53,7 +53,7 @@ def test_curriculum_stage_equals_a_fit_to_the_first_bins_only():
     np.testing.assert_allclose(staged.losses, direct.losses, rtol=1e-6)
     # Stages grow by 4 bins every 100 steps up to all 20; chunks stop at stage boundaries.
     data = LDS(latent_dim=1).prepare(ds)
-    at = _curriculum(data, (4, 100))
+    at = curriculum_schedule(data, (4, 100))
     visible = [int(at(step).mask[0, :, 0].sum()) for step in (0, 99, 100, 250, 1000)]
     assert visible == [4, 4, 8, 12, 20]
     grown = svi(LDS(latent_dim=1), ds, num_steps=130, seed=1, curriculum=(4, 50), progress=False)

@@ -33,7 +33,10 @@ def main() -> None:
                 start = time.perf_counter()
                 outcome = run(model, method, ds)
                 seconds = time.perf_counter() - start
-                cells.append(f"works ({seconds:.0f} s)" if outcome == "works" else outcome)
+                if outcome == "works":
+                    cells.append(f"works ({seconds:.0f} s)")
+                else:  # the refusal's first clause: the reason, without the advice after it
+                    cells.append("refused: " + outcome.split(";")[0])
         print(f"| {name} | `{marginal}` | " + " | ".join(cells) + " |", flush=True)
 
 
