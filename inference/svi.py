@@ -7,9 +7,9 @@ chunks of ``checkpoint_every`` steps; after each chunk the state can be written 
 file, and a run started again with the same arguments resumes from it and ends with exactly the
 parameters of an uninterrupted run (the chunks are the same computations either way).
 
-The ELBO is :class:`~probdyn.inference.objectives.OrderedTraceELBO`: NumPyro's ``Trace_ELBO`` estimator with the site terms
-summed in the order the program runs them, so that the compiled step is the same program in
-every process (see its docstring).
+The ELBO is :class:`~probdyn.inference.objectives.OrderedTraceELBO`: NumPyro's ``Trace_ELBO``
+estimator with the site terms summed in the order the program runs them, so that the compiled step
+is the same program in every process (see its docstring).
 """
 
 from __future__ import annotations
