@@ -40,6 +40,7 @@ import math
 import os
 import re
 import time
+import weakref
 from collections.abc import Callable, Iterator
 
 import jax
@@ -245,6 +246,20 @@ def chunk_size(
     return int(max(1, min(num_items, room // per_item)))
 
 
+#: The compiled vmap of each function :func:`map_chunks` has run (weakly held), so that a caller
+#: passing the same function again (e.g. a cached closure) runs the compiled program again
+#: instead of tracing and compiling it anew.
+_COMPILED: weakref.WeakKeyDictionary = weakref.WeakKeyDictionary()
+
+
+def _compiled_vmap(fn: Callable, with_shared: bool):
+    by_signature = _COMPILED.setdefault(fn, {})
+    if with_shared not in by_signature:
+        mapped = jax.vmap(fn, in_axes=(0, None)) if with_shared else jax.vmap(fn)
+        by_signature[with_shared] = jax.jit(mapped)
+    return by_signature[with_shared]
+
+
 def map_chunks(
     fn: Callable,
     items,
@@ -282,7 +297,7 @@ def map_chunks(
         )
     chunk = int(max(1, min(chunk, num_items)))
     extra = () if shared is None else (shared,)
-    compiled = jax.jit(jax.vmap(fn) if shared is None else jax.vmap(fn, in_axes=(0, None)))
+    compiled = _compiled_vmap(fn, shared is not None)
     progress = settings().progress if progress is None else progress
     results, timings = [], []
     bar = tqdm(total=num_items, disable=not progress, desc=what, unit=unit, leave=False)

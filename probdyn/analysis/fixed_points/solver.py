@@ -10,7 +10,7 @@ import jax.numpy as jnp
 import numpy as np
 from jax import Array
 
-from probdyn.analysis.fixed_points.dynamics import StaticModel, residual
+from probdyn.analysis.fixed_points.dynamics import StaticModel, residual, static_model
 from probdyn.errors import ConfigError
 from probdyn.runtime import memory
 
@@ -60,12 +60,25 @@ def search_draws(model, max_steps: int, params, starts, u, tol, merge_radius):
     Returns arrays with leading (draw, start) axes: end point, max |g|, Jacobian of the field,
     predicted observation at the end point and at the start, and whether the end point is a
     kept root (converged and not within ``merge_radius`` plus both points' first-order errors
-    |g|_2 / sigma_min(dg/dx) of an earlier converged start). The
-    draws run in chunks sized by the memory budget (:mod:`probdyn.runtime.memory`).
+    |g|_2 / sigma_min(dg/dx) of an earlier converged start). The draws run in chunks sized by
+    the memory budget (:mod:`probdyn.runtime.memory`); the per-draw search is one function per
+    (model, max_steps, tol), so a repeated search reuses its compiled program.
     """
+    per_draw = _per_draw_search(static_model(model), max_steps, float(tol))
+    shared = (u, jnp.asarray(merge_radius))
+    return memory.map_chunks(
+        per_draw, (params, starts), shared=shared, what="fixed-point search", unit="draw"
+    )
 
-    def per_draw(item):
+
+@functools.lru_cache(maxsize=16)
+def _per_draw_search(static: StaticModel, max_steps: int, tol: float):
+    """The search of one draw, ``per_draw((params, starts), (u, merge_radius))``."""
+    model = static.model
+
+    def per_draw(item, shared):
         p, x0s = item
+        u, merge_radius = shared
 
         def solve(x0):
             x, res = levenberg_marquardt(
@@ -92,7 +105,7 @@ def search_draws(model, max_steps: int, params, starts, u, tol, merge_radius):
         duplicate = jnp.any(earlier & converged[None] & same, axis=1)
         return x, res, jac, emitted, emitted_start, converged & ~duplicate
 
-    return memory.map_chunks(per_draw, (params, starts), what="fixed-point search", unit="draw")
+    return per_draw
 
 
 @functools.partial(jax.jit, static_argnums=(0, 1))
