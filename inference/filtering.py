@@ -170,9 +170,7 @@ class WeightPosterior:
     ) -> xr.DataTree:
         """ArviZ DataTree of ``num_samples`` draws (one chain); ``optimization``: the losses."""
         draws = self.draws(num_samples, seed=seed)
-        tree = point_datatree(self, draws, "particle-filter mean field", predictive)
-        tree["optimization"] = xr.DataTree(xr.Dataset({"loss": ("step", self.losses)}))
-        return tree
+        return point_datatree(self, draws, "particle-filter mean field", predictive)
 
 
 def fit_particle_filter_posterior(

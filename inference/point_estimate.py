@@ -63,13 +63,15 @@ class PointEstimate:
 
     def to_arviz(self, *, predictive: bool = True) -> xr.DataTree:
         """ArviZ DataTree of the point (one chain, one draw); ``optimization``: the losses."""
-        tree = point_datatree(self, self.draws(), "point estimate", predictive)
-        tree["optimization"] = xr.DataTree(xr.Dataset({"loss": ("step", self.losses)}))
-        return tree
+        return point_datatree(self, self.draws(), "point estimate", predictive)
 
 
 def point_datatree(result, draws: dict, inference: str, predictive: bool) -> xr.DataTree:
-    """The DataTree of draws (leading draw axis, one chain) of a fit that kept its model."""
+    """The DataTree of draws (leading draw axis, one chain) of an optimiser-driven fit.
+
+    ``result`` kept its ``model``, ``data`` and ``losses``; the losses become the
+    ``optimization`` group.
+    """
     if result.model is None or result.data is None:
         raise ConfigError(
             f"this {type(result).__name__} does not know its model and data (made by hand?); "
@@ -78,9 +80,11 @@ def point_datatree(result, draws: dict, inference: str, predictive: bool) -> xr.
     model = result.model
     density = bind(model, model.as_data(result.data))
     samples = {name: np.asarray(value)[None] for name, value in draws.items()}
-    return to_datatree(
+    tree = to_datatree(
         model, density, samples, seed=0, attrs={"inference": inference}, predictive=predictive
     )
+    tree["optimization"] = xr.DataTree(xr.Dataset({"loss": ("step", result.losses)}))
+    return tree
 
 
 @dataclasses.dataclass(frozen=True)

@@ -57,24 +57,9 @@ def limit_cycle_counts(seed: int, num_trials: int, num_timesteps: int, num_neuro
         "C": rng.normal(0.0, 0.6, (num_neurons, rank)),
         "d": np.full(num_neurons, math.log(0.4)),
     }
-    truth = SDERNN(
-        num_units=units,
-        rank=rank,
-        observation="poisson",
-        substeps=4,
-        priors={k: dist.Delta(np.asarray(v, float)).to_event(np.ndim(v)) for k, v in fixed.items()},
-    )
-    draws = prior_predictive(
-        truth,
-        seed=seed,
-        num_samples=1,
-        num_trials=num_trials,
-        num_timesteps=num_timesteps,
-        emission_dim=num_neurons,
-        dt=0.2,
-    )
-    return xr.Dataset(
-        {"spikes": (("trial", "time", "neuron"), draws["spikes"][0])}, attrs={"dt": 0.2}
+    return poisson_counts(
+        SDERNN, fixed, seed, num_trials, num_timesteps, num_neurons,
+        num_units=units, rank=rank, substeps=4,
     )
 
 
@@ -93,10 +78,15 @@ def rotation_counts(seed: int, num_trials: int, num_timesteps: int, num_neurons:
         "C": rng.normal(0.0, 0.6, (num_neurons, 2)),
         "d": np.full(num_neurons, math.log(0.4)),
     }
-    truth = LDS(
-        latent_dim=2,
+    return poisson_counts(LDS, fixed, seed, num_trials, num_timesteps, num_neurons, latent_dim=2)
+
+
+def poisson_counts(family, fixed, seed, num_trials, num_timesteps, num_neurons, **hyperparameters):
+    """Spike counts (bins of 0.2) drawn from ``family`` with every parameter fixed at ``fixed``."""
+    truth = family(
         observation="poisson",
         priors={k: dist.Delta(np.asarray(v, float)).to_event(np.ndim(v)) for k, v in fixed.items()},
+        **hyperparameters,
     )
     draws = prior_predictive(
         truth,
@@ -105,6 +95,7 @@ def rotation_counts(seed: int, num_trials: int, num_timesteps: int, num_neurons:
         num_trials=num_trials,
         num_timesteps=num_timesteps,
         emission_dim=num_neurons,
+        dt=0.2,
     )
     return xr.Dataset(
         {"spikes": (("trial", "time", "neuron"), draws["spikes"][0])}, attrs={"dt": 0.2}
