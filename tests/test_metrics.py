@@ -7,6 +7,7 @@ import scipy.stats
 from probdyn.analysis.metrics import (
     affine_map,
     co_bps,
+    fp_bps,
     component_latent_r2,
     connectivity_similarity,
     group_latent_r2,
@@ -111,8 +112,46 @@ def test_co_bps_against_poisson_log_likelihoods_from_scipy():
     ll0 = scipy.stats.poisson.logpmf(np.nan_to_num(spikes), np.broadcast_to(null, spikes.shape))
     expected = ((ll - ll0) * observed).sum() / (np.log(2) * np.nansum(spikes))
     np.testing.assert_allclose(co_bps(spikes, rates), expected, rtol=1e-12)
-    with pytest.raises(DataError, match="positive and finite"):
-        co_bps(spikes, np.zeros_like(rates))
+    with pytest.raises(DataError, match="non-negative and finite"):
+        co_bps(spikes, -rates)
+    with pytest.raises(DataError, match="non-negative and finite"):
+        co_bps(spikes, np.where(observed, np.nan, rates))
+
+
+def _benchmark_bits_per_spike(rates, spikes):
+    """The Neural Latents Benchmark's bits_per_spike, written out as its definition reads."""
+    rates, spikes = np.array(rates, dtype=float), np.array(spikes, dtype=float)
+
+    def neg_log_likelihood(r, y):
+        keep = ~np.isnan(y)
+        r, y = r[keep].copy(), y[keep]
+        assert np.all(r >= 0)
+        r[r == 0] = 1e-9
+        return np.sum(r - y * np.log(r))
+
+    null = np.tile(np.nanmean(spikes, axis=(0, 1), keepdims=True), (*spikes.shape[:2], 1))
+    return (neg_log_likelihood(null, spikes) - neg_log_likelihood(rates, spikes)) / (
+        np.nansum(spikes) * np.log(2)
+    )
+
+
+@pytest.mark.parametrize("case", ["plain", "silent neurons", "zero rates", "missing bins"])
+def test_co_bps_and_fp_bps_equal_the_benchmarks_bits_per_spike(case):
+    rng = np.random.default_rng(7)
+    rates = rng.gamma(2.0, 0.3, size=(5, 40, 6))
+    spikes = rng.poisson(rates).astype(float)
+    if case == "silent neurons":  # as in the last five MC_Maze_Small training trials
+        spikes[..., [1, 4]] = 0.0
+    if case == "zero rates":  # a prediction of exactly zero, where spikes occur and where not
+        rates[0, :10, 0] = 0.0
+        rates[:, :, 2] = np.where(spikes[:, :, 2] == 0, 0.0, rates[:, :, 2])
+    if case == "missing bins":
+        spikes[1, 5:15, 3] = np.nan
+        spikes[..., 5] = np.where(rng.random(spikes.shape[:2]) < 0.3, np.nan, spikes[..., 5])
+    expected = _benchmark_bits_per_spike(rates, spikes)
+    assert np.isfinite(expected)
+    assert co_bps(spikes, rates) == pytest.approx(expected, rel=1e-12, abs=1e-12)
+    assert fp_bps(spikes, rates) == pytest.approx(expected, rel=1e-12, abs=1e-12)
 
 
 def test_group_latent_r2_matches_permuted_groups_and_scores_a_mixed_one_low():

@@ -240,35 +240,48 @@ def connectivity_similarity(connectivity_true, connectivity) -> dict:
     return {"correlation": float(correlation), "relative_error": float(error)}
 
 
-def co_bps(spikes, rates) -> float:
-    r"""Co-smoothing bits per spike of predicted ``rates`` (per bin) for held-out ``spikes``.
+#: The floor the benchmark puts under zero predicted rates (nlb_tools' ``neg_log_likelihood``).
+ZERO_RATE_FLOOR = 1e-9
+
+
+def bits_per_spike(spikes, rates) -> float:
+    r"""Bits per spike of predicted ``rates`` (per bin) for ``spikes``, as the benchmark scores it.
 
     .. math::
-        \text{co-bps} = \frac{\log L(y \mid r) - \log L(y \mid \bar r)}{\ln 2 \sum y},
+        \text{bps} = \frac{\log L(y \mid r) - \log L(y \mid \bar r)}{\ln 2 \sum y},
+        \qquad \log L(y \mid r) = \sum y \log r - r,
 
-    with :math:`\log L` the Poisson log likelihood summed over trials, bins and neurons and
-    :math:`\bar r` each neuron's mean count per bin over the evaluated data. Bins where the
-    spikes are NaN (missing) are left out of every sum; :math:`0 \log 0 = 0`, so a neuron
-    that never spikes in the evaluated bins (null rate 0) is scored as the benchmark scores it.
+    summed over trials, bins and neurons, with :math:`\bar r` each neuron's mean count per bin
+    over the evaluated data (the :math:`\log y!` terms cancel). As in the Neural Latents
+    Benchmark's ``bits_per_spike`` (Pei et al. 2021): bins where the spikes are NaN (missing)
+    are left out of every sum; a rate of exactly 0 (a prediction, or the null rate of a neuron
+    silent in the evaluated bins) is floored to :data:`ZERO_RATE_FLOOR`; negative or non-finite
+    rates where spikes are observed are refused.
     """
     y, r = _paired_counts(spikes, rates)
     observed = np.isfinite(y)
-    if (r[observed] <= 0).any() or not np.isfinite(r[observed]).all():
-        raise DataError("rates must be positive and finite wherever spikes are observed")
+    if (r[observed] < 0).any() or not np.isfinite(r[observed]).all():
+        raise DataError("rates must be non-negative and finite wherever spikes are observed")
     counts = np.where(observed, y, 0.0)
-    null = counts.sum(axis=0) / observed.sum(axis=0)
-
-    def log_likelihood(rate):
-        # 0 log 0 = 0: a neuron silent in the evaluated bins has a null rate of 0 and adds 0.
-        rate = np.where(observed, rate, 1.0)
-        spiking = np.log(np.where(counts > 0, rate, 1.0))
-        return np.sum(np.where(observed, counts * spiking - rate, 0.0))
-
     total = counts.sum()
     if total <= 0:
-        raise DataError("the held-out spikes contain no spike; co-bps is undefined")
-    null_rates = np.broadcast_to(null, counts.shape)
-    return float((log_likelihood(r) - log_likelihood(null_rates)) / (np.log(2) * total))
+        raise DataError("the evaluated spikes contain no spike; bits per spike is undefined")
+    # A neuron with no observed bin adds nothing; its null rate is never read.
+    null = counts.sum(axis=0) / np.maximum(observed.sum(axis=0), 1)
+    null = np.broadcast_to(null, counts.shape)
+
+    def log_likelihood(rate):
+        rate = np.where(observed, np.where(rate == 0, ZERO_RATE_FLOOR, rate), 1.0)
+        return np.sum(np.where(observed, counts * np.log(rate) - rate, 0.0))
+
+    return float((log_likelihood(r) - log_likelihood(null)) / (np.log(2) * total))
+
+
+#: Co-smoothing bits per spike: :func:`bits_per_spike` of the held-out neurons' rates.
+co_bps = bits_per_spike
+#: Forward-prediction bits per spike: :func:`bits_per_spike` of the held-out neurons' rates in
+#: the bins after each trial.
+fp_bps = bits_per_spike
 
 
 def _paired_counts(spikes, rates) -> tuple[np.ndarray, np.ndarray]:

@@ -594,7 +594,7 @@ def cross_validate(
     on its own training trials (nested cross-validation: the fold's held-out trials never
     score a candidate) and records its choice (``chosen``).
     """
-    from probdyn.analysis.metrics import co_bps
+    from probdyn.analysis.metrics import co_bps, fp_bps
 
     if not isinstance(folds, int) or not 2 <= folds <= ds.sizes["trial"]:
         raise ConfigError(f"folds = {folds!r}; expected 2..{ds.sizes['trial']} (the trials)")
@@ -640,9 +640,9 @@ def cross_validate(
             row |= heldout_log_likelihood(ensemble, test)
         if extras and "spikes_forward" in ds:
             y_forward = test.spikes_forward.values[..., heldout]
-            row["fp_bps"] = co_bps(y_forward, mine.mean[:, T:, heldout])
+            row["fp_bps"] = fp_bps(y_forward, mine.mean[:, T:, heldout])
             psth = psth_forward(train, len(held))
-            row["baseline_fp_bps"] = co_bps(y_forward, psth[..., heldout])
+            row["baseline_fp_bps"] = fp_bps(y_forward, psth[..., heldout])
         if extras and "behavior" in ds:
             row["velocity_r2"] = velocity_r2(
                 fitted.mean[:, :T], train.behavior.values, mine.mean[:, :T], test.behavior.values
