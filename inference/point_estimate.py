@@ -188,7 +188,7 @@ def minimise(
     losses = np.empty(num_steps)
     path = Path(checkpoint) if checkpoint is not None else None
     first = 0
-    saved = read_checkpoint(path, signature)
+    saved = read_checkpoint(path, signature, template=(params, state, mean))
     if saved is not None:
         first = saved["step"]
         params, state, mean = jax.tree.map(jnp.asarray, saved["state"])

@@ -322,7 +322,7 @@ def svi(
     )
     step, losses, resumed_from = 0, [], 0
     path = Path(checkpoint) if checkpoint is not None else None
-    saved = read_checkpoint(path, signature)
+    saved = read_checkpoint(path, signature, template=state)
     if saved is not None:
         state = saved["state"]
         step, losses, resumed_from = saved["step"], list(saved["losses"]), saved["step"]

@@ -323,3 +323,27 @@ def test_seqvae_fits_from_a_config_with_its_regularisers_and_priors(tmp_path):
     bad = _write(tmp_path, SEQVAE.format(out=out, path=path).replace("= 0.3", "= 1.5"))
     with pytest.raises(ConfigError, match="coordinated_dropout = 1.5"):
         load_config(bad)
+
+
+class _Planted:
+    """Unpickling this creates the file it names: the code a planted pickle would run."""
+
+    def __init__(self, marker):
+        self.marker = str(marker)
+
+    def __reduce__(self):
+        return (open, (self.marker, "w"))
+
+
+def test_a_checkpoint_planted_where_fit_resumes_never_runs(tmp_path, capsys):
+    import pickle
+
+    out = tmp_path / "out"
+    out.mkdir()
+    marker = tmp_path / "created-by-the-pickle"
+    (out / "svi.ckpt").write_bytes(pickle.dumps({"signature": "", "state": _Planted(marker)}))
+    assert main(["fit", str(_write(tmp_path, GOOD.format(out=out))), "--no-progress"]) == 2
+    err = capsys.readouterr().err.strip()
+    assert err.count("\n") == 0 and "svi.ckpt" in err and "not a probdyn checkpoint" in err, err
+    assert not marker.exists()
+    assert not (out / "run.nc").exists()
