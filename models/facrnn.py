@@ -10,7 +10,7 @@ from __future__ import annotations
 import dataclasses
 import math
 from collections.abc import Mapping
-from typing import ClassVar
+from typing import ClassVar, Literal
 
 import jax
 import jax.numpy as jnp
@@ -23,11 +23,10 @@ from jax import Array
 from probdyn.algorithms.independence import partial_correlation
 from probdyn.errors import DataError, PriorError
 from probdyn.model import ModelData
+from probdyn.schema import Count, NonNegative, Positive
 from probdyn.state_space import StateSpaceModel
 
 NONLINEARITIES = {"tanh": jnp.tanh, "relu": jax.nn.relu}
-DECODERS = ("linear", "relu")
-CORRELATIONS = ("pc", "block", "prior", None)
 
 
 @dataclasses.dataclass(frozen=True, kw_only=True)
@@ -135,30 +134,21 @@ class FacRNN(StateSpaceModel):
         "lam": ["cross_entry"],
         "latents": ["trial", "transition", "latent"],
     }
-    num_neurons: int
-    num_groups: int
-    group_rank: int
-    nonlinearity: str = "tanh"
-    decoder: str = "linear"
-    correlation: str | None = "pc"
-    beta: float = 1.0
-    tau_scale: float = 0.1
-    bandwidth: float | str | None = None
-    observation: str = "gaussian"
+    num_neurons: Count
+    num_groups: Count
+    group_rank: Count
+    nonlinearity: Literal["tanh", "relu"] = "tanh"
+    decoder: Literal["linear", "relu"] = "linear"
+    correlation: Literal["pc", "block", "prior"] | None = "pc"
+    beta: NonNegative = 1.0
+    tau_scale: Positive = 0.1
+    bandwidth: Positive | Literal["learned"] | None = None
+    observation: Literal["gaussian", "poisson"] = "gaussian"
     marginal: str | None = None
-    num_particles: int = 64
+    num_particles: Count = 64
     priors: Mapping[str, dist.Distribution] | None = None
 
-    def __post_init__(self):
-        self._require_positive_ints("num_neurons", "num_groups", "group_rank", "num_particles")
-        for name, value, allowed in (
-            ("nonlinearity", self.nonlinearity, tuple(NONLINEARITIES)),
-            ("decoder", self.decoder, DECODERS),
-            ("correlation", self.correlation, CORRELATIONS),
-            ("observation", self.observation, ("gaussian", "poisson")),
-        ):
-            if value not in allowed:
-                raise PriorError(f"FacRNN {name}={value!r}; expected one of {list(allowed)}")
+    def _check_hyperparameters(self):
         if self.observation == "poisson" and self.correlation in ("pc", "block"):
             raise PriorError(
                 f"FacRNN correlation={self.correlation!r} penalises the codes of recorded "
@@ -171,22 +161,11 @@ class FacRNN(StateSpaceModel):
             exact = self.observation == "gaussian" and self.decoder == "linear"
             default = "exact" if exact else "sample"
             object.__setattr__(self, "marginal", default)
-        if not (isinstance(self.beta, int | float) and self.beta >= 0):
-            raise PriorError(f"FacRNN beta={self.beta!r}; expected a non-negative weight")
         if self.correlation == "prior" and self.num_neurons < self.latent_dim:
             raise PriorError(
                 f"FacRNN correlation='prior' needs num_neurons >= num_groups * group_rank; got "
                 f"{self.num_neurons} < {self.latent_dim}"
             )
-        if not (isinstance(self.tau_scale, int | float) and self.tau_scale > 0):
-            raise PriorError(f"FacRNN tau_scale={self.tau_scale!r}; expected a positive scale")
-        fixed = isinstance(self.bandwidth, int | float) and self.bandwidth > 0
-        if not (self.bandwidth is None or self.bandwidth == "learned" or fixed):
-            raise PriorError(
-                f"FacRNN bandwidth={self.bandwidth!r}; expected None (the rule), 'learned' or a "
-                "positive number"
-            )
-        super().__post_init__()
 
     @property
     def latent_dim(self) -> int:

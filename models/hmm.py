@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import dataclasses
 from collections.abc import Mapping
-from typing import ClassVar
+from typing import ClassVar, Literal
 
 import jax.numpy as jnp
 import numpy as np
@@ -14,8 +14,9 @@ from jax import Array
 
 from probdyn.algorithms.hmm import DiscreteHMM
 from probdyn.data.validate import OBSERVATION_VARIABLES
-from probdyn.errors import ConfigError, PriorError
+from probdyn.errors import ConfigError
 from probdyn.model import Model, ModelData
+from probdyn.schema import Count, NonNegative
 
 #: Sites whose leading axes are states (permuted together by :meth:`HMM.relabel`).
 _STATE_SITES = {
@@ -71,22 +72,13 @@ class HMM(Model):
         "means": ["state", "neuron"],
         "scales": ["state", "neuron"],
     }
-    num_states: int
-    observation: str = "categorical"
-    sticky: float = 0.0
-    emission_dim: int | None = None
-    forward: str = "sequential"
+    num_states: Count
+    observation: Literal["categorical", "poisson", "gaussian"] = "categorical"
+    sticky: NonNegative = 0.0
+    emission_dim: Count | None = None
+    forward: Literal["sequential", "parallel"] = "sequential"
     marginal: str = "forward"
     priors: Mapping[str, dist.Distribution] | None = None
-
-    def __post_init__(self):
-        if not isinstance(self.num_states, int) or self.num_states < 1:
-            raise PriorError(f"num_states={self.num_states!r}; expected a positive integer")
-        if self.sticky < 0:
-            raise PriorError(f"sticky={self.sticky!r}; expected a concentration >= 0")
-        if self.forward not in ("sequential", "parallel"):
-            raise PriorError(f"forward={self.forward!r}; expected 'sequential' or 'parallel'")
-        super().__post_init__()
 
     def marginals(self) -> dict[str, str | None]:
         """The forward algorithm: exact over discrete states."""

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import dataclasses
 from collections.abc import Mapping
-from typing import ClassVar
+from typing import ClassVar, Literal
 
 import jax.numpy as jnp
 import numpyro.distributions as dist
@@ -13,6 +13,7 @@ from jax import Array
 from probdyn.algorithms.kalman import LinearGaussianStateSpace, kalman_smoother
 from probdyn.errors import PriorError
 from probdyn.model import ModelData
+from probdyn.schema import Count
 from probdyn.state_space import StateSpaceModel, linear_readout
 
 
@@ -60,23 +61,17 @@ class LDS(StateSpaceModel):
         "latent_noise": ["trial", "time", "latent"],
         "latents": ["trial", "time", "latent"],
     }
-    latent_dim: int
-    emission_dim: int | None = None
-    observation: str = "gaussian"
+    latent_dim: Count
+    emission_dim: Count | None = None
+    observation: Literal["gaussian", "poisson"] = "gaussian"
     marginal: str | None = None
-    num_particles: int = 64
+    num_particles: Count = 64
     priors: Mapping[str, dist.Distribution] | None = None
 
-    def __post_init__(self):
-        if self.observation not in ("gaussian", "poisson"):
-            raise PriorError(
-                f"LDS observation={self.observation!r}; expected 'gaussian' or 'poisson'"
-            )
-        self._require_positive_ints("latent_dim", "num_particles")
+    def _check_hyperparameters(self):
         if self.marginal is None:
             default = "exact" if self.observation == "gaussian" else "sample"
             object.__setattr__(self, "marginal", default)
-        super().__post_init__()
 
     def marginals(self) -> dict[str, str | None]:
         """Exact (Kalman) with Gaussian emissions; sampled or filtered paths always."""

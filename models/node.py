@@ -10,7 +10,7 @@ from __future__ import annotations
 import dataclasses
 import math
 from collections.abc import Mapping
-from typing import ClassVar
+from typing import ClassVar, Literal
 
 import flax.linen as nn
 import jax
@@ -22,13 +22,10 @@ from jax import Array
 from probdyn.data.validate import OBSERVATION_VARIABLES
 from probdyn.errors import PriorError
 from probdyn.model import Model, ModelData, deterministic_path_marginals, observe
+from probdyn.schema import Count, NonNegativeInt, Positive
+
 
 #: Latent dynamics: the neural ODE and the baselines of the paper at the same latent size.
-DYNAMICS = ("node", "gru", "mlp", "rnn")
-READOUTS = ("linear", "flow")
-SOLVERS = ("euler", "rk4")
-
-
 class BidirectionalGRUEncoder(nn.Module):
     r"""Amortised :math:`q(z_0 \mid y) = N(\mu(y), \mathrm{diag}\,s(y)^2)`.
 
@@ -137,42 +134,23 @@ class NODE(Model):
         "initial": ["trial", "latent"],
         "latents": ["trial", "time", "latent"],
     }
-    latent_dim: int
-    num_neurons: int
-    hidden: int = 128
-    dynamics: str = "node"
-    observation: str = "poisson"
-    readout: str = "linear"
-    readout_hidden: int = 64
-    readout_steps: int = 10
-    encoder_hidden: int = 64
-    encoder_neurons: tuple[int, ...] | None = None
-    tau: float = 1.0
-    solver: str = "rk4"
-    substeps: int = 1
+    latent_dim: Count
+    num_neurons: Count
+    hidden: Count = 128
+    dynamics: Literal["node", "gru", "mlp", "rnn"] = "node"
+    observation: Literal["poisson", "gaussian"] = "poisson"
+    readout: Literal["linear", "flow"] = "linear"
+    readout_hidden: Count = 64
+    readout_steps: Count = 10
+    encoder_hidden: Count = 64
+    encoder_neurons: tuple[NonNegativeInt, ...] | None = None
+    tau: Positive = 1.0
+    solver: Literal["euler", "rk4"] = "rk4"
+    substeps: Count = 1
     marginal: str = "sample"
     priors: Mapping[str, dist.Distribution] | None = None
 
-    def __post_init__(self):
-        self._require_positive_ints(
-            "latent_dim",
-            "num_neurons",
-            "hidden",
-            "readout_hidden",
-            "readout_steps",
-            "encoder_hidden",
-            "substeps",
-        )
-        for name, value, allowed in (
-            ("dynamics", self.dynamics, DYNAMICS),
-            ("readout", self.readout, READOUTS),
-            ("solver", self.solver, SOLVERS),
-            ("observation", self.observation, ("poisson", "gaussian")),
-        ):
-            if value not in allowed:
-                raise PriorError(f"NODE {name}={value!r}; expected one of {list(allowed)}")
-        if not (isinstance(self.tau, int | float) and self.tau > 0):
-            raise PriorError(f"NODE tau={self.tau!r}; expected a positive time constant")
+    def _check_hyperparameters(self):
         if self.encoder_neurons is not None:
             chosen = list(self.encoder_neurons)
             valid = all(isinstance(i, int) and 0 <= i < self.num_neurons for i in chosen)
@@ -187,7 +165,6 @@ class NODE(Model):
                 f"NODE readout='flow' pads the latent state to the neurons: latent_dim="
                 f"{self.latent_dim} exceeds num_neurons={self.num_neurons}"
             )
-        super().__post_init__()
 
     @property
     def kind(self) -> str:

@@ -9,7 +9,7 @@ from __future__ import annotations
 import dataclasses
 import math
 from collections.abc import Mapping
-from typing import ClassVar
+from typing import ClassVar, Literal
 
 import flax.linen as nn
 import jax
@@ -19,8 +19,9 @@ import numpyro.distributions as dist
 import xarray as xr
 from jax import Array
 
-from probdyn.errors import DataError, PriorError
+from probdyn.errors import DataError
 from probdyn.model import ModelData
+from probdyn.schema import Count
 from probdyn.state_space import StateSpaceModel
 
 
@@ -92,28 +93,18 @@ class RNNEmulator(StateSpaceModel):
         "W_out": ["symbol", "unit"],
         "noise": ["trial", "time", "noise_dim"],
     }
-    hidden: int = 150
-    noise_dim: int = 100
-    num_symbols: int = 3
-    observation: str = "categorical"
+    hidden: Count = 150
+    noise_dim: Count = 100
+    num_symbols: Count = 3
+    observation: Literal["categorical"] = "categorical"
     priors: Mapping[str, dist.Distribution] | None = None
-    encoder_hidden: int = 64
+    encoder_hidden: Count = 64
     marginal: str = "sample"
-    num_particles: int = 64
+    num_particles: Count = 64
 
     #: The per-trial site the amortised guide's encoder infers.
     local_site: ClassVar[str] = "noise"
     noise_site: ClassVar[str] = "noise"
-
-    def __post_init__(self):
-        self._require_positive_ints(
-            "hidden", "noise_dim", "num_symbols", "encoder_hidden", "num_particles"
-        )
-        if self.observation != "categorical":
-            raise PriorError(
-                f"RNNEmulator observation={self.observation!r}; it emits symbols: 'categorical'"
-            )
-        super().__post_init__()
 
     @property
     def latent_dim(self) -> int:

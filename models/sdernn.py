@@ -8,8 +8,9 @@ from __future__ import annotations
 
 import dataclasses
 import math
+import typing
 from collections.abc import Mapping
-from typing import ClassVar
+from typing import ClassVar, Literal
 
 import jax
 import jax.numpy as jnp
@@ -20,6 +21,7 @@ from jax import Array
 from probdyn.algorithms.sde import EulerMaruyamaPath
 from probdyn.errors import DataError, PriorError
 from probdyn.model import ModelData
+from probdyn.schema import Count, NonNegativeInt, Positive
 from probdyn.state_space import StateSpaceModel, linear_readout
 
 NONLINEARITIES = {
@@ -28,9 +30,9 @@ NONLINEARITIES = {
     "softplus": jax.nn.softplus,
     "linear": lambda x: x,
 }
-DIFFUSIONS = ("isotropic", "diagonal", "lowrank")
-#: diffrax solvers the non-centred latent path may use instead of the built-in Euler-Maruyama.
-DIFFRAX_SOLVERS = ("Euler", "Heun", "ReversibleHeun")
+#: The built-in Euler-Maruyama ("euler") or a diffrax solver for the non-centred latent path.
+Solver = Literal["euler", "Euler", "Heun", "ReversibleHeun"]
+DIFFRAX_SOLVERS = typing.get_args(Solver)[1:]
 
 
 @dataclasses.dataclass(frozen=True, kw_only=True)
@@ -112,57 +114,28 @@ class SDERNN(StateSpaceModel):
         "latent_noise": ["trial", "step", "latent"],
         "latents": ["trial", "time", "latent"],
     }
-    num_units: int
-    rank: int | None = None
+    num_units: Count
+    rank: Count | None = None
     symmetric: bool = False
-    nonlinearity: str = "tanh"
-    diffusion: str = "isotropic"
-    diffusion_rank: int = 1
-    observation: str = "gaussian"
-    emission_dim: int | None = None
-    input_dim: int = 0
-    tau: float = 1.0
-    substeps: int = 1
-    solver: str = "euler"
+    nonlinearity: Literal["tanh", "relu", "softplus", "linear"] = "tanh"
+    diffusion: Literal["isotropic", "diagonal", "lowrank"] = "isotropic"
+    diffusion_rank: Count = 1
+    observation: Literal["gaussian", "poisson", "latent"] = "gaussian"
+    emission_dim: Count | None = None
+    input_dim: NonNegativeInt = 0
+    tau: Positive = 1.0
+    substeps: Count = 1
+    solver: Solver = "euler"
     marginal: str | None = None
-    num_particles: int = 64
+    num_particles: Count = 64
     priors: Mapping[str, dist.Distribution] | None = None
 
-    def __post_init__(self):
+    def _check_hyperparameters(self):
         if self.marginal is None:
             default = "observed" if self.observation == "latent" else "sample"
             object.__setattr__(self, "marginal", default)
-        if not isinstance(self.symmetric, bool):
-            raise PriorError(f"SDERNN symmetric={self.symmetric!r}; expected True or False")
-        self._require_positive_ints("num_units", "substeps", "diffusion_rank", "num_particles")
-        if self.rank is not None and not (isinstance(self.rank, int) and 1 <= self.rank):
-            raise PriorError(f"SDERNN rank={self.rank!r}; expected None or a positive integer")
         if self.rank is not None and self.rank > self.num_units:
             raise PriorError(f"SDERNN rank={self.rank} exceeds num_units={self.num_units}")
-        if not isinstance(self.input_dim, int) or self.input_dim < 0:
-            raise PriorError(f"SDERNN input_dim={self.input_dim!r}; expected an integer >= 0")
-        if self.nonlinearity not in NONLINEARITIES:
-            raise PriorError(
-                f"SDERNN nonlinearity={self.nonlinearity!r}; expected one of "
-                f"{sorted(NONLINEARITIES)}"
-            )
-        if self.diffusion not in DIFFUSIONS:
-            raise PriorError(
-                f"SDERNN diffusion={self.diffusion!r}; expected one of {list(DIFFUSIONS)}"
-            )
-        if self.observation not in ("gaussian", "poisson", "latent"):
-            raise PriorError(
-                f"SDERNN observation={self.observation!r}; expected 'gaussian', 'poisson' or "
-                "'latent'"
-            )
-        if self.solver != "euler" and self.solver not in DIFFRAX_SOLVERS:
-            raise PriorError(
-                f"SDERNN solver={self.solver!r}; expected 'euler' or one of {list(DIFFRAX_SOLVERS)}"
-                " (diffrax, pip install 'probdyn[ode]')"
-            )
-        if not self.tau > 0:
-            raise PriorError(f"SDERNN tau={self.tau!r}; expected a positive time constant")
-        super().__post_init__()
 
     @property
     def latent_dim(self) -> int:
@@ -181,8 +154,7 @@ class SDERNN(StateSpaceModel):
         allowed = super().marginals()
         if self.solver != "euler":
             allowed["particle"] = (
-                f"the filter steps by Euler-Maruyama; solver={self.solver!r} paths are only "
-                "sampled"
+                f"the filter steps by Euler-Maruyama; solver={self.solver!r} paths are only sampled"
             )
         return allowed
 

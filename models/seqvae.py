@@ -15,7 +15,7 @@ from __future__ import annotations
 import dataclasses
 import math
 from collections.abc import Mapping
-from typing import ClassVar
+from typing import ClassVar, Literal
 
 import flax.linen as nn
 import jax
@@ -26,6 +26,7 @@ from jax import Array
 
 from probdyn.errors import PriorError
 from probdyn.model import Model, ModelData, deterministic_path_marginals, observe
+from probdyn.schema import Count, NonNegativeInt, Positive
 
 
 def gru_step(params: Mapping[str, Array], h: Array, u: Array | None) -> Array:
@@ -166,37 +167,22 @@ class SeqVAE(Model):
     #: The per-trial site that :func:`~probdyn.inference.amortised.refine_local` refines.
     local_site: ClassVar[str] = "initial"
 
-    num_neurons: int
-    generator: int = 64
-    factors: int = 40
-    inputs: int = 0
-    encoder_hidden: int = 64
-    input_encoder_hidden: int = 32
-    initial_scale: float = 0.3
-    input_scale: float = 0.3
-    recurrent_scale: float = 2.5
-    encoder_neurons: tuple[int, ...] | None = None
-    encoder_bins: int | None = None
-    observation: str = "poisson"
+    num_neurons: Count
+    generator: Count = 64
+    factors: Count = 40
+    inputs: NonNegativeInt = 0
+    encoder_hidden: Count = 64
+    input_encoder_hidden: Count = 32
+    initial_scale: Positive = 0.3
+    input_scale: Positive = 0.3
+    recurrent_scale: Positive = 2.5
+    encoder_neurons: tuple[NonNegativeInt, ...] | None = None
+    encoder_bins: Count | None = None
+    observation: Literal["poisson"] = "poisson"
     marginal: str = "sample"
     priors: Mapping[str, dist.Distribution] | None = None
 
-    def __post_init__(self):
-        self._require_positive_ints(
-            "num_neurons", "generator", "factors", "encoder_hidden", "input_encoder_hidden"
-        )
-        if not isinstance(self.inputs, int) or isinstance(self.inputs, bool) or self.inputs < 0:
-            raise PriorError(f"SeqVAE inputs={self.inputs!r}; expected an integer >= 0")
-        for name in ("initial_scale", "input_scale", "recurrent_scale"):
-            value = getattr(self, name)
-            if not (isinstance(value, int | float) and value > 0):
-                raise PriorError(f"SeqVAE {name}={value!r}; expected a positive number")
-        if self.observation != "poisson":
-            raise PriorError(
-                f"SeqVAE observation={self.observation!r}; it models spike counts ('poisson')"
-            )
-        if self.encoder_bins is not None:
-            self._require_positive_ints("encoder_bins")
+    def _check_hyperparameters(self):
         if self.encoder_neurons is not None:
             chosen = list(self.encoder_neurons)
             valid = all(
@@ -209,7 +195,6 @@ class SeqVAE(Model):
                     f"indices in 0..{self.num_neurons - 1}"
                 )
             object.__setattr__(self, "encoder_neurons", tuple(chosen))
-        super().__post_init__()
 
     @property
     def latent_dim(self) -> int:

@@ -105,9 +105,7 @@ class Filterable(Protocol):
 def require(obj: Any, protocol: type, purpose: str) -> None:
     """Raise a :class:`ConfigError` naming what ``obj`` lacks for ``purpose``."""
     members = [
-        name
-        for name in getattr(protocol, "__protocol_attrs__", ())
-        if not name.startswith("_")
+        name for name in getattr(protocol, "__protocol_attrs__", ()) if not name.startswith("_")
     ]
     missing = sorted(name for name in members if not hasattr(obj, name))
     if missing:

@@ -22,6 +22,7 @@ from __future__ import annotations
 
 import abc
 import dataclasses
+import functools
 from collections.abc import Mapping
 from typing import ClassVar
 
@@ -35,6 +36,7 @@ from jax import Array
 
 from probdyn.data.validate import OBSERVATION_VARIABLES, validate
 from probdyn.errors import DataError, PriorError
+from probdyn.schema import field_types, violation
 
 #: The ways a program can handle a latent path (see :mod:`probdyn.state_space`).
 MARGINALS = {
@@ -173,6 +175,10 @@ def _site_prior(name: str, prior, shape: tuple[int, ...], default) -> dist.Distr
     return site
 
 
+#: One resolution of each family's annotations (``typing.get_type_hints`` is slow).
+_field_types = functools.cache(field_types)
+
+
 class Model(abc.ABC):
     """Base class of model families (subclasses are frozen dataclasses).
 
@@ -190,6 +196,13 @@ class Model(abc.ABC):
     priors: Mapping[str, dist.Distribution] | None
 
     def __post_init__(self):
+        """Check every hyperparameter against its annotation, then the family's own rules."""
+        family = type(self).__name__
+        for name, annotation in _field_types(type(self)).items():
+            wrong = violation(getattr(self, name), annotation)
+            if wrong:
+                raise PriorError(f"{family} {name}={getattr(self, name)!r}; expected {wrong}")
+        self._check_hyperparameters()
         if self.observation not in OBSERVATION_VARIABLES:
             raise PriorError(
                 f"observation={self.observation!r}; expected one of {sorted(OBSERVATION_VARIABLES)}"
@@ -202,18 +215,16 @@ class Model(abc.ABC):
         unknown = sorted(set(self.priors or {}) - set(valid))
         if unknown:
             raise PriorError(
-                f"unknown prior site(s) {unknown} for {type(self).__name__}; valid sites: "
+                f"unknown prior site(s) {unknown} for {family}; valid sites: "
                 + self._describe_sites(valid)
             )
 
-    def _require_positive_ints(self, *names: str) -> None:
-        """Raise a :class:`PriorError` naming the first hyperparameter that is not an int >= 1."""
-        for name in names:
-            value = getattr(self, name)
-            if not isinstance(value, int) or isinstance(value, bool) or value < 1:
-                raise PriorError(
-                    f"{type(self).__name__} {name}={value!r}; expected a positive integer"
-                )
+    def _check_hyperparameters(self) -> None:  # noqa: B027 (an optional hook)
+        """The family's rules between hyperparameters (types and ranges are already checked).
+
+        Raises :class:`~probdyn.errors.PriorError`; may fill defaults that depend on other
+        hyperparameters (``object.__setattr__``, the dataclass being frozen).
+        """
 
     def _check_marginal(self) -> None:
         """Raise a :class:`PriorError` if ``marginal`` is not one this family allows."""

@@ -241,9 +241,7 @@ class StateSpaceModel(Model):
         if inputs is None:
             paths = jax.vmap(lambda xi: self.latent_path(params, xi, batch.dt))(noise)
         else:
-            paths = jax.vmap(lambda xi, u: self.latent_path(params, xi, batch.dt, u))(
-                noise, inputs
-            )
+            paths = jax.vmap(lambda xi, u: self.latent_path(params, xi, batch.dt, u))(noise, inputs)
         latents = numpyro.deterministic("latents", paths)
         observe(site, self.emission(params, latents), batch)
 
@@ -315,9 +313,7 @@ def filtered_log_likelihoods(
     return jax.vmap(one)(keys, sequences)
 
 
-def linear_readout(
-    params: Mapping[str, Array], x: Array, observation: str
-) -> dist.Distribution:
+def linear_readout(params: Mapping[str, Array], x: Array, observation: str) -> dist.Distribution:
     r"""The emission of the families with a linear readout (sites ``C``, ``d``, ``r``).
 
     :math:`N(Cx + d, \mathrm{diag}(r^2))` (``"gaussian"``) or

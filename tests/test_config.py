@@ -84,7 +84,7 @@ def _write(tmp_path, text):
         (('family = "LDS"', 'family = "GRU"'), "model.family = 'GRU'"),
         (('source = "simulate"', 'source = "csv"'), "data.source = 'csv'"),
         (('source = "simulate"', 'source = "netcdf"'), "data.path is required"),
-        (("seed = 3", 'seed = "three"'), "seed = 'three'; expected a int"),
+        (("seed = 3", 'seed = "three"'), "seed = 'three'; expected an integer in [0, 4294967295]"),
         (('A = "Normal(0, 0.3)"', 'A = "Normal(0, 0.3"'), "model.priors.A"),
         (('A = "Normal(0, 0.3)"', 'Z = "Normal(0, 1)"'), "unknown prior site(s) ['Z']"),
         (('A = "Normal(0, 0.3)"', 'q = "Normal(0, 1)"'), "puts mass outside the site's support"),
@@ -95,18 +95,18 @@ def _write(tmp_path, text):
         (("seed = 3", 'seed = 3\nmemory_limit = "fast"'), "memory limit 'fast'"),
         (
             ("num_importance = 300", "num_particles = 9"),
-            "evidence_options ['num_particles'] do not apply to evidence = 'iwae'",
+            "inference.evidence_options: unknown option(s) ['num_particles']",
         ),
         (("num_steps = 200", 'num_steps = 200\nchain_method = "threads"'), "chain_method"),
         (("num_steps = 200", "num_steps = 200\nnum_devices = 0"), "inference.num_devices = 0"),
         (
             ("num_steps = 200", 'num_steps = 200\nlearning_rate = "fast"'),
-            "inference.learning_rate = 'fast'; expected a positive number",
+            "inference.learning_rate = 'fast'; expected a finite number > 0",
         ),
         (("num_steps = 200", "num_steps = 200\nbatch_size = 0"), "inference.batch_size = 0"),
         (
             ("num_steps = 200", "num_steps = 200\nwarmup = -1"),
-            "inference.warmup = -1; expected >= 0",
+            "inference.warmup = -1; expected an integer >= 0",
         ),
         (
             ("num_steps = 200", "num_steps = 200\nnum_devices = 64"),

@@ -77,6 +77,8 @@ from __future__ import annotations
 import dataclasses
 import inspect
 import time
+from collections.abc import Mapping
+from typing import Any
 
 import jax
 
@@ -97,10 +99,12 @@ from probdyn.inference.evidence.predictive import predictive
 from probdyn.inference.evidence.result import Evidence, held_out_evidence
 from probdyn.inference.evidence.smc import smc
 from probdyn.model import Model
+from probdyn.schema import check_options
 
 __all__ = [
     "DETERMINISTIC_METHODS",
     "Evidence",
+    "check_method_options",
     "find_mode",
     "held_out_evidence",
     "hessian_matrix",
@@ -125,20 +129,12 @@ def log_evidence(model: Model, data, *, method: str = "smc", seed: int, **option
     a NUTS run), ``num_proposal`` :math:`N_2` (``num_samples``); ``exact``: ``num_grid``
     (1-D grid points, 2001).
     """
-    methods = _methods()
-    if method not in methods:
-        raise ConfigError(f"method={method!r}; expected one of {sorted(methods)}")
-    unknown = sorted(set(options) - set(method_options(method)))
-    if unknown:
-        raise ConfigError(
-            f"unknown option(s) {unknown} for method={method!r}; expected some of "
-            f"{method_options(method)}"
-        )
+    check_method_options(method, options, where=f"log_evidence(method={method!r})")
     if method in DETERMINISTIC_METHODS:
         require_deterministic_density(model, f"log_evidence(method={method!r})")
     density = bind(model, model.as_data(data))
     start = time.perf_counter()
-    result = methods[method](density, jax.random.key(seed), model=model, **options)
+    result = _methods()[method](density, jax.random.key(seed), model=model, **options)
     return dataclasses.replace(result, seconds=time.perf_counter() - start)
 
 
@@ -156,6 +152,25 @@ def _methods() -> dict:
         "laplace": laplace,
         "exact": exact,
     }
+
+
+def check_method_options(
+    method: str, options: Mapping[str, Any], *, where: str, filled: tuple[str, ...] = ()
+) -> None:
+    """Refuse an unknown method, unknown options and values of the wrong type or range.
+
+    Each option is checked against the method's annotation (:mod:`probdyn.schema`); ``filled``
+    names options the caller supplies itself (refused when given). One-line
+    :class:`~probdyn.errors.ConfigError` naming ``where`` and the option.
+    """
+    methods = _methods()
+    if method not in methods:
+        raise ConfigError(f"{where}: method={method!r}; expected one of {sorted(methods)}")
+    wrong = check_options(
+        methods[method], options, where, skip=("density", "key", "model", *filled)
+    )
+    if wrong:
+        raise ConfigError(wrong)
 
 
 def method_options(method: str) -> list[str]:

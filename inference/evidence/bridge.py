@@ -18,6 +18,7 @@ from probdyn.errors import ConfigError
 from probdyn.inference.density import Density
 from probdyn.inference.evidence.result import Evidence, log_mean_and_se, without_free_parameters
 from probdyn.runtime import memory
+from probdyn.schema import Count
 
 #: Largest label count whose relabellings bridge sampling averages over (7! = 5040).
 MAX_LABELS = 7
@@ -29,11 +30,11 @@ def bridge(
     *,
     model,
     mcmc_result=None,
-    num_warmup: int = 500,
-    num_samples: int = 1000,
-    num_chains: int = 4,
+    num_warmup: Count = 500,
+    num_samples: Count = 1000,
+    num_chains: Count = 4,
     dense_mass: bool = False,
-    num_proposal: int | None = None,
+    num_proposal: Count | None = None,
 ) -> Evidence:
     """``method="bridge"``: bridge sampling from NUTS draws (:mod:`probdyn.inference.evidence`)."""
     from probdyn.inference.mcmc import nuts

@@ -13,9 +13,10 @@ from probdyn.errors import ConfigError
 from probdyn.inference.density import Density
 from probdyn.inference.evidence.laplace import find_mode
 from probdyn.inference.evidence.result import Evidence, without_free_parameters
+from probdyn.schema import Count
 
 
-def exact(density: Density, key, *, model=None, num_grid: int = 2001) -> Evidence:
+def exact(density: Density, key, *, model=None, num_grid: Count = 2001) -> Evidence:
     """``method="exact"``: quadrature of an exact likelihood over <= 2 free dims."""
     if density.dim == 0:
         return without_free_parameters(density)

@@ -14,6 +14,7 @@ from probdyn.errors import ConfigError
 from probdyn.inference.density import Density
 from probdyn.inference.evidence.result import Evidence
 from probdyn.runtime import memory
+from probdyn.schema import Count
 
 
 def trial_terms(trace) -> Array:
@@ -32,9 +33,9 @@ def heldout(
     *,
     model=None,
     svi_result=None,
-    num_importance: int = 200,
-    num_batches: int = 4,
-    chunk: int | None = None,
+    num_importance: Count = 200,
+    num_batches: Count = 4,
+    chunk: Count | None = None,
 ) -> Evidence:
     r"""The log likelihood of new trials under a fitted model, per trial, with its error.
 

@@ -13,6 +13,7 @@ from numpyro.infer.util import log_density
 from probdyn.inference.density import Density
 from probdyn.inference.evidence.result import Evidence
 from probdyn.runtime import memory
+from probdyn.schema import Count
 
 
 def iwae(
@@ -21,10 +22,10 @@ def iwae(
     *,
     model=None,
     svi_result=None,
-    svi_steps: int = 2000,
-    num_importance: int = 1000,
-    num_batches: int = 8,
-    chunk: int | None = None,
+    svi_steps: Count = 2000,
+    num_importance: Count = 1000,
+    num_batches: Count = 8,
+    chunk: Count | None = None,
 ) -> Evidence:
     """``method="iwae"``: the importance-weighted bound of an SVI guide."""
     from probdyn.inference.svi import svi

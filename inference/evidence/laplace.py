@@ -14,6 +14,7 @@ from probdyn.errors import MemoryBudgetError
 from probdyn.inference.density import Density
 from probdyn.inference.evidence.result import Evidence, without_free_parameters
 from probdyn.runtime import memory
+from probdyn.schema import Count
 
 
 def find_mode(density: Density, key, *, num_starts: int = 4, num_steps: int = 1000):
@@ -90,7 +91,7 @@ def hessian_matrix(fn, z: Array) -> np.ndarray:
     return columns.astype(np.float64).T  # row j is column j: the transpose is a view
 
 
-def laplace(density: Density, key, *, model=None, num_starts: int = 4) -> Evidence:
+def laplace(density: Density, key, *, model=None, num_starts: Count = 4) -> Evidence:
     """``method="laplace"``: the Gaussian approximation at the mode."""
     if density.dim == 0:
         return without_free_parameters(density)

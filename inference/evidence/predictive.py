@@ -13,6 +13,7 @@ from probdyn.inference.density import Density
 from probdyn.inference.evidence.heldout import trial_terms
 from probdyn.inference.evidence.result import Evidence, held_out_evidence, log_mean_and_se
 from probdyn.runtime import memory
+from probdyn.schema import Count
 
 
 def predictive(
@@ -21,8 +22,8 @@ def predictive(
     *,
     model=None,
     posterior=None,
-    num_draws: int = 100,
-    chunk: int | None = None,
+    num_draws: Count = 100,
+    chunk: Count | None = None,
 ) -> Evidence:
     r"""The log posterior predictive density of each trial, summed over trials.
 

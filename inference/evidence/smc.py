@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+from typing import Annotated
+
 import blackjax
 import jax
 import jax.numpy as jnp
@@ -13,6 +15,7 @@ from probdyn.errors import ConfigError
 from probdyn.inference.density import Density
 from probdyn.inference.evidence.result import Evidence, log_mean_and_se, without_free_parameters
 from probdyn.runtime import devices, memory
+from probdyn.schema import Count, Range
 
 
 def smc(
@@ -20,15 +23,15 @@ def smc(
     key,
     *,
     model=None,
-    num_particles: int = 1000,
-    num_repeats: int = 4,
-    num_mcmc_steps: int = 10,
-    num_integration_steps: int = 20,
-    target_ess: float = 0.5,
+    num_particles: Count = 1000,
+    num_repeats: Count = 4,
+    num_mcmc_steps: Count = 10,
+    num_integration_steps: Count = 20,
+    target_ess: Annotated[float, Range(0, 1, low_open=True, high_open=True)] = 0.5,
     dense_mass: bool = False,
-    max_steps: int = 1000,
-    num_devices: int | None = None,
-    chunk: int | None = None,
+    max_steps: Count = 1000,
+    num_devices: Count | None = None,
+    chunk: Count | None = None,
 ) -> Evidence:
     """``method="smc"``: adaptive tempered SMC (:mod:`probdyn.inference.evidence`)."""
     if density.dim == 0:

@@ -505,8 +505,17 @@ def build_parser() -> argparse.ArgumentParser:
 
     parser = argparse.ArgumentParser(prog="probdyn", description=__doc__.splitlines()[0])
     parser.add_argument("--version", action="version", version=f"probdyn {version('probdyn')}")
+    debug_help = "show the full traceback of an error instead of one line"
+    parser.add_argument("--debug", action="store_true", help=debug_help)
+    # Also after the command (probdyn fit CONFIG --debug); SUPPRESS keeps a top-level one.
+    debug = argparse.ArgumentParser(add_help=False)
+    debug.add_argument("--debug", action="store_true", default=argparse.SUPPRESS, help=debug_help)
     commands = parser.add_subparsers(dest="command", required=True)
-    demo = commands.add_parser(
+
+    def command(name: str, **options) -> argparse.ArgumentParser:
+        return commands.add_parser(name, parents=[debug], **options)
+
+    demo = command(
         "demo", help="simulate (or read the shipped recording), fit candidates, compare, report"
     )
     demo.add_argument("--out", default="probdyn-demo", help="output directory")
@@ -529,7 +538,7 @@ def build_parser() -> argparse.ArgumentParser:
     )
     demo.add_argument("--no-progress", action="store_true", help="no progress bars")
     demo.set_defaults(handler=_demo)
-    points = commands.add_parser(
+    points = command(
         "fixed-points", help="posterior over the fixed points of a saved run (netCDF DataTree)"
     )
     points.add_argument("run", help="a run saved by probdyn, e.g. probdyn-demo/winner.nc")
@@ -540,7 +549,7 @@ def build_parser() -> argparse.ArgumentParser:
     points.add_argument("--num-starts", type=_count(1), default=32, help="starts per draw")
     points.add_argument("--seed", type=int, default=0)
     points.set_defaults(handler=_fixed_points)
-    fit = commands.add_parser("fit", help="fit a model to data as a TOML config says")
+    fit = command("fit", help="fit a model to data as a TOML config says")
     fit.add_argument("config", help="a run configuration (see probdyn.app.config)")
     fit.add_argument("--out", help="output directory (default: the config's out)")
     fit.add_argument("--no-progress", action="store_true", help="no progress bars")
@@ -561,7 +570,7 @@ def build_parser() -> argparse.ArgumentParser:
         "--process-id", type=_count(0), help="this process, 0..N-1 (or $PROBDYN_PROCESS_ID)"
     )
     fit.set_defaults(handler=_fit)
-    compare = commands.add_parser(
+    compare = command(
         "compare", help="compare saved runs by their evidence (and PSIS-LOO where available)"
     )
     compare.add_argument(
@@ -570,11 +579,11 @@ def build_parser() -> argparse.ArgumentParser:
     compare.add_argument("--out", help="write the table as CSV")
     compare.add_argument("--report", help="write an HTML report of the comparison")
     compare.set_defaults(handler=_compare)
-    report = commands.add_parser("report", help="HTML report of one saved run")
+    report = command("report", help="HTML report of one saved run")
     report.add_argument("run", help="a run saved by probdyn")
     report.add_argument("--out", help="output file (default: RUN-report.html next to it)")
     report.set_defaults(handler=_report)
-    cosmoothing = commands.add_parser(
+    cosmoothing = command(
         "nlb",
         help="Neural Latents Benchmark: fit a SeqVAE ensemble, write the submission rates, "
         "cross-validate against the smoothing baseline",
@@ -649,8 +658,20 @@ def main(argv: list[str] | None = None) -> int:
     try:
         return args.handler(args)
     except (ProbdynError, FileNotFoundError, FloatingPointError) as error:
+        if args.debug:
+            raise
         print(f"probdyn: error: {error}", file=sys.stderr)
         return 2
+    except Exception as error:  # a bug, or a failure below probdyn: one line, no traceback
+        if args.debug:
+            raise
+        first = str(error).strip().splitlines()[0] if str(error).strip() else ""
+        print(
+            f"probdyn: unexpected {type(error).__name__}: {first} (rerun with --debug for the "
+            "traceback)",
+            file=sys.stderr,
+        )
+        return 1
 
 
 if __name__ == "__main__":

@@ -42,14 +42,25 @@ from __future__ import annotations
 
 import re
 import tomllib
+import warnings
 from collections.abc import Mapping
 from pathlib import Path
-from typing import Any
+from typing import Annotated, Any, Literal
 
+import jax
 import jax.numpy as jnp
 import numpyro.distributions as dist
 
 from probdyn.errors import ConfigError
+from probdyn.schema import (
+    Count,
+    Fraction,
+    NonNegativeInt,
+    Positive,
+    Range,
+    check_options,
+    violation,
+)
 
 #: Distributions a prior string may name.
 PRIOR_DISTRIBUTIONS = {
@@ -74,29 +85,6 @@ PRIOR_DISTRIBUTIONS = {
 SOURCES = ("netcdf", "nlb", "nwb", "simulate")
 SIMULATORS = ("simulate_sde", "simulate_attractor", "simulate_hmm")
 EVIDENCE_METHODS = ("iwae", "smc", "bridge", "laplace", "exact", "none")
-_SECTIONS = {
-    "": {"seed", "out", "memory_limit", "data", "model", "inference"},
-    "data": {"source", "path", "simulator", "options"},
-    "model": {"family", "hyperparameters", "priors"},
-    "inference": {
-        "method",
-        "num_steps",
-        "guide",
-        "learning_rate",
-        "batch_size",
-        "num_warmup",
-        "num_samples",
-        "num_chains",
-        "chain_method",
-        "num_devices",
-        "evidence",
-        "evidence_options",
-        "num_draws",
-        "coordinated_dropout",
-        "encoder_dropout",
-        "warmup",
-    },
-}
 _CALL = re.compile(r"^\s*([A-Za-z]+)\s*\((.*)\)\s*$")
 _NUMBER = re.compile(r"^[+-]?(\d+\.?\d*|\.\d+)([eE][+-]?\d+)?$")
 
@@ -158,134 +146,176 @@ def parse_prior(text: str, key: str = "prior") -> dist.Distribution:
         else:
             positional.append(_argument(part, key))
     try:
-        return PRIOR_DISTRIBUTIONS[name](*positional, **named, validate_args=True)
+        prior = PRIOR_DISTRIBUTIONS[name](*positional, **named, validate_args=True)
     except (TypeError, ValueError) as error:
         raise ConfigError(
             f"model.priors.{key}: {name}{inside and f'({inside})'}: {error}"
         ) from None
-
-
-def _check_keys(table: Mapping, section: str) -> None:
-    unknown = sorted(set(table) - _SECTIONS[section])
-    if unknown:
-        where = f"[{section}]" if section else "the top level"
+    # Arguments some distributions do not validate (Uniform(1, 0), Delta(inf)): a draw must be
+    # finite and have a finite log density.
+    draw = prior.sample(jax.random.key(0))
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore")  # NumPyro warns of the out-of-support draw it refuses
+        density = prior.log_prob(draw)
+    if not (jnp.isfinite(draw).all() and jnp.isfinite(density).all()):
         raise ConfigError(
-            f"config: unknown key(s) {unknown} in {where}; expected some of "
-            f"{sorted(_SECTIONS[section])}"
+            f"model.priors.{key}: {text!r} is not a proper distribution (a draw has log density "
+            f"{float(jnp.min(density))})"
         )
+    return prior
 
 
-def _expect(value, kind: type, key: str):
-    """``value`` if it is a ``kind`` (a bool is not an int here), else a ConfigError."""
-    if not isinstance(value, kind) or (isinstance(value, bool) and kind is not bool):
-        raise ConfigError(f"config: {key} = {value!r}; expected a {kind.__name__}")
-    return value
+def schema() -> dict[str, dict[str, Any]]:
+    """Every key of every section of a run configuration, with its type and range.
+
+    Read by :func:`probdyn.schema.violation`; the tables under ``data.options``,
+    ``model.hyperparameters`` and ``inference.evidence_options`` are checked against the
+    annotations of the function or family they are passed to (:func:`load_config`).
+    """
+    from probdyn.inference.amortised import AMORTISED_GUIDES
+    from probdyn.inference.guides import GUIDES
+    from probdyn.models import FAMILIES
+
+    return {
+        "": {
+            "seed": Annotated[int, Range(0, 2**32 - 1)],
+            "out": str,
+            "memory_limit": str | Positive,
+            "data": dict,
+            "model": dict,
+            "inference": dict,
+        },
+        "data": {
+            "source": Literal[SOURCES],
+            "path": str,
+            "simulator": Literal[SIMULATORS],
+            "options": dict,
+        },
+        "model": {
+            "family": Literal[tuple(sorted(FAMILIES))],
+            "hyperparameters": dict,
+            "priors": dict[str, str],
+        },
+        "inference": {
+            "method": Literal["svi", "nuts"],
+            "num_steps": Count,
+            "guide": Literal[("auto", *sorted(GUIDES), *sorted(AMORTISED_GUIDES))],
+            "learning_rate": Positive,
+            "batch_size": Count,
+            "num_warmup": Count,
+            "num_samples": Count,
+            "num_chains": Count,
+            "chain_method": Literal["vectorized", "parallel", "sequential"],
+            "num_devices": Count,
+            "evidence": Literal[EVIDENCE_METHODS],
+            "evidence_options": dict,
+            "num_draws": Count,
+            "coordinated_dropout": Fraction,
+            "encoder_dropout": Fraction,
+            "warmup": NonNegativeInt,
+        },
+    }
+
+
+def _check_section(table: Any, section: str, keys: Mapping[str, Any]) -> None:
+    """Unknown keys and values of the wrong type or range, each refused in one line."""
+    where = f"[{section}]" if section else "the top level"
+    if not isinstance(table, Mapping):
+        raise ConfigError(f"config: {section} = {table!r}; expected a table [{section}]")
+    unknown = sorted(set(table) - set(keys))
+    if unknown:
+        raise ConfigError(
+            f"config: unknown key(s) {unknown} in {where}; expected some of {sorted(keys)}"
+        )
+    prefix = f"{section}." if section else ""
+    for key, value in table.items():
+        wrong = violation(value, keys[key])
+        if wrong:
+            raise ConfigError(f"config: {prefix}{key} = {value!r}; expected {wrong}")
+
+
+def _check_options(function, options: Mapping[str, Any], where: str, skip=()) -> None:
+    wrong = check_options(function, options, where, skip=skip)
+    if wrong:
+        raise ConfigError(f"config: {wrong}")
 
 
 def load_config(path: str | Path) -> dict[str, Any]:
-    """Read and check a run configuration; returns it with defaults filled in."""
+    """Read and check a run configuration; returns it with defaults filled in.
+
+    Every key is checked against :func:`schema` (and the options of what it configures)
+    before anything runs; each problem is a one-line :class:`~probdyn.errors.ConfigError`.
+    """
     path = Path(path)
     if not path.is_file():
         raise FileNotFoundError(f"no config file at {path}")
     try:
         config = tomllib.loads(path.read_text())
-    except tomllib.TOMLDecodeError as error:
+    except (tomllib.TOMLDecodeError, UnicodeDecodeError) as error:
         raise ConfigError(f"config: {path} is not valid TOML ({error})") from None
-    _check_keys(config, "")
+    keys = schema()
+    _check_section(config, "", keys[""])
     for section in ("data", "model"):
         if section not in config:
             raise ConfigError(f"config: missing section [{section}]")
-        _expect(config[section], dict, section)
-        _check_keys(config[section], section)
-    inference = _expect(config.setdefault("inference", {}), dict, "inference")
-    _check_keys(inference, "inference")
-    _expect(config.setdefault("seed", 0), int, "seed")
-    _expect(config.setdefault("out", f"probdyn-fit-{path.stem}"), str, "out")
+    for section in ("data", "model", "inference"):
+        _check_section(config.setdefault(section, {}), section, keys[section])
+    config.setdefault("seed", 0)
+    config.setdefault("out", f"probdyn-fit-{path.stem}")
     if "memory_limit" in config:
         from probdyn.runtime.memory import parse_size
 
         parse_size(config["memory_limit"])  # one line naming the key's problem, now
 
+    from probdyn import data as data_layer
+
     data = config["data"]
-    source = data.get("source")
-    if source not in SOURCES:
-        raise ConfigError(f"config: data.source = {source!r}; expected one of {list(SOURCES)}")
-    if source == "simulate":
-        if data.get("simulator") not in SIMULATORS:
+    if "source" not in data:
+        raise ConfigError(f"config: data.source is required; expected one of {list(SOURCES)}")
+    options = data.setdefault("options", {})
+    if data["source"] == "simulate":
+        if "simulator" not in data:
             raise ConfigError(
-                f"config: data.simulator = {data.get('simulator')!r}; expected one of "
+                f"config: data.simulator is required for source = 'simulate'; expected one of "
                 f"{list(SIMULATORS)}"
             )
-    elif not isinstance(data.get("path"), str):
-        raise ConfigError(f"config: data.path is required (a file path) for source = {source!r}")
-    _expect(data.setdefault("options", {}), dict, "data.options")
+        _check_options(getattr(data_layer, data["simulator"]), options, "data.options")
+    else:
+        if "path" not in data:
+            raise ConfigError(
+                f"config: data.path is required (a file path) for source = {data['source']!r}"
+            )
+        loader = {"netcdf": data_layer.load, "nlb": data_layer.load_nlb, "nwb": data_layer.load_nwb}
+        _check_options(loader[data["source"]], options, "data.options", skip=("path",))
 
-    model = config["model"]
     from probdyn.models import FAMILIES
 
-    if model.get("family") not in FAMILIES:
-        raise ConfigError(
-            f"config: model.family = {model.get('family')!r}; expected one of {sorted(FAMILIES)}"
-        )
-    _expect(model.setdefault("hyperparameters", {}), dict, "model.hyperparameters")
-    priors = _expect(model.setdefault("priors", {}), dict, "model.priors")
-    for key, text in priors.items():
+    model = config["model"]
+    if "family" not in model:
+        raise ConfigError(f"config: model.family is required; expected one of {sorted(FAMILIES)}")
+    hyperparameters = model.setdefault("hyperparameters", {})
+    family = FAMILIES[model["family"]]
+    _check_options(family, hyperparameters, "model.hyperparameters", skip=("priors",))
+    for key, text in model.setdefault("priors", {}).items():
         parse_prior(text, key)  # errors now, naming the key
 
+    inference = config["inference"]
     method = inference.setdefault("method", "svi")
-    if method not in ("svi", "nuts"):
-        raise ConfigError(f"config: inference.method = {method!r}; expected 'svi' or 'nuts'")
     evidence = inference.setdefault("evidence", "iwae" if method == "svi" else "none")
-    if evidence not in EVIDENCE_METHODS:
-        raise ConfigError(
-            f"config: inference.evidence = {evidence!r}; expected one of {list(EVIDENCE_METHODS)}"
-        )
-    options = _expect(inference.setdefault("evidence_options", {}), dict, "evidence_options")
-    if options and evidence != "none":
-        from probdyn.inference.evidence import method_options
+    inference.setdefault("chain_method", "vectorized")
+    options = inference.setdefault("evidence_options", {})
+    if options and evidence == "none":
+        raise ConfigError("config: inference.evidence_options given with evidence = 'none'")
+    if options:
+        from probdyn.inference.evidence import check_method_options
 
         # The fit's own result is passed by probdyn fit, not written in a config.
-        allowed = [o for o in method_options(evidence) if o not in ("svi_result", "mcmc_result")]
-        unknown = sorted(set(options) - set(allowed))
-        if unknown:
-            raise ConfigError(
-                f"config: inference.evidence_options {unknown} do not apply to evidence = "
-                f"{evidence!r}; expected some of {allowed}"
-            )
-    chain_method = inference.setdefault("chain_method", "vectorized")
-    if chain_method not in ("vectorized", "parallel", "sequential"):
-        raise ConfigError(
-            f"config: inference.chain_method = {chain_method!r}; expected 'vectorized', "
-            "'parallel' or 'sequential'"
+        check_method_options(
+            evidence,
+            options,
+            where="config: inference.evidence_options",
+            filled=("svi_result", "mcmc_result", "posterior"),
         )
-    if "learning_rate" in inference:
-        rate = inference["learning_rate"]
-        if isinstance(rate, bool) or not isinstance(rate, int | float) or not rate > 0:
-            raise ConfigError(
-                f"config: inference.learning_rate = {rate!r}; expected a positive number"
-            )
-    for key in ("guide", "evidence"):
-        if key in inference:
-            _expect(inference[key], str, f"inference.{key}")
-    if (
-        "batch_size" in inference
-        and _expect(inference["batch_size"], int, "inference.batch_size") < 1
-    ):
-        raise ConfigError(
-            f"config: inference.batch_size = {inference['batch_size']}; expected >= 1"
-        )
-    for key in ("coordinated_dropout", "encoder_dropout"):
-        if key in inference:
-            value = inference[key]
-            if isinstance(value, bool) or not isinstance(value, int | float) or not 0 <= value < 1:
-                raise ConfigError(
-                    f"config: inference.{key} = {value!r}; expected a fraction in [0, 1)"
-                )
-    if "warmup" in inference and (_expect(inference["warmup"], int, "inference.warmup") < 0):
-        raise ConfigError(f"config: inference.warmup = {inference['warmup']}; expected >= 0")
-    for key in ("num_steps", "num_warmup", "num_samples", "num_chains", "num_draws", "num_devices"):
-        if key in inference and (_expect(inference[key], int, f"inference.{key}") < 1):
-            raise ConfigError(f"config: inference.{key} = {inference[key]}; expected >= 1")
     return config
 
 

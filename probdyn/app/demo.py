@@ -118,8 +118,7 @@ def candidate_models(quick: bool = False, recording: str = "simulated") -> dict[
     if recording == "mc_maze_small":
         dims = (4,) if quick else (2, 4, 8)
         candidates: dict[str, Model] = {
-            f"LDS(latent_dim={d}, poisson)": LDS(latent_dim=d, observation="poisson")
-            for d in dims
+            f"LDS(latent_dim={d}, poisson)": LDS(latent_dim=d, observation="poisson") for d in dims
         }
         candidates["SDERNN(num_units=16, rank=4, poisson)"] = SDERNN(
             num_units=16, rank=4, observation="poisson"

@@ -16,6 +16,7 @@ import xarray as xr
 
 from probdyn.data.validate import validate
 from probdyn.errors import DataError
+from probdyn.schema import Positive
 
 
 def _require_file(path: str | os.PathLike) -> Path:
@@ -45,7 +46,7 @@ def bin_spike_times(
 def load_nwb(
     path: str | os.PathLike,
     *,
-    bin_size: float = 0.005,
+    bin_size: Positive = 0.005,
     align: str | None = None,
     window: tuple[float, float] | None = None,
 ) -> xr.Dataset:
@@ -123,7 +124,7 @@ def load_nwb(
 _NLB_KEY = re.compile(r"^(?P<split>[a-z]+)_(?P<what>spikes|behavior)(?P<rest>.*)$")
 
 
-def load_nlb(path: str | os.PathLike, *, split: str | None = None, bin_size: float = 0.005):
+def load_nlb(path: str | os.PathLike, *, split: str | None = None, bin_size: Positive = 0.005):
     """Read a Neural Latents Benchmark tensor file (``{split}_spikes_heldin`` and friends).
 
     Held-in and held-out neurons are stacked into one ``spikes`` variable with a boolean

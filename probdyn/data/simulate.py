@@ -28,6 +28,7 @@ from probdyn.data.integrate import euler_maruyama_path, rk4_path
 from probdyn.data.systems import ATTRACTORS, SDE_SYSTEMS, lorenz96
 from probdyn.data.validate import validate
 from probdyn.errors import DataError
+from probdyn.schema import Count, NonNegative, Positive
 
 
 def _choose(name: str, table: dict, what: str):
@@ -45,11 +46,11 @@ def _positive_int(value, name: str) -> int:
 def simulate_attractor(
     system: str = "Arneodo",
     *,
-    num_trials: int = 2000,
-    num_timesteps: int = 70,
-    num_neurons: int = 10,
-    points_per_period: int | None = None,
-    burn_in_periods: float = 10.0,
+    num_trials: Count = 2000,
+    num_timesteps: Count = 70,
+    num_neurons: Count = 10,
+    points_per_period: Count | None = None,
+    burn_in_periods: NonNegative = 10.0,
     seed: int,
 ) -> xr.Dataset:
     r"""Poisson spikes driven by a chaotic attractor (Sedler et al. 2023).
@@ -171,9 +172,9 @@ def _fixed_states(architecture: str, num_states: int | None, required: int) -> i
 def simulate_hmm(
     architecture: str = "linear",
     *,
-    num_states: int | None = None,
-    num_trials: int = 100,
-    num_timesteps: int = 100,
+    num_states: Count | None = None,
+    num_trials: Count = 100,
+    num_timesteps: Count = 100,
     seed: int,
 ) -> xr.Dataset:
     """Symbol sequences from one of the HMMs of :func:`hmm_architecture`.
@@ -216,12 +217,12 @@ def simulate_hmm(
 def simulate_sde(
     system: str = "double_well",
     *,
-    num_trials: int = 50,
-    num_timesteps: int = 200,
-    dt: float = 0.05,
-    noise_scale: float | None = None,
-    observation_noise: float = 0.0,
-    substeps: int = 10,
+    num_trials: Count = 50,
+    num_timesteps: Count = 200,
+    dt: Positive = 0.05,
+    noise_scale: Positive | None = None,
+    observation_noise: NonNegative = 0.0,
+    substeps: Count = 10,
     parameters: dict[str, float] | None = None,
     seed: int,
 ) -> xr.Dataset:
