@@ -1,8 +1,11 @@
 """Posterior draws -> an ArviZ (>= 1.0) ``xarray.DataTree`` with the data convention's dims.
 
 Groups: ``posterior`` (free and fixed parameters, deterministic latents), ``sample_stats``,
-``observed_data``, ``posterior_predictive`` and ``log_likelihood`` (one value per trial: the unit
-that PSIS-LOO leaves out), all with dims named by the model's ``site_dims``.
+``observed_data``, ``posterior_predictive`` and ``log_likelihood``, all with dims named by the
+model's ``site_dims``. The log likelihood holds one value per trial (``{site}_trial``: the unit
+that model comparison leaves out) and, where the model's likelihood splits over the elements
+of a trial, one term per (bin, channel) under the observation's own name, which ArviZ pairs
+with the observations and the predictive (LOO-PIT); see :func:`per_trial_variable`.
 """
 
 from __future__ import annotations
@@ -16,10 +19,11 @@ import jax.numpy as jnp
 import numpy as np
 import numpyro
 import xarray as xr
+from numpyro import handlers
 
 from probdyn.data.validate import OBSERVATION_VARIABLES
 from probdyn.inference.density import Density
-from probdyn.model import Model
+from probdyn.model import Model, pointwise_log_prob
 from probdyn.runtime import memory
 
 #: The groups :func:`predictive_groups` makes.
@@ -28,6 +32,8 @@ PREDICTIVE_GROUPS = ("log_likelihood", "posterior_predictive")
 MAX_PREDICTIVE_BYTES = 64 * 10**6
 #: ... but keeps at least this many draws.
 MIN_PREDICTIVE_DRAWS = 20
+#: Draws of the prior and prior predictive groups (fewer where the data set is large).
+NUM_PRIOR_DRAWS = 500
 
 
 def _by_chain(draws: dict, num_chains: int) -> dict:
@@ -77,12 +83,52 @@ def to_datatree(
         if data.mask is not None:
             observed = np.where(np.asarray(data.mask), observed, np.nan)
         obs_dims = _observation_dims(site)
-        groups["observed_data"] = xr.Dataset(
-            {site: (obs_dims, observed)}, coords=_coords(data), attrs={"dt": data.dt}
+        groups["observed_data"] = _label(
+            xr.Dataset({site: (obs_dims, observed)}, coords=_coords(data), attrs={"dt": data.dt}),
+            data,
         )
     if predictive:
         groups.update(predictive_groups(model, density, samples, seed=seed, attrs=attrs))
+    groups.update(
+        prior_groups(model, density, names=list(groups["posterior"].data_vars), seed=seed)
+    )
     return xr.DataTree.from_dict(groups)
+
+
+def prior_groups(
+    model: Model,
+    density: Density,
+    *,
+    names: list[str],
+    seed: int,
+    num_draws: int = NUM_PRIOR_DRAWS,
+    max_predictive_bytes: int = MAX_PREDICTIVE_BYTES,
+) -> dict[str, xr.Dataset]:
+    """The ``prior`` (the posterior's variables, ``names``) and ``prior_predictive`` groups.
+
+    Draws of the whole program with the observations left out (each draw a simulated data set
+    of the recording's shape), as many as :func:`predictive_draws` lets fit
+    ``max_predictive_bytes``, at most ``num_draws``; mapped in chunks sized by the memory budget.
+    """
+    site = OBSERVATION_VARIABLES[model.observation]
+    data = density.data
+    unobserved = dataclasses.replace(data, observations=None, mask=None)
+    count = predictive_draws(1, num_draws, data, max_predictive_bytes).size
+
+    def draw(key):
+        trace = handlers.trace(handlers.seed(density.program, key)).get_trace(unobserved)
+        return {n: trace[n]["value"] for n in [*names, site] if n in trace}
+
+    keys = jax.random.split(jax.random.key(seed + 1), count)
+    values = memory.map_chunks(draw, keys, what="prior draws", unit="draw")
+    fixed = {n: np.broadcast_to(v, (count, *np.shape(v))) for n, v in density.fixed.items()}
+    values = {**fixed, **values}
+    group = _grouper(model, data, {"model": json.dumps(model.spec())})
+    prior = {n: values[n][None] for n in names if n in values}
+    return {
+        "prior": group(prior),
+        "prior_predictive": group({site: values[site][None]}),
+    }
 
 
 def predictive_groups(
@@ -111,16 +157,32 @@ def predictive_groups(
     per_chain = num_draws // num_chains
     keys = jax.random.split(jax.random.key(seed), num_draws)
 
-    def log_likelihood(draw, part, key):
+    kept = predictive_draws(num_chains, per_chain, data, max_predictive_bytes)
+
+    def observation_site(draw, part, key):
         # Only the observation site: fixed (conditioned) parameters also count as observed.
         # Seeded, so that a filtered path (marginal="particle") draws its own estimate.
-        program = numpyro.handlers.seed(density.program, key)
-        return numpyro.infer.log_likelihood(program, draw, part, batch_ndims=0)[site]
+        program = handlers.seed(handlers.substitute(density.program, data=draw), key)
+        node = handlers.trace(program).get_trace(part)[site]
+        return node["fn"], node["value"]
 
-    log_lik = over_draws_and_trials(
-        log_likelihood, model, data, flat, keys, what="log likelihood of each trial"
-    )
-    kept = predictive_draws(num_chains, per_chain, data, max_predictive_bytes)
+    def pointwise(draw, part, key):
+        return pointwise_log_prob(*observation_site(draw, part, key))
+
+    def per_trial(draw, part, key):
+        fn, value = observation_site(draw, part, key)
+        return fn.log_prob(value)
+
+    first = {name: value[0] for name, value in flat.items()}
+    # Pointwise terms are kept with every draw (the predictive is not thinned) where they exist.
+    splits = jax.eval_shape(lambda: pointwise(first, data, keys[0]))
+    keep_pointwise = splits is not None and kept.shape[1] == per_chain
+    what = "log likelihood of each trial"
+    if keep_pointwise:
+        terms = over_draws_and_trials(pointwise, model, data, flat, keys, what=f"{what}, pointwise")
+        log_lik = terms.reshape(len(terms), data.num_trials, -1).sum(-1)
+    else:
+        log_lik = over_draws_and_trials(per_trial, model, data, flat, keys, what=what)
     unobserved = dataclasses.replace(data, observations=None, mask=None)
 
     def predict(draw, part, key):
@@ -141,10 +203,29 @@ def predictive_groups(
             f"{kept.shape[1]} evenly spaced draws of {per_chain} per chain (the draw coordinate "
             f"names them), to stay within {memory.format_size(max_predictive_bytes)}"
         )
-    return {
-        "log_likelihood": group(_by_chain({site: log_lik}, num_chains), {site: ["trial"]}),
-        "posterior_predictive": predictive,
-    }
+    trial_name = per_trial_variable(site)
+    log_likelihood = group(_by_chain({trial_name: log_lik}, num_chains), {trial_name: ["trial"]})
+    if keep_pointwise:
+        log_likelihood[site] = group(_by_chain({site: terms}, num_chains))[site]
+    else:
+        log_likelihood.attrs["pointwise"] = (
+            "left out: the model's likelihood of a trial does not split over its bins (a "
+            "particle-filter estimate)"
+            if splits is None
+            else "left out: the posterior predictive is thinned at this size (see its attrs)"
+        )
+    return {"log_likelihood": log_likelihood, "posterior_predictive": predictive}
+
+
+def per_trial_variable(site: str) -> str:
+    """Name of the per-trial log likelihood (``log_likelihood[f"{site}_trial"]``).
+
+    Two log-likelihood variables sit side by side: ``site`` holds one term per observed
+    element (bin, channel), paired with ``observed_data[site]`` and the posterior predictive
+    for ArviZ's LOO-PIT; ``site + "_trial"`` one value per trial, the unit model comparison
+    leaves out (``az.loo(tree, var_name=per_trial_variable(site))``, ``probdyn compare``).
+    """
+    return f"{site}_trial"
 
 
 def over_draws_and_trials(fn, model: Model, data, draws: dict, keys, *, what: str) -> np.ndarray:
@@ -220,7 +301,27 @@ def _observation_dims(site: str) -> tuple[str, ...]:
 
 
 def _coords(data) -> dict[str, np.ndarray]:
-    return {"trial": np.arange(data.num_trials), "time": np.arange(data.num_timesteps) * data.dt}
+    """Dimension coordinates: the recording's (trial ids, times, unit ids) where it has them."""
+    coords = {"trial": np.arange(data.num_trials), "time": np.arange(data.num_timesteps) * data.dt}
+    if data.observations is not None and np.ndim(data.observations) == 3:
+        coords["neuron"] = np.arange(data.emission_dim)
+    labels = data.coords or {}
+    coords |= {name: values for name, (dims, values) in labels.items() if dims == (name,)}
+    return coords
+
+
+def _label(dataset: xr.Dataset, data) -> xr.Dataset:
+    """``dataset`` with the recording's other coordinates (unit, trial columns) on its dims.
+
+    Only the observed data carry them: ArviZ's ``summary`` cannot stack a group whose variables
+    differ in their non-dimension coordinates (``az.summary`` fails on such a posterior).
+    """
+    extra = {
+        name: (dims, values)
+        for name, (dims, values) in (data.coords or {}).items()
+        if dims != (name,) and set(dims) <= set(dataset.dims)
+    }
+    return dataset.assign_coords(extra)
 
 
 def _grouper(model: Model, data, attrs: dict):

@@ -148,7 +148,7 @@ def comparison_table(
                 # ArviZ warns when Pareto k is high; the table says so in the row's note.
                 with warnings.catch_warnings(record=True) as caught:
                     warnings.simplefilter("always")
-                    loo = az.loo(trees[name], pointwise=True)
+                    loo = az.loo(trees[name], pointwise=True, var_name=_trial_variable(trees[name]))
                 elpd.append(float(loo.elpd))
                 elpd_se.append(float(loo.se))
                 k_max = float(np.nanmax(np.asarray(loo.pareto_k)))
@@ -163,3 +163,9 @@ def comparison_table(
     table = table.sort_values("log_evidence", ascending=False, ignore_index=True)
     table.attrs["evidence"] = {n: results[n] for n in names}
     return table
+
+
+def _trial_variable(tree: xr.DataTree) -> str:
+    """The per-trial log likelihood of a run (runs written before 2026-12-05 hold only it)."""
+    names = list(tree["log_likelihood"].data_vars)
+    return next((n for n in names if n.endswith("_trial")), names[0])

@@ -199,6 +199,8 @@ def _feed(value, digest) -> None:
     if dataclasses.is_dataclass(value) and not isinstance(value, type):
         digest.update(type(value).__qualname__.encode())
         for field in dataclasses.fields(value):
+            if not field.compare:
+                continue  # labels (a recording's coordinates), not what the run computes
             digest.update(field.name.encode())
             _feed(getattr(value, field.name), digest)
     elif isinstance(value, dict):

@@ -178,7 +178,7 @@ def nuts(
         jax.random.PRNGKey(seed),
         prepared,
         init_params=init_params,
-        extra_fields=("diverging", "num_steps"),
+        extra_fields=tuple(SAMPLE_STATS.values()),
     )
     samples = devices.to_host(engine.get_samples(group_by_chain=True))
     for name, value in density.fixed.items():
@@ -187,13 +187,24 @@ def nuts(
         )
     samples = model.identify(samples)
     extra = devices.to_host(engine.get_extra_fields(group_by_chain=True))
-    stats = {
-        "diverging": np.asarray(extra["diverging"]),
-        "n_steps": np.asarray(extra["num_steps"]),
-    }
+    stats = {name: np.asarray(extra[field]) for name, field in SAMPLE_STATS.items()}
+    stats["lp"] = -stats["lp"]  # NumPyro's potential energy is minus the log density
+    # The tree depth as ArviZ's NumPyro converter reads it from the leapfrog steps.
+    stats["tree_depth"] = np.log2(np.maximum(stats["n_steps"], 1)).astype(int) + 1
     result = MCMCResult(model, density, samples, stats["diverging"], stats, seed)
     _warn_if_bad(result)
     return result
+
+
+#: sample_stats under ArviZ's names, from NumPyro's extra fields (lp: minus the potential).
+SAMPLE_STATS = {
+    "lp": "potential_energy",
+    "energy": "energy",
+    "acceptance_rate": "accept_prob",
+    "step_size": "adapt_state.step_size",
+    "diverging": "diverging",
+    "n_steps": "num_steps",
+}
 
 
 def _sampler(

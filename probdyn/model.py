@@ -57,7 +57,10 @@ class ModelData:
     ``observations`` is None for prior predictive runs, which then need only the sizes.
     ``weights`` (like ``observations``, or None: all 1) multiply each bin's log likelihood in
     programs that emit through :func:`observe` (training regularisers set them, see
-    :class:`probdyn.inference.objectives.AutoencoderELBO`).
+    :class:`probdyn.inference.objectives.AutoencoderELBO`). ``coords`` carries the recording's
+    labels (trial and unit ids, times, unit and trial columns: name -> (dims, values)) to the
+    results; labels only, they are not part of the pytree (None inside a transformed function)
+    nor of the data's identity, and a subset of trials (:meth:`take`) drops them.
     """
 
     observations: Array | None
@@ -68,6 +71,9 @@ class ModelData:
     emission_dim: int
     dt: float
     weights: Array | None = None
+    coords: Mapping[str, tuple[tuple[str, ...], np.ndarray]] | None = dataclasses.field(
+        default=None, compare=False, repr=False
+    )
 
     def take(self, index: Array) -> ModelData:
         """The same data restricted to the trials at ``index`` (for minibatches)."""
@@ -81,6 +87,7 @@ class ModelData:
             mask=pick(self.mask),
             inputs=pick(self.inputs),
             weights=pick(self.weights),
+            coords=None,
         )
 
     @property
@@ -93,6 +100,7 @@ jax.tree_util.register_dataclass(
     ModelData,
     data_fields=["observations", "mask", "inputs", "weights"],
     meta_fields=["num_trials", "num_timesteps", "emission_dim", "dt"],
+    drop_fields=["coords"],
 )
 
 
@@ -133,6 +141,33 @@ def observe(site: str, emission: dist.Distribution, batch: ModelData) -> Array:
         emission = Weighted(emission, batch.weights)
     event = len(emission.batch_shape) - 1
     return numpyro.sample(site, emission.to_event(event), obs=batch.observations)
+
+
+def pointwise_log_prob(distribution: dist.Distribution, value: Array) -> Array | None:
+    """One observation site's log density split into one term per observed element.
+
+    The terms have ``value``'s shape (trial, time[, channel]) and sum to the site's log density
+    per trial. A distribution over whole trials that can split its density (a Kalman or
+    forward-algorithm marginal: each element's density given the elements before it) offers
+    ``pointwise_log_prob``; a site of independent elements (an emission given a sampled path)
+    is unwrapped from its event, mask and weights. None where neither holds (a particle-filter
+    estimate, which is one number per trial).
+    """
+    if hasattr(distribution, "pointwise_log_prob"):
+        terms = distribution.pointwise_log_prob(value)
+        return terms if terms.shape == value.shape else None
+    if isinstance(distribution, dist.Independent):
+        return pointwise_log_prob(distribution.base_dist, value)
+    if isinstance(distribution, dist.MaskedDistribution):
+        terms = pointwise_log_prob(distribution.base_dist, value)
+        return None if terms is None else jnp.where(distribution._mask, terms, 0.0)
+    if isinstance(distribution, Weighted):
+        terms = pointwise_log_prob(distribution.base, value)
+        return None if terms is None else terms * distribution.weights
+    if distribution.event_shape:
+        return None
+    terms = distribution.log_prob(value)
+    return terms if terms.shape == value.shape else None
 
 
 def deterministic_path_marginals(given: str) -> dict[str, str | None]:
@@ -383,6 +418,11 @@ class Model(abc.ABC):
             num_timesteps=values.shape[1],
             emission_dim=emission_dim,
             dt=float(ds.attrs["dt"]),
+            coords={
+                name: (tuple(coord.dims), coord.values)
+                for name, coord in ds.coords.items()
+                if coord.dims and set(coord.dims) <= {"trial", "time", "neuron"}
+            },
         )
 
     def as_data(

@@ -40,7 +40,7 @@ class Range:
             return str(int(x)) if float(x).is_integer() else f"{x:g}"
 
         if self.low is not None and self.high is not None:
-            left, right = "([" [not self.low_open], ")]"[not self.high_open]
+            left, right = "(["[not self.low_open], ")]"[not self.high_open]
             return f"in {left}{number(self.low)}, {number(self.high)}{right}"
         if self.low is not None:
             return f"{'>' if self.low_open else '>='} {number(self.low)}"

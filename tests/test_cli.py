@@ -54,8 +54,11 @@ def test_quick_demo_writes_report_and_names_the_winner(tmp_path):
     assert saved["elpd_loo"].notna().all() and "<img" in page_path.read_text()
     assert main(["report", str(out / "runs" / "SDERNN_num_units_8_rank_2.nc")]) == 0
     run_page = (out / "runs" / "SDERNN_num_units_8_rank_2-report.html").read_text()
-    for heading in ("Data", "Fit diagnostics", "Evidence", "Fixed points"):
+    for heading in ("Data and fit", "Fit diagnostics", "Evidence", "Fixed points"):
         assert f"<h2>{heading}</h2>" in run_page
+    # Each trial shown twice, labelled for what it is: the fit given it, the fresh-path check.
+    assert "the fit given the trial&#x27;s own data" in run_page
+    assert "new data from fresh latent paths" in run_page
 
 
 def test_user_errors_are_one_line_and_nonzero(capsys, monkeypatch):

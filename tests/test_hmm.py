@@ -174,3 +174,41 @@ def test_bad_shapes_are_named():
             num_steps=4,
             initial_step=1,
         )
+
+
+@pytest.mark.parametrize("emission", ["categorical", "poisson", "gaussian"])
+@pytest.mark.parametrize("masked", [False, True])
+def test_pointwise_terms_are_each_values_density_given_those_before_it(emission, masked):
+    """Terms = log p(values up to it) - log p(values before it), every path enumerated."""
+    rng = np.random.default_rng(["categorical", "poisson", "gaussian"].index(emission))
+    K, T = 2, 4
+    initial, transitions, obs, value = _random_hmm(rng, K, T, False, emission)
+    observed = jnp.asarray([True, False, True, True]) if masked else None
+    hmm = DiscreteHMM(initial, transitions, obs, num_steps=T, observed=observed)
+    terms = np.asarray(hmm.pointwise_log_prob(value))
+    assert terms.shape == value.shape
+    # Each step's emission split into components (one for scalar emissions).
+    event = len(obs.event_shape)
+    base = obs.base_dist if event else obs
+    parts = np.asarray(base.log_prob(jnp.expand_dims(value, -1 - event)))  # (T, K[, N])
+    parts = np.broadcast_to(parts, (T, K, *parts.shape[2:])).reshape(T, K, -1)
+    if masked:
+        parts = parts * np.asarray(observed)[:, None, None]
+    log_pi = np.asarray(jax.nn.log_softmax(initial))
+    log_a = np.asarray(jax.nn.log_softmax(transitions, axis=-1))
+
+    def log_prefix(t, n):
+        """log p(y_<t, the first n components of y_t), every path of length t + 1 summed."""
+        joint = []
+        for path in itertools.product(range(K), repeat=t + 1):
+            total = logsumexp(log_pi + log_a[:, path[0]])
+            total += sum(log_a[path[s - 1], path[s]] for s in range(1, t + 1))
+            total += sum(parts[s, path[s]].sum() for s in range(t)) + parts[t, path[t], :n].sum()
+            joint.append(total)
+        return logsumexp(joint)
+
+    expected = np.array(
+        [[log_prefix(t, n + 1) - log_prefix(t, n) for n in range(parts.shape[-1])] for t in range(T)]
+    )
+    np.testing.assert_allclose(terms.reshape(T, -1), expected, atol=1e-10)
+    np.testing.assert_allclose(terms.sum(), float(hmm.log_prob(value)), atol=1e-10)

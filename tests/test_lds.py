@@ -193,3 +193,26 @@ def test_missing_bins_are_masked_not_changed():
     grad = jax.grad(lambda p: numpyro.infer.util.log_density(model, (data,), {}, p)[0])(params)
     assert np.isfinite(float(log_joint))
     assert all(np.isfinite(np.asarray(g)).all() for g in grad.values())
+
+
+@pytest.mark.parametrize("masked", [False, True])
+def test_kalman_pointwise_terms_are_each_values_density_given_those_before_it(masked):
+    """Terms (bin, channel) from the filter = log p(y_<=i) - log p(y_<i) of the dense Gaussian."""
+    from probdyn.algorithms.kalman import LinearGaussianStateSpace
+
+    (A, b, Q, C, d, R, y), mask = partly_observed_case(5, T=4)
+    mask = mask if masked else np.ones_like(mask)
+    lgss = LinearGaussianStateSpace(
+        *map(jnp.asarray, (A, b, Q, C, d, R)), num_timesteps=4, mask=jnp.asarray(mask)
+    )
+    terms = np.asarray(lgss.pointwise_log_prob(jnp.asarray(y)))
+    mean_y, cov_y = dense_observation_moments(A, b, Q, C, d, R, 4)
+    flat, keep = y.reshape(-1), mask.reshape(-1)
+    expected, before = np.zeros(flat.size), 0.0
+    seen = np.zeros(flat.size, bool)
+    for i in np.flatnonzero(keep):
+        seen[i] = True
+        upto = multivariate_normal(mean_y[seen], cov_y[np.ix_(seen, seen)]).logpdf(flat[seen])
+        expected[i], before = upto - before, upto
+    np.testing.assert_allclose(terms.reshape(-1), expected, atol=1e-8)
+    np.testing.assert_allclose(terms.sum(), float(lgss.log_prob(jnp.asarray(y))), atol=1e-8)

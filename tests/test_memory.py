@@ -155,7 +155,7 @@ def test_posterior_draws_in_chunks_are_the_draws_in_one_batch(poisson_lds, monke
     for name in whole:
         np.testing.assert_allclose(parts[name], whole[name], rtol=1e-5, atol=1e-6)
     tree = fit.to_arviz(num_samples=12, seed=5)
-    assert tree["log_likelihood"]["spikes"].shape == (1, 12, 6)
+    assert tree["log_likelihood"]["spikes_trial"].shape == (1, 12, 6)
 
 
 def test_draws_too_large_for_the_budget_run_in_blocks_of_trials(poisson_lds, monkeypatch, caplog):

@@ -7,9 +7,9 @@ import scipy.stats
 from probdyn.analysis.metrics import (
     affine_map,
     co_bps,
-    fp_bps,
     component_latent_r2,
     connectivity_similarity,
+    fp_bps,
     group_latent_r2,
     power_spectrum_hellinger,
     rate_r2,

@@ -73,16 +73,11 @@ def run_reports(tmp_path_factory):
 @pytest.mark.slow
 def test_run_report_renders_every_figure_and_table(run_reports, tmp_path):
     shown = render(run_reports / "run.html", tmp_path)
-    # data with predictive band, smoothed latents, loss trace, phase portrait, eigenvalues
-    assert shown["images"] == 5 and shown["decoded"] == 5
+    # two trials, each with its fit (smoothed | fresh-path predictive) and its latents; loss
+    # trace, phase portrait, eigenvalues
+    assert shown["images"] == 7 and shown["decoded"] == 7
     assert shown["tables"] >= 2
-    assert shown["headings"][:5] == [
-        "Data",
-        "Latent trajectories",
-        "Fit diagnostics",
-        "Evidence",
-        "Fixed points",
-    ]
+    assert shown["headings"][:4] == ["Data and fit", "Fit diagnostics", "Evidence", "Fixed points"]
 
 
 @pytest.mark.slow

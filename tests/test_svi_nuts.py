@@ -249,7 +249,8 @@ def test_nuts_matches_grid_posterior_and_datatree_round_trips(tmp_path):
         "posterior_predictive",
         "observed_data",
     } <= set(tree.children)
-    assert tree["log_likelihood"]["y"].dims == ("chain", "draw", "trial")
+    assert tree["log_likelihood"]["y_trial"].dims == ("chain", "draw", "trial")
+    assert tree["log_likelihood"]["y"].dims == ("chain", "draw", "trial", "time", "neuron")
     assert tree["posterior_predictive"]["y"].dims == ("chain", "draw", "trial", "time", "neuron")
     assert tree["posterior"]["A"].dims == ("chain", "draw", "latent", "latent_from")
     path = tmp_path / "run.nc"

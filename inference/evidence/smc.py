@@ -32,8 +32,14 @@ def smc(
     max_steps: Count = 1000,
     num_devices: Count | None = None,
     chunk: Count | None = None,
+    progress: bool | None = None,
 ) -> Evidence:
-    """``method="smc"``: adaptive tempered SMC (:mod:`probdyn.inference.evidence`)."""
+    """``method="smc"``: adaptive tempered SMC (:mod:`probdyn.inference.evidence`).
+
+    ``progress``: a bar over the runs that shows the tempering reached by the current one
+    (None: the process setting, :func:`probdyn.runtime.memory.limit`).
+    """
+    progress = memory.settings().progress if progress is None else progress
     if density.dim == 0:
         return without_free_parameters(density)
     if num_repeats < 2:
@@ -108,6 +114,8 @@ def smc(
             }
             state, info = kernel(key_step, state, num_mcmc_steps, parameters)
             state = spread(state)
+            if progress:  # the host shows how far the tempering has come
+                jax.debug.callback(show_tempering, state.tempering_param, steps + 1)
             accept = jnp.mean(info.update_info.acceptance_rate)
             # Multiplicative step-size control toward 0.75 acceptance.
             step_size = step_size * jnp.exp(2.0 * (accept - 0.75))
@@ -117,6 +125,14 @@ def smc(
         state, _, log_z, acceptance, _, steps = jax.lax.while_loop(keep_going, advance, init)
         return log_z, steps, acceptance, state.tempering_param
 
+    bar = tqdm(total=num_repeats, disable=not progress, desc="smc", unit="run")
+
+    def show_tempering(tempering, steps):
+        bar.set_postfix_str(
+            f"tempering {float(np.min(tempering)):.3g} after {int(np.max(steps))} steps",
+            refresh=True,
+        )
+
     # The repeats run in groups of repeats_at_once (one compiled program for every group),
     # each group a progress step.
     keys = jax.random.split(key, num_repeats)
@@ -125,7 +141,6 @@ def smc(
     runs = jax.jit(jax.vmap(one_run))
     for group in {len(g): g for g in groups}.values():
         runs.lower(group)  # traced now, one per group size: the loop below only runs
-    bar = tqdm(total=num_repeats, disable=not memory.settings().progress, desc="smc", unit="run")
     outcomes = []
     with devices.hot_loop():
         for group in groups:

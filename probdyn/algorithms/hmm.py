@@ -221,6 +221,38 @@ class DiscreteHMM(dist.Distribution):
         _, log_norms = self._forward(log_rho, log_a, log_e)
         return jnp.sum(log_norms, axis=-1)
 
+    def pointwise_log_prob(self, value: Array) -> Array:
+        r"""The log marginal split over steps and, for vector emissions, their components.
+
+        With :math:`\hat c_t` the predicted state distribution before step t and
+        :math:`\ell_{t,j,\le n}` the log density of the first n+1 components of :math:`y_t`
+        under state j, the term of component n of step t is
+
+        .. math::
+            \log \sum_j \hat c_t(j)\, e^{\ell_{t,j,\le n}}
+            - \log \sum_j \hat c_t(j)\, e^{\ell_{t,j,< n}}
+
+        (its density given everything before it); the terms sum to :meth:`log_prob`. Shape
+        (..., T) for scalar emissions, (..., T, N) for N independent components (an
+        ``Independent`` emission); 0 where masked.
+        """
+        log_rho, log_a, log_e = self._broadcast_parts(value)
+        filtered, _ = self._forward(log_rho, log_a, log_e)
+        moved = (filtered[..., :-1, None, :] @ jnp.exp(log_a))[..., 0, :]
+        log_predicted = jnp.log(jnp.concatenate([jnp.exp(log_rho)[..., None, :], moved], -2))
+        emission = self.observation_dist
+        if not emission.event_shape:
+            return logsumexp(log_predicted + log_e, axis=-1)
+        if not (isinstance(emission, dist.Independent) and len(emission.event_shape) == 1):
+            raise ConfigError("pointwise terms need scalar or Independent vector emissions")
+        # (..., T, K, N): each component's log density under each state.
+        parts = emission.base_dist.log_prob(jnp.expand_dims(value, -2))
+        parts = jnp.broadcast_to(parts, (*log_e.shape, emission.event_shape[0]))
+        if self.observed is not None:
+            parts = jnp.where(jnp.asarray(self.observed)[..., None, None], parts, 0.0)
+        cumulative = logsumexp(log_predicted[..., None] + jnp.cumsum(parts, axis=-1), axis=-2)
+        return jnp.diff(cumulative, axis=-1, prepend=0.0)
+
     @staticmethod
     def _forward(log_rho: Array, log_a: Array, log_e: Array) -> tuple[Array, Array]:
         r"""Scaled forward recursion: filtered probabilities (..., T, K) and log normalisers.

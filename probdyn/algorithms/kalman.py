@@ -43,11 +43,21 @@ def kalman_filter(
     mask: Array | None = None,
     m0: Array | None = None,
     P0: Array | None = None,
-) -> tuple[Array, Array, Array]:
+) -> tuple[Array, Array, Array, Array]:
     r"""Filtered moments and the log marginal of one trial ``y`` (time, emission).
 
-    Returns ``(means, covariances, log_marginal)``: :math:`m_{t|t}` (time, latent),
-    :math:`P_{t|t}` (time, latent, latent) and :math:`\log p(y_{0:T-1})`.
+    Channels are assimilated one at a time (R is diagonal), so the log marginal splits exactly
+    into one term per (bin, channel), each channel's predictive density given every value
+    before it (earlier bins, and lower channels of its bin):
+
+    .. math::
+        \log p(y_{0:T-1}) = \sum_{t,n} \log N\big(y_{t,n};\ c_n^\top m + d_n,\
+        c_n^\top P c_n + r_n\big),
+
+    with :math:`(m, P)` the moments after the values before :math:`y_{t,n}`; 0 where masked.
+    Returns ``(means, covariances, log_marginal, terms)``: :math:`m_{t|t}` (time, latent),
+    :math:`P_{t|t}` (time, latent, latent), :math:`\log p(y_{0:T-1})` and the terms
+    (time, emission).
     """
     latent_dim = A.shape[0]
     m0 = jnp.zeros(latent_dim, y.dtype) if m0 is None else m0
@@ -65,22 +75,22 @@ def kalman_filter(
         joseph = eye - jnp.outer(k, c)
         m_post = m + k * e
         P_post = joseph @ P @ joseph.T + noise * jnp.outer(k, k)
-        log_lik = -0.5 * (_LOG_2PI + jnp.log(s) + e * e / s)
+        log_lik = jnp.where(observed, -0.5 * (_LOG_2PI + jnp.log(s) + e * e / s), 0.0)
         return (
             jnp.where(observed, m_post, m),
             jnp.where(observed, P_post, P),
-            total + jnp.where(observed, log_lik, 0.0),
-        ), None
+            total + log_lik,
+        ), log_lik
 
     def step(carry, inputs):
         y_t, observed_t = inputs
-        (m, P, total), _ = jax.lax.scan(assimilate, carry, (C, d, R_diag, y_t, observed_t))
+        (m, P, total), terms = jax.lax.scan(assimilate, carry, (C, d, R_diag, y_t, observed_t))
         P_next = A @ P @ A.T + Q
-        return (A @ m + b, 0.5 * (P_next + P_next.T), total), (m, P)
+        return (A @ m + b, 0.5 * (P_next + P_next.T), total), (m, P, terms)
 
     initial = (m0, P0, jnp.zeros((), y.dtype))
-    (_, _, total), (means, covariances) = jax.lax.scan(step, initial, (y, mask))
-    return means, covariances, total
+    (_, _, total), (means, covariances, terms) = jax.lax.scan(step, initial, (y, mask))
+    return means, covariances, total, terms
 
 
 def kalman_log_marginal(A, b, Q, C, d, R_diag, y, mask=None, m0=None, P0=None) -> Array:
@@ -103,7 +113,7 @@ def kalman_smoother(
 
     Returns means (time, latent) and covariances (time, latent, latent).
     """
-    means, covariances, _ = kalman_filter(A, b, Q, C, d, R_diag, y, mask)
+    means, covariances, _, _ = kalman_filter(A, b, Q, C, d, R_diag, y, mask)
 
     def back(carry, filtered):
         m_next, P_next = carry
@@ -145,14 +155,21 @@ class LinearGaussianStateSpace(dist.Distribution):
 
     def log_prob(self, value):
         """Kalman-filter log marginal of each trial in ``value`` (..., time, emission)."""
+        return self._per_trial(value, lambda *args: kalman_log_marginal(*args))
 
+    def pointwise_log_prob(self, value):
+        """The log marginal split over (time, emission): :func:`kalman_filter`'s terms."""
+        return self._per_trial(value, lambda *args: kalman_filter(*args)[3])
+
+    def _per_trial(self, value, fn):
         def one(y, mask):
-            return kalman_log_marginal(self.A, self.b, self.Q, self.C, self.d, self.R_diag, y, mask)
+            return fn(self.A, self.b, self.Q, self.C, self.d, self.R_diag, y, mask)
 
         mask = jnp.ones(value.shape, bool) if self.observed is None else self.observed
         flat_y = value.reshape((-1, *self.event_shape))
         flat_mask = jnp.broadcast_to(mask, value.shape).reshape(flat_y.shape)
-        return jax.vmap(one)(flat_y, flat_mask).reshape(value.shape[:-2])
+        out = jax.vmap(one)(flat_y, flat_mask)
+        return out.reshape(value.shape[:-2] + out.shape[1:])
 
     def sample(self, key, sample_shape=()):
         """Simulate latent paths and observations forward."""

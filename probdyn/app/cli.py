@@ -96,7 +96,12 @@ def _fixed_points(args) -> int:
     _, tree = _open_run(args.run)
     model = from_spec(json.loads(tree["posterior"].attrs["model"]))
     points = fixed_points(
-        model, tree, seed=args.seed, num_draws=args.num_draws, num_starts=args.num_starts
+        model,
+        tree,
+        seed=args.seed,
+        num_draws=args.num_draws,
+        num_starts=args.num_starts,
+        progress=not args.no_progress,
     )
     if "fixed_points" in tree.children:
         tree = tree.copy()
@@ -548,6 +553,7 @@ def build_parser() -> argparse.ArgumentParser:
     points.add_argument("--num-draws", type=_count(1), default=200, help="posterior draws searched")
     points.add_argument("--num-starts", type=_count(1), default=32, help="starts per draw")
     points.add_argument("--seed", type=int, default=0)
+    points.add_argument("--no-progress", action="store_true", help="no progress bar")
     points.set_defaults(handler=_fixed_points)
     fit = command("fit", help="fit a model to data as a TOML config says")
     fit.add_argument("config", help="a run configuration (see probdyn.app.config)")

@@ -41,7 +41,6 @@ import numpyro.distributions as dist
 import xarray as xr
 from tqdm.auto import tqdm
 
-from probdyn.data.validate import OBSERVATION_VARIABLES
 from probdyn.errors import ConfigError
 from probdyn.model import Model, prior_predictive
 from probdyn.models import HMM, LDS, SDERNN
@@ -269,11 +268,11 @@ def run_demo(
     """
     from probdyn.analysis.fixed_points import FixedPointPosterior
     from probdyn.app.report import (
+        data_fit_html,
         evidence_figure,
         figure_html,
         fixed_point_html,
         loss_figure,
-        trajectories_figure,
         write_report,
     )
     from probdyn.inference import Evidence, comparison_table
@@ -298,8 +297,6 @@ def run_demo(
     points = family_points.get(winner)  # None when an HMM wins
     tree = runs[winner]
     shutil.copyfile(run_path(out, winner), out / "winner.nc")
-    site = OBSERVATION_VARIABLES[candidates[winner].observation]
-    predicted = tree["posterior_predictive"][site].values[0]
     if recording == "simulated":
         source = f"simulated from {ds.attrs['true_model']}"
         bound_note = (
@@ -323,18 +320,9 @@ def run_demo(
         )
     sections = [
         (
-            "Data",
+            "Data and the winner's fit",
             f"<p>{ds.sizes['trial']} trials x {ds.sizes['time']} bins x "
-            f"{ds.sizes['neuron']} channels, {source}.</p>"
-            + figure_html(
-                trajectories_figure(
-                    ds[site].values,
-                    predicted,
-                    ds.attrs["dt"],
-                    f"trial 0 and the predictive of {winner}",
-                ),
-                "observed and predicted traces",
-            ),
+            f"{ds.sizes['neuron']} channels, {source}.</p>" + data_fit_html(tree, winner),
         ),
         (
             "Evidence",

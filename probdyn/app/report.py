@@ -1,7 +1,4 @@
-"""Self-contained HTML reports (figures embedded as PNG) for runs and comparisons.
-
-Needs matplotlib (``pip install probdyn[plot]``); everything else in probdyn works without it.
-"""
+"""Self-contained HTML reports (figures embedded as PNG) for runs and comparisons."""
 
 from __future__ import annotations
 
@@ -42,72 +39,106 @@ def evidence_figure(table: pd.DataFrame):
     return fig
 
 
-def trajectories_figure(observed: np.ndarray, predicted: np.ndarray | None, dt: float, title: str):
-    """Observed traces of the first trial, with the posterior predictive 90% band when given."""
+def trial_fit_figure(
+    time: np.ndarray,
+    observed: np.ndarray,
+    smoothed: np.ndarray | None,
+    fresh: np.ndarray | None,
+    title: str,
+):
+    r"""One trial, two views: the fit given the trial's own data, and fresh-path predictions.
+
+    Left, the smoothed prediction :math:`E[y_t \mid y_{1:T}, \theta]` (``smoothed``: draws x
+    time x channel, the emission mean on posterior draws of the trial's latent path): its
+    median and 90% credible band over draws. Right, the posterior predictive of new data from
+    fresh latent paths (``fresh``: draws x time x channel), the calibration check: the observed
+    points should scatter inside its 90% band. Up to 4 channels; observed points in black.
+    """
     plt = pyplot()
     channels = min(observed.shape[-1], 4)
-    fig, axes = plt.subplots(channels, 1, figsize=(7, 1.4 * channels), sharex=True, squeeze=False)
-    time = np.arange(observed.shape[1]) * dt
-    for j, ax in enumerate(axes[:, 0]):
-        ax.plot(time, observed[0, :, j], "k.", ms=3, label="observed")
-        if predicted is not None:
-            low, mid, high = np.quantile(predicted[:, 0, :, j], [0.05, 0.5, 0.95], axis=0)
-            ax.fill_between(time, low, high, color="#66ccee", alpha=0.5, label="90% predictive")
-            ax.plot(time, mid, color="#4477aa", lw=1)
-        ax.set_ylabel(f"channel {j}")
-    axes[0, 0].set_title(title)
-    axes[0, 0].legend(loc="upper right", fontsize=7)
-    axes[-1, 0].set_xlabel("time")
+    fig, axes = plt.subplots(
+        channels, 2, figsize=(10, 1.4 * channels + 0.4), sharex=True, squeeze=False
+    )
+    views = (
+        (smoothed, "#ee7733", "fit given this trial: smoothed E[y_t | y_1:T], 90% credible"),
+        (fresh, "#66ccee", "fresh latent paths: posterior predictive of new data, 90%"),
+    )
+    for column, (values, colour, label) in enumerate(views):
+        for j in range(channels):
+            ax = axes[j, column]
+            if values is not None:
+                low, mid, high = np.quantile(values[..., j], [0.05, 0.5, 0.95], axis=0)
+                ax.fill_between(time, low, high, color=colour, alpha=0.45, lw=0, label=label)
+                ax.plot(time, mid, color=colour, lw=1.2)
+            ax.plot(time, observed[:, j], "k.", ms=3, label="observed")
+            ax.set_ylabel(f"channel {j}", fontsize=8)
+            ax.tick_params(labelsize=7)
+        axes[0, column].set_title(
+            label if values is not None else "not available for this model", fontsize=8
+        )
+        axes[-1, column].set_xlabel("time (s)", fontsize=8)
+    fig.suptitle(title, fontsize=9)
+    fig.tight_layout()
     return fig
 
 
-def latent_draws(tree, trial: int = 0, max_draws: int = 200, seed: int = 0):
-    r"""Posterior draws (draw, time, latent) of one trial's latent path, or None.
+def posterior_paths(tree, trial: int = 0, max_draws: int = 200, seed: int = 0):
+    r"""Posterior draws of one trial's latent path given its data, with each draw's parameters.
 
-    From the posterior's ``latents`` site where the run recorded it; for a linear-Gaussian run
-    (latents integrated out) one draw per parameter draw from the smoothed marginals
-    :math:`p(x_t \mid y, \theta)`, which gives the exact marginal posterior of each
-    :math:`x_t`.
+    Returns ``(model, params, paths)`` (``paths``: draw x time x latent) or None. From the
+    posterior's ``latents`` site where the run recorded it; for a linear-Gaussian run (latents
+    integrated out) one path per parameter draw from the smoothed marginals
+    :math:`p(x_t \mid y, \theta)` (the exact marginal posterior of each :math:`x_t`).
     """
     import json
 
     import jax
+    import jax.numpy as jnp
 
     from probdyn.models import from_spec
 
     posterior = tree["posterior"]
+    model = from_spec(json.loads(posterior.attrs["model"]))
+    stacked = posterior.to_dataset().stack(sample=("chain", "draw"))
+    params = {
+        name: np.moveaxis(value.values, -1, 0)[:max_draws]
+        for name, value in stacked.data_vars.items()
+    }
     if "latents" in posterior:
         latents = posterior["latents"]
         values = latents.isel({latents.dims[2]: trial}).values  # (chain, draw, time, latent)
-        return values.reshape(-1, *values.shape[2:])[:max_draws]
-    model = from_spec(json.loads(posterior.attrs["model"]))
+        return model, params, values.reshape(-1, *values.shape[2:])[:max_draws]
     if not hasattr(model, "smoothed_latents") or "observed_data" not in tree.children:
         return None
     if model.observation != "gaussian":
         return None
     observed = next(iter(tree["observed_data"].to_dataset().data_vars.values())).values[trial]
-    stacked = posterior.to_dataset().stack(sample=("chain", "draw"))
     names = set(model.default_priors(observed.shape[-1]))
-    params = {
-        k: np.moveaxis(v.values, -1, 0)[:max_draws]
-        for k, v in stacked.data_vars.items()
-        if k in names
-    }
     mask = np.isfinite(observed)
-    means, covariances = jax.vmap(
-        lambda p: model.smoothed_latents(p, np.where(mask, observed, 0.0), mask)
-    )(params)
+    values = jnp.asarray(np.where(mask, observed, 0.0), dtype=jnp.result_type(float))
+    means, covariances = jax.vmap(lambda p: model.smoothed_latents(p, values, mask))(
+        {k: v for k, v in params.items() if k in names}
+    )
     chol = np.linalg.cholesky(np.asarray(covariances))
     noise = np.random.default_rng(seed).normal(size=np.shape(means))
-    return np.asarray(means) + np.einsum("dtij,dtj->dti", chol, noise)
+    return model, params, np.asarray(means) + np.einsum("dtij,dtj->dti", chol, noise)
 
 
-def latent_figure(draws: np.ndarray, dt: float, title: str):
-    """Median and 90% credible band of each latent coordinate (up to 4) over time."""
+def smoothed_prediction(model, params: dict, paths: np.ndarray) -> np.ndarray:
+    """The emission mean on each posterior path: (draw, time, channel)."""
+    import jax
+
+    def one(draw, path):
+        return jax.vmap(lambda x: model.emission_mean(draw, x))(path)
+
+    return np.asarray(jax.vmap(one)(params, paths))
+
+
+def latent_figure(draws: np.ndarray, time: np.ndarray, title: str):
+    """Median and 90% credible band of each latent coordinate (up to 4) over ``time``."""
     plt = pyplot()
     dims = min(draws.shape[-1], 4)
     fig, axes = plt.subplots(dims, 1, figsize=(7, 1.4 * dims), sharex=True, squeeze=False)
-    time = np.arange(draws.shape[1]) * dt
     for j, ax in enumerate(axes[:, 0]):
         low, mid, high = np.quantile(draws[..., j], [0.05, 0.5, 0.95], axis=0)
         ax.fill_between(time, low, high, color="#ccbb44", alpha=0.5, label="90% credible")
@@ -147,10 +178,113 @@ def fixed_point_html(name: str, points) -> str:
     )
 
 
+def data_fit_html(tree, name: str, trials: Sequence[int] | None = None) -> str:
+    """Per trial chosen (default: the first and the middle one): the fit and latent figures.
+
+    The fit figure (:func:`trial_fit_figure`) sets the smoothed prediction given the trial's
+    own data beside the fresh-path posterior predictive; the latent figure shows the trial's
+    latent path posterior where the run has one (:func:`posterior_paths`).
+    """
+    observed_ds = tree["observed_data"].to_dataset()
+    site = next(iter(observed_ds.data_vars))
+    observed = observed_ds[site]
+    if observed.ndim != 3:
+        return ""
+    fresh = None
+    if "posterior_predictive" in tree.children and site in tree["posterior_predictive"]:
+        values = tree["posterior_predictive"][site].values
+        fresh = values.reshape(-1, *values.shape[2:])
+    labels, time = observed["trial"].values, observed["time"].values
+    chosen = sorted({0, len(labels) // 2}) if trials is None else trials
+    out = ""
+    for index in chosen:
+        found = posterior_paths(tree, trial=index)
+        smoothed = None if found is None else smoothed_prediction(*found)
+        label = f"trial {labels[index]}"
+        out += figure_html(
+            trial_fit_figure(
+                time,
+                observed.values[index],
+                smoothed,
+                None if fresh is None else fresh[:, index],
+                f"{name}, {label}",
+            ),
+            f"{label}: left, the fit given the trial's own data (smoothed prediction of the "
+            "emission mean with its 90% credible band); right, the 90% posterior predictive "
+            "band of new data from fresh latent paths, the calibration check",
+        )
+        if found is not None:
+            out += figure_html(
+                latent_figure(found[2], time, f"{label}: latents of {name}"),
+                f"{label}: posterior median and 90% credible band of each latent coordinate "
+                f"given the trial ({found[2].shape[0]} draws); latent coordinates are "
+                "identified only up to the model's symmetries (for linear readouts, an "
+                "invertible map)",
+            )
+    return out
+
+
+#: LOO-PIT needs one Pareto-smoothed fit per observed element: beyond this many it is left out.
+MAX_LOO_PIT_ELEMENTS = 50_000
+
+
+def arviz_diagnostics_html(tree) -> str:
+    """arviz-plots' own figures of a run: rank and energy (MCMC), PPC, LOO-PIT, Pareto k.
+
+    Rank plots show up to three parameters of at most 9 values each; LOO-PIT is drawn where
+    the run has pointwise log likelihoods of at most :data:`MAX_LOO_PIT_ELEMENTS` elements;
+    Pareto k is that of leaving one trial out. ArviZ's warnings are shown under the figures.
+    """
+    import warnings
+
+    import arviz as az
+    import arviz_plots as azp
+
+    from probdyn.inference.arviz import per_trial_variable
+
+    children = tree.children
+    figures = []
+    with warnings.catch_warnings(record=True) as caught:
+        warnings.simplefilter("always")
+        if "sample_stats" in children and "energy" in tree["sample_stats"]:
+            posterior = tree["posterior"]
+            small = [n for n in posterior.data_vars if posterior[n][0, 0].size <= 9][:3]
+            if small:
+                chart = azp.plot_rank_dist(tree, var_names=small, backend="matplotlib")
+                figures.append((chart, "rank plots (uniform ranks: the chains agree)"))
+            chart = azp.plot_energy(tree, backend="matplotlib")
+            figures.append((chart, "energy: marginal and transition energies (BFMI)"))
+        if "posterior_predictive" in children and "observed_data" in children:
+            chart = azp.plot_ppc_dist(tree, backend="matplotlib", num_samples=50)
+            figures.append((chart, "posterior predictive distribution of all observed values"))
+        if "log_likelihood" in children:
+            observed = tree["observed_data"]
+            site = next(iter(observed.data_vars))
+            log_likelihood = tree["log_likelihood"]
+            pointwise = (
+                site in log_likelihood
+                and log_likelihood[site].dims[2:] == observed[site].dims  # not a pre-2026-12-05 run
+                and observed[site].size <= MAX_LOO_PIT_ELEMENTS
+            )
+            if pointwise:
+                chart = azp.plot_loo_pit(tree, backend="matplotlib")
+                figures.append((chart, "LOO-PIT of every observed element (uniform: calibrated)"))
+            name = per_trial_variable(site)
+            if name in log_likelihood:
+                loo = az.loo(tree, var_name=name, pointwise=True)
+                chart = azp.plot_khat(loo, backend="matplotlib")
+                figures.append((chart, "Pareto k of leaving one trial out (above 0.7: unreliable)"))
+    out = "".join(figure_html(chart.get_viz("figure"), caption) for chart, caption in figures)
+    notes = sorted({str(w.message).splitlines()[0] for w in caught})
+    if notes:
+        out += "<p>ArviZ says: " + "; ".join(html.escape(n) for n in notes) + "</p>"
+    return out
+
+
 def run_sections(tree, name: str) -> list[tuple[str, str]]:
     """Report sections for one saved run (an ArviZ DataTree written by probdyn).
 
-    Data and posterior predictive, fit diagnostics (the SVI loss trace, or R-hat, ESS and
+    Data and fit (:func:`data_fit_html`), fit diagnostics (the SVI loss trace, or R-hat, ESS and
     divergences of MCMC), the evidence when the run carries one, the fixed-point posterior when
     it carries one.
     """
@@ -161,37 +295,11 @@ def run_sections(tree, name: str) -> list[tuple[str, str]]:
     children = tree.children
     sections = []
     if "observed_data" in children:
-        observed_ds = tree["observed_data"].to_dataset()
-        site = next(iter(observed_ds.data_vars))
-        observed = observed_ds[site].values
-        predicted = None
-        if "posterior_predictive" in children and site in tree["posterior_predictive"]:
-            values = tree["posterior_predictive"][site].values
-            predicted = values.reshape(-1, *values.shape[2:])
-        dt = float(observed_ds.attrs.get("dt", 1.0))
-        shape = " x ".join(f"{size} {dim}s" for dim, size in observed_ds[site].sizes.items())
+        observed = tree["observed_data"].to_dataset()
+        site = next(iter(observed.data_vars))
+        shape = " x ".join(f"{size} {dim}s" for dim, size in observed[site].sizes.items())
         body = f"<p>Observed <code>{html.escape(site)}</code>: {html.escape(shape)}.</p>"
-        if observed.ndim == 3:
-            body += figure_html(
-                trajectories_figure(
-                    observed, predicted, dt, f"trial 0 and the predictive of {name}"
-                ),
-                "observed traces and the 90% posterior predictive band",
-            )
-        sections.append(("Data", body))
-        draws = latent_draws(tree)
-        if draws is not None:
-            sections.append(
-                (
-                    "Latent trajectories",
-                    figure_html(
-                        latent_figure(draws, dt, f"trial 0: latents of {name}"),
-                        f"posterior median and 90% credible band of each latent coordinate "
-                        f"({draws.shape[0]} draws); latent coordinates are identified only up "
-                        "to the model's symmetries (for linear readouts, an invertible map)",
-                    ),
-                )
-            )
+        sections.append(("Data and fit", body + data_fit_html(tree, name)))
     diagnostics = ""
     if "optimization" in children:
         losses = tree["optimization"]["loss"].values
@@ -202,6 +310,7 @@ def run_sections(tree, name: str) -> list[tuple[str, str]]:
         diagnostics += f"<p>{divergences} divergent transitions.</p>" + summary.to_html(
             float_format="%.3f"
         )
+    diagnostics += arviz_diagnostics_html(tree)
     if diagnostics:
         sections.append(("Fit diagnostics", diagnostics))
     if "evidence" in children:

@@ -69,8 +69,10 @@ def load_nwb(
     -------
     xarray.Dataset
         ``spikes`` (trial, time, neuron) as integer counts, ``time`` in seconds relative to the
-        alignment, ``neuron`` the unit ids (with any boolean unit column, e.g. ``heldout``, as a
-        coordinate), ``trial_start``/``alignment_time`` per trial, ``attrs["dt"] = bin_size``.
+        alignment, ``neuron`` the unit ids and ``trial`` the trial ids of the file (with every
+        unit or trial column of single numbers, booleans or strings, e.g. ``heldout`` or
+        ``maze_id``, as a coordinate along ``neuron`` or ``trial``),
+        ``trial_start``/``alignment_time`` per trial, ``attrs["dt"] = bin_size``.
 
     """
     from pynwb import NWBHDF5IO
@@ -99,10 +101,9 @@ def load_nwb(
         raise DataError(f"window {window!r} holds no bin of width {bin_size}")
     spike_times = [np.asarray(t, dtype=float) for t in units["spike_times"]]
     counts = bin_spike_times(spike_times, anchors + before, num_bins, bin_size)
-    unit_coords = {
-        str(column): ("neuron", units[column].to_numpy())
-        for column in units.columns
-        if units[column].dtype == bool
+    labels = {
+        **{name: ("neuron", values) for name, values in _scalar_columns(units).items()},
+        **{name: ("trial", values) for name, values in _scalar_columns(trials).items()},
     }
     ds = xr.Dataset(
         {
@@ -114,11 +115,23 @@ def load_nwb(
             "trial": trials.index.to_numpy(),
             "time": before + np.arange(num_bins) * bin_size,
             "neuron": units.index.to_numpy(),
-            **unit_coords,
+            **labels,
         },
         attrs={"dt": float(bin_size), "source": str(path.name), "align": align or "start_time"},
     )
     return validate(ds, "poisson")
+
+
+def _scalar_columns(table) -> dict[str, np.ndarray]:
+    """The columns of an NWB table whose entries are single numbers, booleans or strings."""
+    columns = {}
+    for column in table.columns:
+        values = table[column].to_numpy()
+        if values.dtype.kind in "biuf":
+            columns[str(column)] = values
+        elif values.dtype.kind == "O" and all(isinstance(v, str) for v in values):
+            columns[str(column)] = values.astype(str)
+    return columns
 
 
 _NLB_KEY = re.compile(r"^(?P<split>[a-z]+)_(?P<what>spikes|behavior)(?P<rest>.*)$")

@@ -270,13 +270,15 @@ def map_chunks(
     progress: bool | None = None,
     shared=None,
     cost: tuple[int, int] | None = None,
+    max_chunk: int | None = None,
 ):
     """``vmap(fn)(items)`` in chunks sized by the memory budget; results on the host (NumPy).
 
     ``items``: a pytree whose leaves share a leading axis (the batch). ``shared``: a pytree
     every item reads whole (``fn(item, shared)``; passed once, not copied per item). ``chunk``
     fixes the chunk size instead (tests compare chunked with unchunked); ``cost`` gives
-    :func:`item_cost`'s answer when the caller has it; ``what`` names the step in the cost line
+    :func:`item_cost`'s answer when the caller has it; ``max_chunk`` caps the budget's chunk
+    (a progress bar that should move); ``what`` names the step in the cost line
     and in errors. The cost line says items x chunk and the estimated peak;
     after the second chunk the time per chunk is logged (the first includes compiling).
     """
@@ -286,6 +288,7 @@ def map_chunks(
     if chunk is None:
         per_item, fixed = cost or item_cost(fn, example, shared)
         chunk = chunk_size(num_items, per_item, fixed, what=what)
+        chunk = chunk if max_chunk is None else min(chunk, max_chunk)
         # As many chunks as that takes, evened out (4 items by at most 3: two chunks of 2).
         num_chunks = -(-num_items // chunk)
         chunk = -(-num_items // num_chunks)

@@ -6,21 +6,18 @@ import numpy as np
 
 from probdyn.analysis.fixed_points.classification import CLASSES
 from probdyn.analysis.fixed_points.dynamics import residual
-from probdyn.errors import ConfigError
 
 #: One colour per stability class (colour-blind safe, Paul Tol's bright scheme).
 CLASS_COLOURS = ("#228833", "#66ccee", "#ee6677", "#aa3377", "#ccbb44", "#bbbbbb")
 
 
 def pyplot():
-    """matplotlib.pyplot on the Agg backend, or a ConfigError naming the extra to install."""
-    try:
-        import matplotlib
+    """matplotlib.pyplot on the Agg backend (imported on first use: fits need no plotting)."""
+    import matplotlib
 
-        matplotlib.use("Agg")
-        import matplotlib.pyplot as plt
-    except ImportError as error:  # pragma: no cover - depends on the environment
-        raise ConfigError("reports need matplotlib: pip install 'probdyn[plot]'") from error
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
     return plt
 
 

@@ -68,6 +68,7 @@ def fixed_points(
     match_tol: float = 0.5,
     marginal_tol: float = 1e-3,
     max_steps: int = 200,
+    progress: bool | None = None,
 ) -> FixedPointPosterior:
     r"""Find the fixed points of every posterior draw and match them across draws.
 
@@ -97,6 +98,9 @@ def fixed_points(
         which a point opens a new matched fixed point rather than joining one.
     marginal_tol
         Growth rates within this margin of zero make a point *marginal*.
+    progress
+        A progress bar over the draws searched (None: the process setting,
+        :func:`probdyn.runtime.memory.limit`).
 
     """
     require(model, Dynamical, "fixed_points")
@@ -120,7 +124,9 @@ def fixed_points(
     tol = tol if tol is not None else (1e-8 if dtype == jnp.float64 else 1e-4)
     spread = float(np.sqrt(np.mean(np.var(np.asarray(starts), axis=1)))) or 1.0
 
-    solved = search_draws(model, max_steps, params, starts, u, tol, merge_tol * spread)
+    solved = search_draws(
+        model, max_steps, params, starts, u, tol, merge_tol * spread, progress=progress
+    )
     x, res, jac, emitted, emitted_start, keep = (np.asarray(a) for a in solved)
     eig = np.linalg.eigvals(jac)
     order = np.argsort(-(eig.real if kind == "flow" else np.abs(eig)), axis=-1, kind="stable")

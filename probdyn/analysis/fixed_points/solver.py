@@ -54,7 +54,9 @@ def levenberg_marquardt(
     return x, jnp.max(jnp.abs(r))
 
 
-def search_draws(model, max_steps: int, params, starts, u, tol, merge_radius):
+def search_draws(
+    model, max_steps: int, params, starts, u, tol, merge_radius, progress: bool | None = None
+):
     """Solve from every start of every draw; the Jacobian and predictions at each end point.
 
     Returns arrays with leading (draw, start) axes: end point, max |g|, Jacobian of the field,
@@ -67,7 +69,14 @@ def search_draws(model, max_steps: int, params, starts, u, tol, merge_radius):
     per_draw = _per_draw_search(static_model(model), max_steps, float(tol))
     shared = (u, jnp.asarray(merge_radius))
     return memory.map_chunks(
-        per_draw, (params, starts), shared=shared, what="fixed-point search", unit="draw"
+        per_draw,
+        (params, starts),
+        shared=shared,
+        what="fixed-point search",
+        unit="draw",
+        progress=progress,
+        # With a bar, chunks of at most a tenth of the draws (at least 10), so that it moves.
+        max_chunk=max(10, -(-len(starts) // 10)) if progress else None,
     )
 
 
