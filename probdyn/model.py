@@ -96,12 +96,24 @@ class ModelData:
         return self.mask is None
 
 
-jax.tree_util.register_dataclass(
-    ModelData,
-    data_fields=["observations", "mask", "inputs", "weights"],
-    meta_fields=["num_trials", "num_timesteps", "emission_dim", "dt"],
-    drop_fields=["coords"],
-)
+_ARRAYS = ("observations", "mask", "inputs", "weights")
+_SIZES = ("num_trials", "num_timesteps", "emission_dim", "dt")
+
+
+def _flatten_data(data: ModelData):
+    """Arrays as leaves, sizes as static metadata; the coordinates are left out."""
+    arrays = tuple(getattr(data, name) for name in _ARRAYS)
+    return arrays, tuple(getattr(data, name) for name in _SIZES)
+
+
+def _unflatten_data(sizes, arrays) -> ModelData:
+    return ModelData(
+        **dict(zip(_ARRAYS, arrays, strict=True)), **dict(zip(_SIZES, sizes, strict=True))
+    )
+
+
+# Registered by hand: JAX 0.7's register_dataclass refuses a field that is neither data nor meta.
+jax.tree_util.register_pytree_node(ModelData, _flatten_data, _unflatten_data)
 
 
 class Weighted(dist.Distribution):

@@ -74,8 +74,8 @@ def run_reports(tmp_path_factory):
 def test_run_report_renders_every_figure_and_table(run_reports, tmp_path):
     shown = render(run_reports / "run.html", tmp_path)
     # two trials, each with its fit (smoothed | fresh-path predictive) and its latents; loss
-    # trace, phase portrait, eigenvalues
-    assert shown["images"] == 7 and shown["decoded"] == 7
+    # trace, predictive distribution, LOO-PIT, Pareto k, phase portrait, eigenvalues
+    assert shown["images"] == 10 and shown["decoded"] == 10
     assert shown["tables"] >= 2
     assert shown["headings"][:4] == ["Data and fit", "Fit diagnostics", "Evidence", "Fixed points"]
 

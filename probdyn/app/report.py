@@ -45,6 +45,7 @@ def trial_fit_figure(
     smoothed: np.ndarray | None,
     fresh: np.ndarray | None,
     title: str,
+    channels: Sequence[tuple[int, str]] | None = None,
 ):
     r"""One trial, two views: the fit given the trial's own data, and fresh-path predictions.
 
@@ -52,26 +53,28 @@ def trial_fit_figure(
     time x channel, the emission mean on posterior draws of the trial's latent path): its
     median and 90% credible band over draws. Right, the posterior predictive of new data from
     fresh latent paths (``fresh``: draws x time x channel), the calibration check: the observed
-    points should scatter inside its 90% band. Up to 4 channels; observed points in black.
+    points should scatter inside its 90% band. ``channels``: (index, label) of those shown
+    (default: the first 4); observed points in black.
     """
     plt = pyplot()
-    channels = min(observed.shape[-1], 4)
+    if channels is None:
+        channels = [(j, f"channel {j}") for j in range(min(observed.shape[-1], 4))]
     fig, axes = plt.subplots(
-        channels, 2, figsize=(10, 1.4 * channels + 0.4), sharex=True, squeeze=False
+        len(channels), 2, figsize=(10, 1.4 * len(channels) + 0.4), sharex=True, squeeze=False
     )
     views = (
         (smoothed, "#ee7733", "fit given this trial: smoothed E[y_t | y_1:T], 90% credible"),
         (fresh, "#66ccee", "fresh latent paths: posterior predictive of new data, 90%"),
     )
     for column, (values, colour, label) in enumerate(views):
-        for j in range(channels):
-            ax = axes[j, column]
+        for row, (j, name) in enumerate(channels):
+            ax = axes[row, column]
             if values is not None:
                 low, mid, high = np.quantile(values[..., j], [0.05, 0.5, 0.95], axis=0)
                 ax.fill_between(time, low, high, color=colour, alpha=0.45, lw=0, label=label)
                 ax.plot(time, mid, color=colour, lw=1.2)
             ax.plot(time, observed[:, j], "k.", ms=3, label="observed")
-            ax.set_ylabel(f"channel {j}", fontsize=8)
+            ax.set_ylabel(name, fontsize=8)
             ax.tick_params(labelsize=7)
         axes[0, column].set_title(
             label if values is not None else "not available for this model", fontsize=8
@@ -181,6 +184,9 @@ def fixed_point_html(name: str, points) -> str:
 def data_fit_html(tree, name: str, trials: Sequence[int] | None = None) -> str:
     """Per trial chosen (default: the first and the middle one): the fit and latent figures.
 
+    The fit figure shows the 4 channels whose observed values vary most, named by the
+    recording's unit ids.
+
     The fit figure (:func:`trial_fit_figure`) sets the smoothed prediction given the trial's
     own data beside the fresh-path posterior predictive; the latent figure shows the trial's
     latent path posterior where the run has one (:func:`posterior_paths`).
@@ -196,6 +202,10 @@ def data_fit_html(tree, name: str, trials: Sequence[int] | None = None) -> str:
         fresh = values.reshape(-1, *values.shape[2:])
     labels, time = observed["trial"].values, observed["time"].values
     chosen = sorted({0, len(labels) // 2}) if trials is None else trials
+    # The 4 channels that vary most (the active neurons of a spike-count recording).
+    spread = np.nanvar(observed.values, axis=(0, 1))
+    units = observed["neuron"].values
+    channels = [(int(j), f"neuron {units[j]}") for j in np.argsort(-spread, kind="stable")[:4]]
     out = ""
     for index in chosen:
         found = posterior_paths(tree, trial=index)
@@ -208,6 +218,7 @@ def data_fit_html(tree, name: str, trials: Sequence[int] | None = None) -> str:
                 smoothed,
                 None if fresh is None else fresh[:, index],
                 f"{name}, {label}",
+                channels,
             ),
             f"{label}: left, the fit given the trial's own data (smoothed prediction of the "
             "emission mean with its 90% credible band); right, the 90% posterior predictive "
@@ -226,6 +237,8 @@ def data_fit_html(tree, name: str, trials: Sequence[int] | None = None) -> str:
 
 #: LOO-PIT needs one Pareto-smoothed fit per observed element: beyond this many it is left out.
 MAX_LOO_PIT_ELEMENTS = 50_000
+#: Pareto smoothing needs a tail of at least 5 draws (ArviZ: min(0.2 S, 3 sqrt S) >= 5).
+MIN_PSIS_DRAWS = 25
 
 
 def arviz_diagnostics_html(tree) -> str:
@@ -243,7 +256,7 @@ def arviz_diagnostics_html(tree) -> str:
     from probdyn.inference.arviz import per_trial_variable
 
     children = tree.children
-    figures = []
+    figures, figures_note = [], ""
     with warnings.catch_warnings(record=True) as caught:
         warnings.simplefilter("always")
         if "sample_stats" in children and "energy" in tree["sample_stats"]:
@@ -257,7 +270,17 @@ def arviz_diagnostics_html(tree) -> str:
         if "posterior_predictive" in children and "observed_data" in children:
             chart = azp.plot_ppc_dist(tree, backend="matplotlib", num_samples=50)
             figures.append((chart, "posterior predictive distribution of all observed values"))
-        if "log_likelihood" in children:
+        log_likelihood_draws = (
+            tree["log_likelihood"].sizes["chain"] * tree["log_likelihood"].sizes["draw"]
+            if "log_likelihood" in children
+            else 0
+        )
+        if 0 < log_likelihood_draws < MIN_PSIS_DRAWS:
+            figures_note = (
+                f"LOO-PIT and Pareto k left out: {log_likelihood_draws} posterior draws, "
+                f"Pareto smoothing needs at least {MIN_PSIS_DRAWS}"
+            )
+        if log_likelihood_draws >= MIN_PSIS_DRAWS:
             observed = tree["observed_data"]
             site = next(iter(observed.data_vars))
             log_likelihood = tree["log_likelihood"]
@@ -275,6 +298,8 @@ def arviz_diagnostics_html(tree) -> str:
                 chart = azp.plot_khat(loo, backend="matplotlib")
                 figures.append((chart, "Pareto k of leaving one trial out (above 0.7: unreliable)"))
     out = "".join(figure_html(chart.get_viz("figure"), caption) for chart, caption in figures)
+    if figures_note:
+        out += f"<p>{html.escape(figures_note)}.</p>"
     notes = sorted({str(w.message).splitlines()[0] for w in caught})
     if notes:
         out += "<p>ArviZ says: " + "; ".join(html.escape(n) for n in notes) + "</p>"

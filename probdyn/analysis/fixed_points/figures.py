@@ -15,7 +15,8 @@ def pyplot():
     """matplotlib.pyplot on the Agg backend (imported on first use: fits need no plotting)."""
     import matplotlib
 
-    matplotlib.use("Agg")
+    if matplotlib.get_backend().lower() != "agg":  # switching closes open figures (3.9 warns)
+        matplotlib.use("Agg")
     import matplotlib.pyplot as plt
 
     return plt

@@ -128,7 +128,7 @@ def fixed_points(
         model, max_steps, params, starts, u, tol, merge_tol * spread, progress=progress
     )
     x, res, jac, emitted, emitted_start, keep = (np.asarray(a) for a in solved)
-    eig = np.linalg.eigvals(jac)
+    eig = np.linalg.eigvals(jac).astype(complex)  # complex even where all are real (numpy 2.2)
     order = np.argsort(-(eig.real if kind == "flow" else np.abs(eig)), axis=-1, kind="stable")
     eig = np.take_along_axis(eig, order, axis=-1)
     codes = classify(eig, kind, marginal_tol)
