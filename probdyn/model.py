@@ -112,7 +112,8 @@ def _unflatten_data(sizes, arrays) -> ModelData:
     )
 
 
-# Registered by hand: JAX 0.7's register_dataclass refuses a field that is neither data nor meta.
+# Registered by hand: register_dataclass in older JAX (0.7.2 tried) refuses a field that is
+# neither data nor meta.
 jax.tree_util.register_pytree_node(ModelData, _flatten_data, _unflatten_data)
 
 
