@@ -135,11 +135,11 @@ def check_options(
     hints = typing.get_type_hints(function, include_extras=True)
     takes_any = any(p.kind is p.VAR_KEYWORD for p in signature.parameters.values())
     named = {
-        name: p
+        name
         for name, p in signature.parameters.items()
         if p.kind in (p.KEYWORD_ONLY, p.POSITIONAL_OR_KEYWORD) and name not in skip
     }
-    unknown = sorted(set(options) - set(named))
+    unknown = sorted(set(options) - named)
     if unknown and not takes_any:
         return f"{where}: unknown option(s) {unknown}; expected some of {sorted(named)}"
     for name, value in options.items():

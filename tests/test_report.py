@@ -28,7 +28,7 @@ def test_recorded_latents_are_returned_for_the_chosen_trial():
         {"latents": latents}, {"latents": ("chain", "draw", "trial", "time", "l")}, model
     )
     np.testing.assert_array_equal(
-        posterior_paths(tree, trial=1)[2], latents[:, :, 1].reshape(6, 5, 2)
+        posterior_paths(tree, [1])[2][0], latents[:, :, 1].reshape(6, 5, 2)
     )
 
 
@@ -48,7 +48,7 @@ def test_marginalised_lds_draws_follow_the_smoothed_marginals():
     dims = {k: ("chain", "draw", *v) for k, v in dims.items()}
     observed = rng.normal(size=(1, T, N))
     tree = tree_with(posterior, dims, LDS(latent_dim=D), observed)
-    draws = posterior_paths(tree, max_draws=S)[2]
+    draws = posterior_paths(tree, max_draws=S)[2][0]
     mean, cov = kalman_smoother(
         params["A"], params["b"], np.diag(params["q"] ** 2), params["C"], params["d"],
         params["r"] ** 2, observed[0],
@@ -89,7 +89,8 @@ def test_the_smoothed_prediction_follows_its_own_trial_and_not_another():
     tree = tree_with(posterior, dims, LDS(latent_dim=D), observed)
 
     def r2(trial_given, trial_scored):
-        smoothed = smoothed_prediction(*posterior_paths(tree, trial=trial_given)).mean(axis=0)
+        model, params, paths = posterior_paths(tree, [trial_given])
+        smoothed = smoothed_prediction(model, params, paths[0]).mean(axis=0)
         target = observed[trial_scored]
         return 1 - ((target - smoothed) ** 2).sum() / ((target - target.mean(0)) ** 2).sum()
 

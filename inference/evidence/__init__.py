@@ -75,7 +75,6 @@ Hessian, whose size is checked against the memory limit before the mode is searc
 from __future__ import annotations
 
 import dataclasses
-import inspect
 import time
 from collections.abc import Mapping
 from typing import Any
@@ -109,7 +108,6 @@ __all__ = [
     "held_out_evidence",
     "hessian_matrix",
     "log_evidence",
-    "method_options",
     "require_dense_hessian",
 ]
 
@@ -171,13 +169,3 @@ def check_method_options(
     )
     if wrong:
         raise ConfigError(wrong)
-
-
-def method_options(method: str) -> list[str]:
-    """The options ``log_evidence(..., method=method, **options)`` takes."""
-    parameters = inspect.signature(_methods()[method]).parameters
-    return [
-        name
-        for name, parameter in parameters.items()
-        if parameter.kind == parameter.KEYWORD_ONLY and name != "model"
-    ]

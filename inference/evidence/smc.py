@@ -39,7 +39,7 @@ def smc(
     ``progress``: a bar over the runs that shows the tempering reached by the current one
     (None: the process setting, :func:`probdyn.runtime.memory.limit`).
     """
-    progress = memory.settings().progress if progress is None else progress
+    progress = memory.shows_progress(progress)
     if density.dim == 0:
         return without_free_parameters(density)
     if num_repeats < 2:

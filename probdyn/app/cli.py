@@ -663,14 +663,13 @@ def main(argv: list[str] | None = None) -> int:
     _show_cost_lines()
     try:
         return args.handler(args)
-    except (ProbdynError, FileNotFoundError, FloatingPointError) as error:
+    except Exception as error:
         if args.debug:
             raise
-        print(f"probdyn: error: {error}", file=sys.stderr)
-        return 2
-    except Exception as error:  # a bug, or a failure below probdyn: one line, no traceback
-        if args.debug:
-            raise
+        if isinstance(error, ProbdynError | FileNotFoundError | FloatingPointError):
+            print(f"probdyn: error: {error}", file=sys.stderr)
+            return 2
+        # A bug, or a failure below probdyn: one line, no traceback.
         first = str(error).strip().splitlines()[0] if str(error).strip() else ""
         print(
             f"probdyn: unexpected {type(error).__name__}: {first} (rerun with --debug for the "

@@ -267,8 +267,6 @@ def load_config(path: str | Path) -> dict[str, Any]:
 
         parse_size(config["memory_limit"])  # one line naming the key's problem, now
 
-    from probdyn import data as data_layer
-
     data = config["data"]
     if "source" not in data:
         raise ConfigError(f"config: data.source is required; expected one of {list(SOURCES)}")
@@ -279,14 +277,11 @@ def load_config(path: str | Path) -> dict[str, Any]:
                 f"config: data.simulator is required for source = 'simulate'; expected one of "
                 f"{list(SIMULATORS)}"
             )
-        _check_options(getattr(data_layer, data["simulator"]), options, "data.options")
-    else:
-        if "path" not in data:
-            raise ConfigError(
-                f"config: data.path is required (a file path) for source = {data['source']!r}"
-            )
-        loader = {"netcdf": data_layer.load, "nlb": data_layer.load_nlb, "nwb": data_layer.load_nwb}
-        _check_options(loader[data["source"]], options, "data.options", skip=("path",))
+    elif "path" not in data:
+        raise ConfigError(
+            f"config: data.path is required (a file path) for source = {data['source']!r}"
+        )
+    _check_options(_reader(data), options, "data.options", skip=("path",))
 
     from probdyn.models import FAMILIES
 
@@ -346,15 +341,22 @@ def build_model(config: Mapping[str, Any]):
 
 def load_data(config: Mapping[str, Any]):
     """The configured recording (a Dataset in probdyn's data convention)."""
-    from probdyn import data as data_layer
-
     data = config["data"]
     options = dict(data["options"])
     try:
         if data["source"] == "simulate":
             options.setdefault("seed", config["seed"])
-            return getattr(data_layer, data["simulator"])(**options)
-        loader = {"netcdf": data_layer.load, "nlb": data_layer.load_nlb, "nwb": data_layer.load_nwb}
-        return loader[data["source"]](data["path"], **options)
+            return _reader(data)(**options)
+        return _reader(data)(data["path"], **options)
     except TypeError as error:
         raise ConfigError(f"config: data.options: {error}") from None
+
+
+def _reader(data: Mapping[str, Any]):
+    """The simulator or file loader a ``[data]`` section names."""
+    from probdyn import data as data_layer
+
+    if data["source"] == "simulate":
+        return getattr(data_layer, data["simulator"])
+    loaders = {"netcdf": data_layer.load, "nlb": data_layer.load_nlb, "nwb": data_layer.load_nwb}
+    return loaders[data["source"]]

@@ -85,10 +85,12 @@ def trial_fit_figure(
     return fig
 
 
-def posterior_paths(tree, trial: int = 0, max_draws: int = 200, seed: int = 0):
-    r"""Posterior draws of one trial's latent path given its data, with each draw's parameters.
+def posterior_paths(tree, trials: Sequence[int] = (0,), max_draws: int = 200, seed: int = 0):
+    r"""Posterior draws of the latent paths of ``trials`` given their data, with the parameters.
 
-    Returns ``(model, params, paths)`` (``paths``: draw x time x latent) or None. From the
+    Returns ``(model, params, paths)`` or None where the run has no such posterior. ``params``
+    holds the first ``max_draws`` draws of every site without a trial axis; ``paths`` is
+    (trial, draw, time, latent), draw d of each path belonging to parameter draw d. From the
     posterior's ``latents`` site where the run recorded it; for a linear-Gaussian run (latents
     integrated out) one path per parameter draw from the smoothed marginals
     :math:`p(x_t \mid y, \theta)` (the exact marginal posterior of each :math:`x_t`).
@@ -102,29 +104,38 @@ def posterior_paths(tree, trial: int = 0, max_draws: int = 200, seed: int = 0):
 
     posterior = tree["posterior"]
     model = from_spec(json.loads(posterior.attrs["model"]))
-    stacked = posterior.to_dataset().stack(sample=("chain", "draw"))
-    params = {
-        name: np.moveaxis(value.values, -1, 0)[:max_draws]
-        for name, value in stacked.data_vars.items()
-    }
-    if "latents" in posterior:
-        latents = posterior["latents"]
-        values = latents.isel({latents.dims[2]: trial}).values  # (chain, draw, time, latent)
-        return model, params, values.reshape(-1, *values.shape[2:])[:max_draws]
-    if not hasattr(model, "smoothed_latents") or "observed_data" not in tree.children:
-        return None
-    if model.observation != "gaussian":
-        return None
-    observed = next(iter(tree["observed_data"].to_dataset().data_vars.values())).values[trial]
-    names = set(model.default_priors(observed.shape[-1]))
-    mask = np.isfinite(observed)
-    values = jnp.asarray(np.where(mask, observed, 0.0), dtype=jnp.result_type(float))
-    means, covariances = jax.vmap(lambda p: model.smoothed_latents(p, values, mask))(
-        {k: v for k, v in params.items() if k in names}
+    recorded = "latents" in posterior
+    smoothable = (
+        hasattr(model, "smoothed_latents")
+        and "observed_data" in tree.children
+        and model.observation == "gaussian"
     )
-    chol = np.linalg.cholesky(np.asarray(covariances))
-    noise = np.random.default_rng(seed).normal(size=np.shape(means))
-    return model, params, np.asarray(means) + np.einsum("dtij,dtj->dti", chol, noise)
+    if not (recorded or smoothable):
+        return None
+    params = {  # (chain, draw, ...) -> (draw, ...), chains one after another
+        name: value.values.reshape(-1, *value.shape[2:])[:max_draws]
+        for name, value in posterior.data_vars.items()
+        if "trial" not in value.dims
+    }
+    if recorded:
+        latents = posterior["latents"]
+        values = latents.isel({latents.dims[2]: list(trials)}).values  # chain draw trial ...
+        values = np.moveaxis(values.reshape(-1, *values.shape[2:]), 1, 0)
+        return model, params, values[:, :max_draws]
+    observed = next(iter(tree["observed_data"].to_dataset().data_vars.values())).values
+    names = set(model.default_priors(observed.shape[-1]))
+    rng = np.random.default_rng(seed)
+    paths = []
+    for trial in trials:
+        mask = np.isfinite(observed[trial])
+        values = jnp.asarray(np.where(mask, observed[trial], 0.0), dtype=jnp.result_type(float))
+        means, covariances = jax.vmap(lambda p, v=values, m=mask: model.smoothed_latents(p, v, m))(
+            {k: v for k, v in params.items() if k in names}
+        )
+        chol = np.linalg.cholesky(np.asarray(covariances))
+        noise = rng.normal(size=np.shape(means))
+        paths.append(np.asarray(means) + np.einsum("dtij,dtj->dti", chol, noise))
+    return model, params, np.stack(paths)
 
 
 def smoothed_prediction(model, params: dict, paths: np.ndarray) -> np.ndarray:
@@ -184,11 +195,9 @@ def fixed_point_html(name: str, points) -> str:
 def data_fit_html(tree, name: str, trials: Sequence[int] | None = None) -> str:
     """Per trial chosen (default: the first and the middle one): the fit and latent figures.
 
-    The fit figure shows the 4 channels whose observed values vary most, named by the
-    recording's unit ids.
-
     The fit figure (:func:`trial_fit_figure`) sets the smoothed prediction given the trial's
-    own data beside the fresh-path posterior predictive; the latent figure shows the trial's
+    own data beside the fresh-path posterior predictive, for the 4 channels whose observed
+    values vary most, named by the recording's unit ids; the latent figure shows the trial's
     latent path posterior where the run has one (:func:`posterior_paths`).
     """
     observed_ds = tree["observed_data"].to_dataset()
@@ -206,10 +215,11 @@ def data_fit_html(tree, name: str, trials: Sequence[int] | None = None) -> str:
     spread = np.nanvar(observed.values, axis=(0, 1))
     units = observed["neuron"].values
     channels = [(int(j), f"neuron {units[j]}") for j in np.argsort(-spread, kind="stable")[:4]]
+    found = posterior_paths(tree, chosen)
     out = ""
-    for index in chosen:
-        found = posterior_paths(tree, trial=index)
-        smoothed = None if found is None else smoothed_prediction(*found)
+    for row, index in enumerate(chosen):
+        paths = None if found is None else found[2][row]
+        smoothed = None if found is None else smoothed_prediction(found[0], found[1], paths)
         label = f"trial {labels[index]}"
         out += figure_html(
             trial_fit_figure(
@@ -224,11 +234,11 @@ def data_fit_html(tree, name: str, trials: Sequence[int] | None = None) -> str:
             "emission mean with its 90% credible band); right, the 90% posterior predictive "
             "band of new data from fresh latent paths, the calibration check",
         )
-        if found is not None:
+        if paths is not None:
             out += figure_html(
-                latent_figure(found[2], time, f"{label}: latents of {name}"),
+                latent_figure(paths, time, f"{label}: latents of {name}"),
                 f"{label}: posterior median and 90% credible band of each latent coordinate "
-                f"given the trial ({found[2].shape[0]} draws); latent coordinates are "
+                f"given the trial ({paths.shape[0]} draws); latent coordinates are "
                 "identified only up to the model's symmetries (for linear readouts, an "
                 "invertible map)",
             )
@@ -270,20 +280,20 @@ def arviz_diagnostics_html(tree) -> str:
         if "posterior_predictive" in children and "observed_data" in children:
             chart = azp.plot_ppc_dist(tree, backend="matplotlib", num_samples=50)
             figures.append((chart, "posterior predictive distribution of all observed values"))
-        log_likelihood_draws = (
-            tree["log_likelihood"].sizes["chain"] * tree["log_likelihood"].sizes["draw"]
-            if "log_likelihood" in children
-            else 0
+        log_likelihood = tree["log_likelihood"] if "log_likelihood" in children else None
+        draws = (
+            0
+            if log_likelihood is None
+            else log_likelihood.sizes["chain"] * log_likelihood.sizes["draw"]
         )
-        if 0 < log_likelihood_draws < MIN_PSIS_DRAWS:
+        if 0 < draws < MIN_PSIS_DRAWS:
             figures_note = (
-                f"LOO-PIT and Pareto k left out: {log_likelihood_draws} posterior draws, "
-                f"Pareto smoothing needs at least {MIN_PSIS_DRAWS}"
+                f"LOO-PIT and Pareto k left out: {draws} posterior draws, Pareto smoothing "
+                f"needs at least {MIN_PSIS_DRAWS}"
             )
-        if log_likelihood_draws >= MIN_PSIS_DRAWS:
+        elif draws:
             observed = tree["observed_data"]
             site = next(iter(observed.data_vars))
-            log_likelihood = tree["log_likelihood"]
             pointwise = (
                 site in log_likelihood
                 and log_likelihood[site].dims[2:] == observed[site].dims  # not a pre-2026-12-05 run

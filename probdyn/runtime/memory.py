@@ -149,6 +149,11 @@ def settings() -> Settings:
     return _SETTINGS.get() or Settings()
 
 
+def shows_progress(progress: bool | None) -> bool:
+    """Whether a step shows its progress bar: ``progress``, or the setting in force for None."""
+    return settings().progress if progress is None else progress
+
+
 @contextlib.contextmanager
 def limit(max_bytes=None, *, progress: bool | None = None) -> Iterator[Settings]:
     """Within the block, chunked steps keep the process under ``max_bytes`` (e.g. ``"4GB"``).
@@ -301,7 +306,7 @@ def map_chunks(
     chunk = int(max(1, min(chunk, num_items)))
     extra = () if shared is None else (shared,)
     compiled = _compiled_vmap(fn, shared is not None)
-    progress = settings().progress if progress is None else progress
+    progress = shows_progress(progress)
     results, timings = [], []
     bar = tqdm(total=num_items, disable=not progress, desc=what, unit=unit, leave=False)
     for start in range(0, num_items, chunk):

@@ -68,6 +68,7 @@ def search_draws(
     """
     per_draw = _per_draw_search(static_model(model), max_steps, float(tol))
     shared = (u, jnp.asarray(merge_radius))
+    progress = memory.shows_progress(progress)
     return memory.map_chunks(
         per_draw,
         (params, starts),
