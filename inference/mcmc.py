@@ -18,6 +18,7 @@ import warnings
 
 import arviz_base
 import jax
+import jax.numpy as jnp
 import numpy as np
 import pandas as pd
 import xarray as xr
@@ -27,6 +28,7 @@ from probdyn.capabilities import require_deterministic_density
 from probdyn.errors import ConfigError
 from probdyn.inference.arviz import to_datatree
 from probdyn.inference.density import Density, bind, fingerprint
+from probdyn.inference.reference import guide_reference
 from probdyn.model import Model
 from probdyn.runtime import devices
 
@@ -137,16 +139,21 @@ def nuts(
     target_accept_prob: float = 0.8,
     max_tree_depth: int = 10,
     given: dict | None = None,
+    adapt_mass_matrix: bool | None = None,
     progress: bool = True,
 ) -> MCMCResult:
     """Sample the posterior of ``model`` given ``data`` with the No-U-Turn sampler.
 
-    ``init`` may be an :class:`~probdyn.inference.svi.SVIResult`: each chain then starts from a
-    draw of its guide. ``given`` conditions on values of other sites too, e.g. NUTS over a
-    NODE's weights with its initial states fixed at an amortised fit's encoder means
-    (``given={"initial": svi_result.encode()[0]}``): their values travel with the draws. A
-    :class:`DiagnosticWarning` is raised when divergences, R-hat or ESS
-    are bad; the numbers are in :meth:`MCMCResult.diagnostics` either way.
+    ``init`` may be an :class:`~probdyn.inference.svi.SVIResult`: a warm start. Each chain
+    starts from a draw of its guide and the inverse mass matrix is the guide's covariance
+    (:func:`~probdyn.inference.reference.guide_reference`; dense with ``dense_mass``), so
+    the warm-up only tunes the step size (``adapt_mass_matrix=None`` means False with
+    ``init``, True without) and can be short: the chains run side by side, so the step size
+    adapted by each costs what one chain's costs. ``given`` conditions on values of other
+    sites too, e.g. NUTS over a NODE's weights with its initial states fixed at an amortised
+    fit's encoder means (``given={"initial": svi_result.encode()[0]}``): their values travel
+    with the draws. A :class:`DiagnosticWarning` is raised when divergences, R-hat or ESS are
+    bad; the numbers are in :meth:`MCMCResult.diagnostics` either way.
     """
     if chain_method not in ("vectorized", "parallel", "sequential"):
         raise ConfigError(
@@ -155,6 +162,13 @@ def nuts(
     require_deterministic_density(model, "NUTS")
     prepared = model.as_data(data)
     density = bind(model, prepared, given=given)
+    if adapt_mass_matrix is None:
+        adapt_mass_matrix = init is None
+    inverse_mass = None
+    if init is not None:
+        reference = guide_reference(init, density, seed=seed + 1, dense=dense_mass)
+        covariance = reference.covariance
+        inverse_mass = covariance if dense_mass else jnp.diagonal(covariance)
     engine = _sampler(
         model,
         density,
@@ -166,6 +180,8 @@ def nuts(
         dense_mass=dense_mass,
         target_accept_prob=target_accept_prob,
         max_tree_depth=max_tree_depth,
+        inverse_mass_matrix=inverse_mass,
+        adapt_mass_matrix=adapt_mass_matrix,
         progress=progress,
     )
     init_params = None
@@ -238,6 +254,8 @@ def _sampler(
         dense_mass=settings["dense_mass"],
         target_accept_prob=settings["target_accept_prob"],
         max_tree_depth=settings["max_tree_depth"],
+        inverse_mass_matrix=settings["inverse_mass_matrix"],
+        adapt_mass_matrix=settings["adapt_mass_matrix"],
     )
     engine = MCMC(
         kernel,

@@ -1,5 +1,7 @@
 """Model families, each a generative NumPyro program behind :class:`probdyn.Model`."""
 
+import dataclasses
+
 from probdyn.errors import ConfigError
 from probdyn.models.facrnn import FacRNN
 from probdyn.models.hmm import HMM
@@ -28,6 +30,9 @@ def from_spec(spec: dict):
         raise ConfigError(f"unknown model family {family!r}; expected one of {sorted(FAMILIES)}")
     if "marginalize" in spec:  # run files written before `marginal` (LDS only)
         spec["marginal"] = "sample" if spec.pop("marginalize") is False else None
+    fields = {field.name for field in dataclasses.fields(FAMILIES[family])}
+    if "parameterisation" in fields and "parameterisation" not in spec:
+        spec["parameterisation"] = "redundant"  # the only form before the option existed
     try:
         return FAMILIES[family](**spec)
     except TypeError as error:

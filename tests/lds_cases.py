@@ -33,7 +33,12 @@ def ou_model(marginal: str = "exact") -> LDS:
         "d": dist.Delta(jnp.zeros(1)),
         "r": dist.Delta(jnp.array([R_SCALE])),
     }
-    return LDS(latent_dim=1, marginal=marginal, priors={"A": dist.Uniform(0.0, 1.0), **fixed})
+    return LDS(
+        parameterisation="redundant",
+        latent_dim=1,
+        marginal=marginal,
+        priors={"A": dist.Uniform(0.0, 1.0), **fixed},
+    )
 
 
 def ou_log_likelihood(a, ds: xr.Dataset):

@@ -184,6 +184,7 @@ def test_exact_refuses_high_dimensional_models():
 @pytest.mark.heavy
 def test_smc_on_2d_lds_with_four_free_parameters_against_importance_sampling():
     truth = LDS(
+        parameterisation="redundant",
         latent_dim=2,
         priors={
             "A": dist.Delta(jnp.array([[0.8, 0.2], [-0.2, 0.7]])),
@@ -200,7 +201,7 @@ def test_smc_on_2d_lds_with_four_free_parameters_against_importance_sampling():
     ds = xr.Dataset({"y": (("trial", "time", "neuron"), y)}, attrs={"dt": 1.0})
     free = dict(truth.priors)
     free["A"] = dist.Normal(jnp.zeros((2, 2)), 0.5)
-    model = LDS(latent_dim=2, priors=free)
+    model = LDS(parameterisation="redundant", latent_dim=2, priors=free)
     density = bind(model, model.prepare(ds))
     assert density.dim == 4
     # Reference: importance sampling from a wide Student-t around the Laplace fit (2e5 draws).

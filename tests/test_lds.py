@@ -8,8 +8,9 @@ import xarray as xr
 from scipy.stats import multivariate_normal
 
 from probdyn import PriorError, prior_predictive
+from probdyn.algorithms.canonical import LowerTrapezoidalNormal
 from probdyn.algorithms.kalman import kalman_log_marginal, kalman_smoother
-from probdyn.models import LDS
+from probdyn.models import LDS, from_spec
 
 
 def dense_latent_moments(A, b, Q, T):
@@ -101,33 +102,39 @@ def _dataset(y, dt=0.1):
     return xr.Dataset({"y": (("trial", "time", "neuron"), y)}, attrs={"dt": dt})
 
 
-def test_lds_program_log_density_is_kalman_marginal():
+@pytest.mark.parametrize("parameterisation", ["canonical", "redundant"])
+def test_lds_program_log_density_is_kalman_marginal(parameterisation):
     rng = np.random.default_rng(0)
     y = rng.normal(size=(3, 6, 2))
-    model = LDS(latent_dim=2)
+    model = LDS(latent_dim=2, parameterisation=parameterisation)
     data = model.prepare(_dataset(y))
     params = {
         "A": jnp.array([[0.8, 0.1], [-0.2, 0.7]]),
         "b": jnp.array([0.1, -0.1]),
-        "q": jnp.array([0.5, 0.3]),
-        "C": jnp.array([[1.0, 0.5], [0.2, -1.0]]),
+        "C": jnp.array([[1.0, 0.0], [0.2, -1.0]]),
         "d": jnp.array([0.3, 0.0]),
         "r": jnp.array([0.6, 0.9]),
     }
+    if parameterisation == "canonical":
+        params["C"] = params["C"].at[1, 1].set(1.0)  # lower trapezoidal, positive diagonal
+        params["initial_chol"] = jnp.array([[1.5, 0.0], [-0.4, 0.7]])
+        Q, P0 = jnp.eye(2), params["initial_chol"] @ params["initial_chol"].T
+    else:
+        params["q"] = jnp.array([0.5, 0.3])
+        Q, P0 = jnp.diag(params["q"] ** 2), jnp.eye(2)
     log_joint, _ = numpyro.infer.util.log_density(model, (data,), {}, params)
-    prior = sum(
-        float(d.log_prob(params[name]).sum()) for name, d in model.default_priors(2).items()
-    )
+    prior = sum(float(d.log_prob(params[name]).sum()) for name, d in model.site_priors(2).items())
     likelihood = sum(
         float(
             kalman_log_marginal(
                 params["A"],
                 params["b"],
-                jnp.diag(params["q"] ** 2),
+                Q,
                 params["C"],
                 params["d"],
                 params["r"] ** 2,
                 jnp.asarray(trial),
+                P0=P0,
             )
         )
         for trial in y
@@ -135,8 +142,69 @@ def test_lds_program_log_density_is_kalman_marginal():
     assert abs(float(log_joint) - (prior + likelihood)) < 1e-8
 
 
+@pytest.mark.parametrize("emission_dim", [4, 2, 1])
+def test_canonical_and_redundant_forms_are_the_same_likelihoods(emission_dim):
+    canonical = LDS(latent_dim=2)
+    redundant = LDS(latent_dim=2, parameterisation="redundant")
+    sizes = {"num_trials": 2, "num_timesteps": 15, "emission_dim": emission_dim}
+    draws = prior_predictive(canonical, seed=1, num_samples=4, **sizes)
+    params = {k: draws[k] for k in ("A", "b", "C", "d", "r", "initial_chol")}
+    there = canonical.redundant_form(params)
+    back = redundant.canonical_form(there)
+    assert set(there) == {"A", "b", "C", "d", "r", "q"} and np.all(there["q"] > 0)
+    assert set(back) == set(params)
+    if emission_dim >= 2:  # the canonical point is unique where C has full column rank
+        for name in params:
+            np.testing.assert_allclose(back[name], params[name], atol=1e-10)
+    data = canonical.as_data(**sizes)
+
+    def log_likelihood(model, p, i):
+        p = {k: jnp.asarray(v[i]) for k, v in p.items()}
+        return model.exact_marginal(p, data, 2).log_prob(jnp.asarray(draws["y"][i]))
+
+    for i in range(4):
+        reference = log_likelihood(canonical, params, i)
+        np.testing.assert_allclose(log_likelihood(redundant, there, i), reference, rtol=1e-10)
+        np.testing.assert_allclose(log_likelihood(canonical, back, i), reference, rtol=1e-10)
+
+
+def test_the_canonical_form_removes_the_latent_maps_that_the_redundant_form_keeps():
+    # A signed permutation of the latent axes changes the redundant parameters but not the
+    # likelihood; both copies have one canonical form, which the control (another system)
+    # does not share.
+    redundant = LDS(latent_dim=2, parameterisation="redundant")
+    rng = np.random.default_rng(0)
+    params = {
+        "A": np.array([[0.9, 0.2], [-0.3, 0.8]]),
+        "b": np.array([0.1, 0.2]),
+        "q": np.array([0.3, 0.7]),
+        "C": rng.normal(size=(3, 2)),
+        "d": rng.normal(size=3),
+        "r": np.ones(3),
+    }
+    P = np.array([[0.0, -1.0], [1.0, 0.0]])
+    flipped = dict(params, A=P @ params["A"] @ P.T, b=P @ params["b"], C=params["C"] @ P.T)
+    flipped["q"] = np.abs(P) @ params["q"]
+    one, two = redundant.canonical_form(params), redundant.canonical_form(flipped)
+    for name in one:
+        np.testing.assert_allclose(one[name], two[name], atol=1e-12)
+    other = redundant.canonical_form(dict(params, A=params["A"].T))
+    assert not np.allclose(other["A"], one["A"])
+
+
+def test_runs_written_before_the_option_read_as_redundant():
+    spec = LDS(latent_dim=2).spec()
+    assert spec["parameterisation"] == "canonical"
+    del spec["parameterisation"]
+    assert from_spec(spec).parameterisation == "redundant"
+
+
 def test_custom_priors_shapes_and_errors():
-    fixed = LDS(latent_dim=2, priors={"A": dist.Delta(jnp.eye(2) * 0.5), "q": dist.HalfNormal(0.1)})
+    fixed = LDS(
+        latent_dim=2,
+        parameterisation="redundant",
+        priors={"A": dist.Delta(jnp.eye(2) * 0.5), "q": dist.HalfNormal(0.1)},
+    )
     draws = prior_predictive(
         fixed, seed=0, num_samples=3, num_trials=2, num_timesteps=4, emission_dim=3
     )
@@ -151,10 +219,24 @@ def test_custom_priors_shapes_and_errors():
         LDS(latent_dim=2, priors={"Z": dist.Normal(0, 1)})
     with pytest.raises(PriorError, match=r"site 'b' has shape \(3,\).*the site has shape \(2,\)"):
         LDS(latent_dim=2, priors={"b": dist.Normal(jnp.zeros(3), 1)}).site_priors(3)
+    redundant = {"parameterisation": "redundant"}
     with pytest.raises(PriorError, match="outside the site's support"):
-        LDS(latent_dim=2, priors={"q": dist.Normal(0, 1)}).site_priors(3)
+        LDS(latent_dim=2, priors={"q": dist.Normal(0, 1)}, **redundant).site_priors(3)
     with pytest.raises(PriorError, match="expected a numpyro"):
-        LDS(latent_dim=2, priors={"q": 0.3}).site_priors(3)
+        LDS(latent_dim=2, priors={"q": 0.3}, **redundant).site_priors(3)
+    # Sites of one form named under the other: what to do instead.
+    with pytest.raises(PriorError, match="no site 'q'.*parameterisation='redundant'"):
+        LDS(latent_dim=2, priors={"q": dist.HalfNormal(0.1)})
+    with pytest.raises(PriorError, match="C lower trapezoidal.*LowerTrapezoidalNormal"):
+        LDS(latent_dim=2, priors={"C": dist.Normal(0.0, 2.0)})
+    with pytest.raises(PriorError, match="no site 'initial_chol'"):
+        LDS(latent_dim=2, priors={"initial_chol": LowerTrapezoidalNormal(2, 2)}, **redundant)
+    wide = LDS(latent_dim=2, priors={"C": LowerTrapezoidalNormal(3, 2, 5.0)})
+    draws = prior_predictive(
+        wide, seed=0, num_samples=50, num_trials=1, num_timesteps=2, emission_dim=3
+    )
+    assert np.all(draws["C"][:, 0, 1] == 0) and np.all(draws["C"][:, [0, 1], [0, 1]] > 0)
+    assert np.std(draws["C"][:, 2, 0]) > 2.5
     with pytest.raises(PriorError, match="Poisson emissions have no closed form"):
         LDS(latent_dim=1, observation="poisson", marginal="exact")
 

@@ -47,7 +47,7 @@ def test_marginalised_lds_draws_follow_the_smoothed_marginals():
     posterior = {k: np.broadcast_to(v, (1, S, *v.shape)) for k, v in params.items()}
     dims = {k: ("chain", "draw", *v) for k, v in dims.items()}
     observed = rng.normal(size=(1, T, N))
-    tree = tree_with(posterior, dims, LDS(latent_dim=D), observed)
+    tree = tree_with(posterior, dims, LDS(parameterisation="redundant", latent_dim=D), observed)
     draws = posterior_paths(tree, max_draws=S)[2][0]
     mean, cov = kalman_smoother(
         params["A"], params["b"], np.diag(params["q"] ** 2), params["C"], params["d"],
@@ -86,7 +86,7 @@ def test_the_smoothed_prediction_follows_its_own_trial_and_not_another():
     dims = {"A": ("l", "l2"), "b": ("l",), "q": ("l",), "C": ("n", "l"), "d": ("n",), "r": ("n",)}
     posterior = {k: np.broadcast_to(v, (1, S, *v.shape)) for k, v in params.items()}
     dims = {k: ("chain", "draw", *v) for k, v in dims.items()}
-    tree = tree_with(posterior, dims, LDS(latent_dim=D), observed)
+    tree = tree_with(posterior, dims, LDS(parameterisation="redundant", latent_dim=D), observed)
 
     def r2(trial_given, trial_scored):
         model, params, paths = posterior_paths(tree, [trial_given])

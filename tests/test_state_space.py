@@ -113,14 +113,14 @@ def test_every_family_states_every_handling_and_refuses_with_its_reason(model):
 # -- the particle filter against closed forms -------------------------------------------------
 def test_filtered_lds_likelihood_is_the_kalman_marginal_with_missing_bins():
     params = gaussian_lds_parameters()
-    truth = LDS(latent_dim=2, priors=fixed(**params))
+    truth = LDS(parameterisation="redundant", latent_dim=2, priors=fixed(**params))
     ds = simulate(truth, 0, num_trials=3, num_timesteps=25, emission_dim=3)
     values = ds["y"].values.copy()
     values[0, 5:9, 1] = np.nan  # missing bins drop out of both
     values[2, 0, :] = np.nan
     ds["y"] = (("trial", "time", "neuron"), values)
     exact = exact_log_likelihoods(params, ds, ~np.isnan(values))
-    model = LDS(latent_dim=2, marginal="particle")
+    model = LDS(parameterisation="redundant", latent_dim=2, marginal="particle")
     estimate, se = model.particle_log_likelihood(
         params, ds, num_particles=4000, num_repeats=8, seed=1
     )
@@ -181,13 +181,13 @@ def test_sdernn_filter_uses_the_sampled_path_transition():
 # -- inference methods and the one option -------------------------------------------------------
 def test_methods_that_need_a_deterministic_density_refuse_a_filtered_path():
     ds = simulate(
-        LDS(latent_dim=2, priors=fixed(**gaussian_lds_parameters())),
+        LDS(parameterisation="redundant", latent_dim=2, priors=fixed(**gaussian_lds_parameters())),
         0,
         num_trials=2,
         num_timesteps=6,
         emission_dim=3,
     )
-    model = LDS(latent_dim=2, marginal="particle")
+    model = LDS(parameterisation="redundant", latent_dim=2, marginal="particle")
     with pytest.raises(ConfigError, match="NUTS needs a deterministic log density"):
         nuts(model, ds, num_warmup=2, num_samples=2, seed=0)
     for method in ("smc", "laplace", "bridge", "exact"):
@@ -215,13 +215,17 @@ class Draws:
 def test_predictive_score_is_the_per_trial_average_over_draws():
     params = gaussian_lds_parameters()
     ds = simulate(
-        LDS(latent_dim=2, priors=fixed(**params)), 1, num_trials=4, num_timesteps=15, emission_dim=3
+        LDS(parameterisation="redundant", latent_dim=2, priors=fixed(**params)),
+        1,
+        num_trials=4,
+        num_timesteps=15,
+        emission_dim=3,
     )
     rng = np.random.default_rng(0)
     scales = rng.uniform(0.3, 0.6, size=(6, 2))
     draws = {k: np.broadcast_to(v, (6, *np.shape(v))).copy() for k, v in params.items()}
     draws["q"] = scales
-    model = LDS(latent_dim=2)
+    model = LDS(parameterisation="redundant", latent_dim=2)
     result = log_evidence(model, ds, method="predictive", seed=0, posterior=Draws(draws))
     table = np.array(
         [exact_log_likelihoods({k: v[i] for k, v in draws.items()}, ds) for i in range(6)]
@@ -233,7 +237,7 @@ def test_predictive_score_is_the_per_trial_average_over_draws():
     assert result.diagnostics["joint"] == pytest.approx(joint, rel=1e-10)
     # The filter's estimate of the same score agrees within its error.
     filtered = log_evidence(
-        LDS(latent_dim=2, marginal="particle", num_particles=3000),
+        LDS(parameterisation="redundant", latent_dim=2, marginal="particle", num_particles=3000),
         ds,
         method="predictive",
         seed=0,
@@ -242,7 +246,7 @@ def test_predictive_score_is_the_per_trial_average_over_draws():
     assert abs(filtered.log_evidence - result.log_evidence) < 4 * filtered.standard_error + 0.1
     with pytest.raises(ConfigError, match="marginal='particle'"):
         log_evidence(
-            LDS(latent_dim=2, marginal="sample"),
+            LDS(parameterisation="redundant", latent_dim=2, marginal="sample"),
             ds,
             method="predictive",
             seed=0,
@@ -263,13 +267,24 @@ def test_particle_svi_recovers_a_rotation_and_not_from_shuffled_bins():
         "d": np.full(8, -0.3),
     }
     ds = simulate(
-        LDS(latent_dim=2, observation="poisson", priors=fixed(**params)),
+        LDS(
+            parameterisation="redundant",
+            latent_dim=2,
+            observation="poisson",
+            priors=fixed(**params),
+        ),
         0,
         num_trials=20,
         num_timesteps=40,
         emission_dim=8,
     )
-    model = LDS(latent_dim=2, observation="poisson", marginal="particle", num_particles=32)
+    model = LDS(
+        parameterisation="redundant",
+        latent_dim=2,
+        observation="poisson",
+        marginal="particle",
+        num_particles=32,
+    )
     fit = svi(model, ds, num_steps=800, seed=0, progress=False)
     radius = np.abs(np.linalg.eigvals(np.median(fit.draws(100, seed=1)["A"], axis=0)))
     assert np.all(np.abs(radius - 0.95) < 0.06), radius
@@ -287,9 +302,13 @@ def test_every_result_type_is_a_posterior_that_fixed_points_accepts():
         assert hasattr(kind, "draws") and hasattr(kind, "to_arviz")
     params = gaussian_lds_parameters()
     ds = simulate(
-        LDS(latent_dim=2, priors=fixed(**params)), 0, num_trials=2, num_timesteps=6, emission_dim=3
+        LDS(parameterisation="redundant", latent_dim=2, priors=fixed(**params)),
+        0,
+        num_trials=2,
+        num_timesteps=6,
+        emission_dim=3,
     )
-    model = LDS(latent_dim=2)
+    model = LDS(parameterisation="redundant", latent_dim=2)
     point = PointEstimate(
         {k: np.asarray(v) for k, v in params.items()}, np.zeros(3), model=model, data=ds
     )

@@ -39,7 +39,7 @@ def test_svi_same_seed_same_result_and_loss_decreases():
         np.testing.assert_array_equal(np.asarray(a.params[key]), np.asarray(b.params[key]))
     assert a.losses[-50:].mean() < a.losses[:50].mean()
     draws = a.sample_posterior(20, seed=0)
-    assert set(draws) == {"A", "b", "q", "C", "d", "r"} and draws["C"].shape == (20, 2, 1)
+    assert set(draws) == {"A", "b", "initial_chol", "C", "d", "r"} and draws["C"].shape == (20, 2, 1)
     with pytest.raises(ConfigError, match="refine needs an amortised guide"):
         a.sample_posterior(2, seed=0, refine=5)
 

@@ -17,6 +17,16 @@ obtained, and its cost):
     ``num_repeats`` independent runs give the estimate
     :math:`\log \bar Z` and its standard error by the delta method,
     :math:`\mathrm{se} = \mathrm{sd}(\hat Z_r) / (\sqrt{R}\, \bar Z)`.
+    ``reference="laplace"`` (or ``"guide"`` with ``svi_result``) tempers from a Gaussian fitted
+    to the posterior instead (:mod:`probdyn.inference.reference`): :math:`\pi_\beta \propto
+    q\,\ell^\beta` with :math:`q\,\ell = \pi_0 L`, unbiased in the same way and a few steps
+    long where :math:`q` is close; the diagnostics report each run's tempering steps and the
+    effective sample size of :math:`\ell` at the start.
+``"ais"``
+    Annealed importance sampling (:func:`~probdyn.inference.evidence.ais.ais`): the same path
+    on a fixed ladder of ``num_temperatures`` steps without resampling, from the Laplace
+    reference by default (``reference="prior"`` for the classic start); the final weights'
+    effective sample size is reported.
 ``"iwae"``
     The importance-weighted bound of an SVI guide,
     :math:`\mathcal{L}_K = \mathbb{E}\log \frac1K \sum_k p(y, \theta_k)/q(\theta_k)
@@ -84,19 +94,16 @@ import jax
 from probdyn.capabilities import require_deterministic_density
 from probdyn.errors import ConfigError
 from probdyn.inference.density import bind
+from probdyn.inference.evidence.ais import ais
 from probdyn.inference.evidence.bridge import bridge
 from probdyn.inference.evidence.exact import exact
 from probdyn.inference.evidence.heldout import heldout
 from probdyn.inference.evidence.iwae import iwae
-from probdyn.inference.evidence.laplace import (
-    find_mode,
-    hessian_matrix,
-    laplace,
-    require_dense_hessian,
-)
+from probdyn.inference.evidence.laplace import laplace
 from probdyn.inference.evidence.predictive import predictive
 from probdyn.inference.evidence.result import Evidence, held_out_evidence
 from probdyn.inference.evidence.smc import smc
+from probdyn.inference.mode import find_mode, hessian_matrix, require_dense_hessian
 from probdyn.model import Model
 from probdyn.schema import check_options
 
@@ -118,7 +125,11 @@ def log_evidence(model: Model, data, *, method: str = "smc", seed: int, **option
     Options by method: ``smc``: ``num_particles`` (1000 per repeat), ``num_repeats`` (4),
     ``num_mcmc_steps`` (10), ``num_integration_steps`` (20), ``target_ess`` (0.5),
     ``dense_mass`` (False), ``num_devices`` (all visible), ``chunk`` (particles moved at
-    once, over all repeats);
+    once, over all repeats), ``reference`` ("prior"; "laplace", "guide" with ``svi_result``),
+    ``reference_scale`` (1.0); ``ais``: ``reference`` ("laplace"), ``svi_result``,
+    ``reference_scale``, ``num_particles`` (500), ``num_repeats`` (4), ``num_temperatures``
+    (100), ``schedule_power`` (1 from a reference, 4 from the prior), ``num_mcmc_steps`` (2),
+    ``num_integration_steps`` (10), ``chunk``;
     ``iwae``: ``svi_result`` (or ``svi_steps``, 2000), ``num_importance`` K (1000),
     ``num_batches`` (8), ``chunk`` (importance draws at once); ``heldout`` (new trials under
     a fitted amortised guide, :func:`heldout`): ``svi_result`` (required),
@@ -137,12 +148,13 @@ def log_evidence(model: Model, data, *, method: str = "smc", seed: int, **option
 
 
 #: Methods that need the log density as a deterministic function of the parameters.
-DETERMINISTIC_METHODS = ("smc", "bridge", "laplace", "exact")
+DETERMINISTIC_METHODS = ("smc", "ais", "bridge", "laplace", "exact")
 
 
 def _methods() -> dict:
     return {
         "smc": smc,
+        "ais": ais,
         "iwae": iwae,
         "heldout": heldout,
         "predictive": predictive,

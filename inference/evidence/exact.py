@@ -11,8 +11,8 @@ from jax.scipy.special import logsumexp
 
 from probdyn.errors import ConfigError
 from probdyn.inference.density import Density
-from probdyn.inference.evidence.laplace import find_mode
 from probdyn.inference.evidence.result import Evidence, without_free_parameters
+from probdyn.inference.mode import find_mode
 from probdyn.schema import Count
 
 

@@ -1,8 +1,15 @@
-"""Adaptive tempered SMC from the prior: an unbiased estimate of the evidence (``method="smc"``)."""
+r"""Adaptive tempered SMC: an unbiased estimate of the evidence (``method="smc"``).
+
+The tempering starts from the prior or from a fitted reference
+(:mod:`probdyn.inference.reference`): with :math:`q` the starting density and
+:math:`\ell = \pi_0 L / q` (:math:`\ell = L` from the prior) the path is
+:math:`\pi_\beta \propto q\,\ell^\beta`, and :math:`\hat Z = \prod_k \sum_i W_i^{(k-1)}
+\ell_i^{\beta_k - \beta_{k-1}}` is unbiased for :math:`p(y)` either way.
+"""
 
 from __future__ import annotations
 
-from typing import Annotated
+from typing import Annotated, Literal
 
 import blackjax
 import jax
@@ -14,8 +21,9 @@ from tqdm.auto import tqdm
 from probdyn.errors import ConfigError
 from probdyn.inference.density import Density
 from probdyn.inference.evidence.result import Evidence, log_mean_and_se, without_free_parameters
+from probdyn.inference.reference import tempering_path
 from probdyn.runtime import devices, memory
-from probdyn.schema import Count, Range
+from probdyn.schema import Count, Fraction, Positive, Range
 
 
 def smc(
@@ -33,9 +41,20 @@ def smc(
     num_devices: Count | None = None,
     chunk: Count | None = None,
     progress: bool | None = None,
+    reference: Literal["prior", "laplace", "guide"] = "prior",
+    svi_result=None,
+    reference_scale: Positive = 1.5,
+    prior_weight: Fraction = 0.05,
 ) -> Evidence:
-    """``method="smc"``: adaptive tempered SMC (:mod:`probdyn.inference.evidence`).
+    r"""``method="smc"``: adaptive tempered SMC (:mod:`probdyn.inference.evidence`).
 
+    ``reference``: where the tempering starts: ``"prior"``, ``"laplace"`` (the Gaussian at the
+    mode) or ``"guide"`` (the Gaussian of ``svi_result``'s draws), widened by
+    ``reference_scale`` and mixed with the prior at ``prior_weight``
+    (:func:`probdyn.inference.reference.tempering_path`). The reference is fitted once;
+    the repeats are independent given it. The diagnostics hold each run's tempering steps and
+    the effective sample size of the weights :math:`\ell` at the start (the fraction of
+    particles that would count if the posterior were reached in one step).
     ``progress``: a bar over the runs that shows the tempering reached by the current one
     (None: the process setting, :func:`probdyn.runtime.memory.limit`).
     """
@@ -44,6 +63,18 @@ def smc(
         return without_free_parameters(density)
     if num_repeats < 2:
         raise ConfigError("num_repeats must be at least 2 to estimate a standard error")
+    if reference != "prior":  # the prior's path draws from the key as before
+        key, key_reference = jax.random.split(key)
+    else:
+        key_reference = key
+    path = tempering_path(
+        density,
+        key_reference,
+        reference=reference,
+        svi_result=svi_result,
+        scale=reference_scale,
+        prior_weight=prior_weight,
+    )
     # Particles move in batches sized by the memory budget (a gradient of the log density per
     # particle), and the repeats run side by side only as far as the budget allows.
     per_particle, fixed = memory.item_cost(
@@ -67,8 +98,8 @@ def smc(
         f" run(s) at a time (up to {memory.format_size(per_particle)} per particle)"
     )
     kernel = blackjax.smc.adaptive_tempered.build_kernel(
-        density.log_prior,
-        density.log_likelihood,
+        path.log_start,
+        path.log_increment,
         blackjax.hmc.build_kernel(),
         blackjax.hmc.init,
         resampling.systematic,
@@ -90,8 +121,13 @@ def smc(
 
     def one_run(key):
         key_init, key_loop = jax.random.split(key)
-        particles = density.sample_prior(key_init, num_particles)
+        particles = path.draw(key_init, num_particles)
         state = spread(blackjax.smc.adaptive_tempered.init(particles))
+        log_weights = jax.lax.map(path.log_increment, particles, batch_size=particle_batch or None)
+        start_ess = (
+            jnp.exp(2 * jax.nn.logsumexp(log_weights) - jax.nn.logsumexp(2 * log_weights))
+            / num_particles
+        )
         # HMC steps of size ~ d^(-1/4) in whitened coordinates keep acceptance reasonable.
         step_size = jnp.asarray(0.5 * density.dim**-0.25, particles.dtype)
 
@@ -123,7 +159,7 @@ def smc(
 
         init = (state, step_size, jnp.zeros((), particles.dtype), jnp.zeros(()), key_loop, 0)
         state, _, log_z, acceptance, _, steps = jax.lax.while_loop(keep_going, advance, init)
-        return log_z, steps, acceptance, state.tempering_param
+        return log_z, steps, acceptance, state.tempering_param, start_ess
 
     bar = tqdm(total=num_repeats, disable=not progress, desc="smc", unit="run")
 
@@ -148,7 +184,7 @@ def smc(
             bar.update(len(group))
     bar.close()
     joined = (np.concatenate(values) for values in zip(*outcomes, strict=True))
-    log_z, steps, final_acceptance, reached = joined
+    log_z, steps, final_acceptance, reached, start_ess = joined
     if not np.all(reached >= 1.0):
         raise FloatingPointError(
             f"SMC did not reach the posterior within {max_steps} tempering steps"
@@ -165,7 +201,11 @@ def smc(
         gradients,
         {
             "log_evidence_per_run": log_z.tolist(),
+            "reference": reference
+            if reference == "prior"
+            else f"{reference} x {reference_scale:g}",
             "tempering_steps": steps.tolist(),
+            "start_ess_fraction": start_ess.tolist(),
             "final_acceptance": final_acceptance.tolist(),
             "num_particles": num_particles,
             "num_devices": mesh.size,

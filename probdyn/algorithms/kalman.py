@@ -99,7 +99,15 @@ def kalman_log_marginal(A, b, Q, C, d, R_diag, y, mask=None, m0=None, P0=None) -
 
 
 def kalman_smoother(
-    A: Array, b: Array, Q: Array, C: Array, d: Array, R_diag: Array, y: Array, mask=None
+    A: Array,
+    b: Array,
+    Q: Array,
+    C: Array,
+    d: Array,
+    R_diag: Array,
+    y: Array,
+    mask=None,
+    P0: Array | None = None,
 ) -> tuple[Array, Array]:
     r"""Smoothed moments :math:`p(x_t \mid y_{0:T-1}) = N(m_{t|T}, P_{t|T})` of one trial.
 
@@ -113,7 +121,7 @@ def kalman_smoother(
 
     Returns means (time, latent) and covariances (time, latent, latent).
     """
-    means, covariances, _, _ = kalman_filter(A, b, Q, C, d, R_diag, y, mask)
+    means, covariances, _, _ = kalman_filter(A, b, Q, C, d, R_diag, y, mask, P0=P0)
 
     def back(carry, filtered):
         m_next, P_next = carry
@@ -134,19 +142,33 @@ def kalman_smoother(
 
 
 class LinearGaussianStateSpace(dist.Distribution):
-    """Distribution of a trial's observations with the latent path integrated out.
+    r"""Distribution of a trial's observations with the latent path integrated out.
 
     Event shape (time, emission); batch shape that of ``mask`` minus its last two axes (one
     entry per trial). ``log_prob`` is :func:`kalman_log_marginal`; ``sample`` simulates the
-    model forward.
+    model forward. ``initial_chol``: :math:`L_0` with :math:`x_0 \sim N(0, L_0 L_0^\top)`
+    (None: the identity).
     """
 
     support = constraints.independent(constraints.real, 2)
-    pytree_data_fields = ("A", "b", "Q", "C", "d", "R_diag", "observed")
+    pytree_data_fields = ("A", "b", "Q", "C", "d", "R_diag", "initial_chol", "observed")
     pytree_aux_fields = ("num_timesteps",)
 
-    def __init__(self, A, b, Q, C, d, R_diag, num_timesteps, mask=None, batch_shape=()):
+    def __init__(
+        self,
+        A,
+        b,
+        Q,
+        C,
+        d,
+        R_diag,
+        num_timesteps,
+        mask=None,
+        batch_shape=(),
+        initial_chol=None,
+    ):
         self.A, self.b, self.Q, self.C, self.d, self.R_diag = A, b, Q, C, d, R_diag
+        self.initial_chol = initial_chol
         self.num_timesteps = num_timesteps
         self.observed = mask
         if mask is not None:
@@ -162,8 +184,11 @@ class LinearGaussianStateSpace(dist.Distribution):
         return self._per_trial(value, lambda *args: kalman_filter(*args)[3])
 
     def _per_trial(self, value, fn):
+        L0 = self.initial_chol
+        P0 = None if L0 is None else L0 @ L0.T
+
         def one(y, mask):
-            return fn(self.A, self.b, self.Q, self.C, self.d, self.R_diag, y, mask)
+            return fn(self.A, self.b, self.Q, self.C, self.d, self.R_diag, y, mask, None, P0)
 
         mask = jnp.ones(value.shape, bool) if self.observed is None else self.observed
         flat_y = value.reshape((-1, *self.event_shape))
@@ -177,13 +202,16 @@ class LinearGaussianStateSpace(dist.Distribution):
         key_x, key_y = jax.random.split(key)
         chol_q = jnp.linalg.cholesky(self.Q)
 
-        def path(eps):  # eps: (time, latent); x_0 = eps_0 ~ N(0, I)
+        L0 = jnp.eye(self.A.shape[0]) if self.initial_chol is None else self.initial_chol
+
+        def path(eps):  # eps: (time, latent); x_0 = L0 eps_0 ~ N(0, L0 L0^T)
             def advance(x, e):
                 x = self.A @ x + self.b + chol_q @ e
                 return x, x
 
-            _, rest = jax.lax.scan(advance, eps[0], eps[1:])
-            return jnp.concatenate([eps[:1], rest])
+            x0 = L0 @ eps[0]
+            _, rest = jax.lax.scan(advance, x0, eps[1:])
+            return jnp.concatenate([x0[None], rest])
 
         noise = jax.random.normal(key_x, (*shape, self.num_timesteps, self.A.shape[0]))
         xs = jnp.vectorize(path, signature="(t,l)->(t,l)")(noise)

@@ -142,6 +142,7 @@ def _fit(args) -> int:
     from probdyn.inference import MCMCResult, log_evidence, nuts, svi
     from probdyn.inference.arviz import PREDICTIVE_GROUPS, add_predictive
     from probdyn.inference.density import bind
+    from probdyn.inference.guides import MVN_MAX_DIM
     from probdyn.runtime import devices, memory
 
     config = load_config(args.config)
@@ -220,10 +221,19 @@ def _fit(args) -> int:
         elif settings["method"] == "svi" and needs_result and settings["evidence"] == "iwae":
             result = fit_svi()  # read back from its finished checkpoint
         elif settings["method"] == "nuts" and not resumed:
+            # Warm start (docs/geometry.md): an SVI guide gives the chains their starts and
+            # their mass matrix, so the warm-up only tunes the step size.
+            warm_steps = settings.get("warm_start", 2000)
+            init = None
+            if warm_steps:
+                init = svi(model, data, num_steps=warm_steps, seed=seed, progress=progress)
+                say(f"nuts warm start: svi loss {init.losses[-1]:.4g} after {warm_steps} steps")
             result = nuts(
                 model,
                 data,
-                num_warmup=settings.get("num_warmup", 500),
+                init=init,
+                dense_mass=init is not None and init.density.dim <= MVN_MAX_DIM,
+                num_warmup=settings.get("num_warmup", 200 if init else 500),
                 num_samples=settings.get("num_samples", 500),
                 num_chains=settings.get("num_chains", 4),
                 chain_method=settings["chain_method"],

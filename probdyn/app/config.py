@@ -27,9 +27,10 @@ r"""Run configurations (TOML) for ``probdyn fit``: data, model, priors, inferenc
     method = "svi"                 # "svi" | "nuts"
     num_steps = 2000               # svi: num_steps, guide, learning_rate, batch_size,
     # coordinated_dropout, encoder_dropout, warmup (amortised guides: see AutoencoderELBO)
-    # nuts: num_warmup, num_samples, num_chains, chain_method ("parallel": over devices)
+    # nuts: num_warmup, num_samples, num_chains, chain_method ("parallel": over devices),
+    # warm_start (SVI steps whose guide starts the chains and sets their mass matrix; 0: none)
     # num_devices = 4              # cap on the devices trials/chains/particles are split over
-    evidence = "iwae"              # "iwae" | "smc" | "bridge" | "laplace" | "exact" | "none"
+    evidence = "iwae"             # iwae | smc | ais | bridge | laplace | exact | none
     evidence_options = { num_importance = 500 }   # as log_evidence takes them, per method
 
 Priors are parsed by a fixed grammar, never evaluated: ``Name(arg, ...)`` with ``Name`` one of
@@ -84,7 +85,7 @@ PRIOR_DISTRIBUTIONS = {
 }
 SOURCES = ("netcdf", "nlb", "nwb", "simulate")
 SIMULATORS = ("simulate_sde", "simulate_attractor", "simulate_hmm")
-EVIDENCE_METHODS = ("iwae", "smc", "bridge", "laplace", "exact", "none")
+EVIDENCE_METHODS = ("iwae", "smc", "ais", "bridge", "laplace", "exact", "none")
 _CALL = re.compile(r"^\s*([A-Za-z]+)\s*\((.*)\)\s*$")
 _NUMBER = re.compile(r"^[+-]?(\d+\.?\d*|\.\d+)([eE][+-]?\d+)?$")
 
@@ -206,6 +207,7 @@ def schema() -> dict[str, dict[str, Any]]:
             "num_samples": Count,
             "num_chains": Count,
             "chain_method": Literal["vectorized", "parallel", "sequential"],
+            "warm_start": NonNegativeInt,
             "num_devices": Count,
             "evidence": Literal[EVIDENCE_METHODS],
             "evidence_options": dict,

@@ -64,7 +64,11 @@ def simulate_demo_recording(*, seed: int, num_trials: int, num_timesteps: int) -
         "d": jnp.array([0.5, -0.2, 0.0, 0.3]),
         "r": jnp.full(4, 0.25),
     }
-    generator = LDS(latent_dim=2, priors={k: dist.Delta(v) for k, v in truth.items()})
+    generator = LDS(
+        latent_dim=2,
+        parameterisation="redundant",
+        priors={k: dist.Delta(v) for k, v in truth.items()},
+    )
     draws = prior_predictive(
         generator,
         seed=seed,

@@ -1,0 +1,181 @@
+r"""Gaussian references on unconstrained space, fitted to a posterior before sampling it.
+
+A reference :math:`q(z) = N(z; \mu, \Sigma)` on the sampler's coordinates (the flat vector of
+:class:`~probdyn.inference.density.Density`) is where the samplers start when it is free to
+know where the posterior lies:
+
+- NUTS takes its covariance as inverse mass matrix and its draws as starting points
+  (:func:`~probdyn.inference.nuts` with ``init``), so its warm-up only tunes the step size;
+- tempered SMC and AIS temper from :math:`q` to the posterior instead of from the prior,
+
+  .. math::
+      \pi_\beta(z) \propto q(z)^{1-\beta}\,\big(\pi_0(z) L(z)\big)^\beta,
+
+  which keeps :math:`\hat Z` unbiased for :math:`p(y) = \int \pi_0 L` (:math:`q` is
+  normalised) and needs few steps when :math:`q` is close.
+
+Two fits: :func:`laplace_reference`, the Laplace approximation at the mode
+(:math:`\mu = \hat z`, :math:`\Sigma = H^{-1}`), and :func:`guide_reference`, the mean and
+covariance of an SVI guide's draws (any guide). ``scale`` widens :math:`\Sigma` by
+:math:`\text{scale}^2`: a reference a little wider than the posterior keeps the importance
+weights of its tails bounded.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import math
+from collections.abc import Callable
+from typing import NamedTuple
+
+import jax
+import jax.numpy as jnp
+import numpy as np
+from jax import Array
+
+from probdyn.errors import ConfigError
+from probdyn.inference.density import Density
+from probdyn.inference.mode import find_mode
+
+#: Guide draws that set a reference's covariance: this many per free dimension, at least
+#: MIN_GUIDE_DRAWS.
+GUIDE_DRAWS_PER_DIM = 20
+MIN_GUIDE_DRAWS = 1000
+
+
+@dataclasses.dataclass(frozen=True)
+class GaussianReference:
+    r""":math:`N(\mu, L L^\top)` on the unconstrained vector; ``source`` says how it was fitted."""
+
+    mean: Array
+    chol: Array
+    source: str
+
+    @property
+    def covariance(self) -> Array:
+        r""":math:`\Sigma = L L^\top`."""
+        return self.chol @ self.chol.T
+
+    def sample(self, key: Array, num_samples: int) -> Array:
+        """(num_samples, dim) draws."""
+        noise = jax.random.normal(key, (num_samples, self.mean.shape[0]), self.mean.dtype)
+        return self.mean + noise @ self.chol.T
+
+    def log_prob(self, z: Array) -> Array:
+        r""":math:`\log N(z; \mu, L L^\top)` of one vector."""
+        white = jax.scipy.linalg.solve_triangular(self.chol, z - self.mean, lower=True)
+        log_det = jnp.sum(jnp.log(jnp.diagonal(self.chol)))
+        return -0.5 * (white @ white) - log_det - 0.5 * z.shape[0] * math.log(2 * math.pi)
+
+
+def _from_covariance(mean, covariance: np.ndarray, scale: float, source: str):
+    covariance = 0.5 * (covariance + covariance.T)
+    jitter = 1e-10 * max(1.0, float(np.max(np.diag(covariance))))
+    chol = np.linalg.cholesky(covariance + jitter * np.eye(covariance.shape[0]))
+    dtype = jnp.result_type(float)
+    return GaussianReference(jnp.asarray(mean, dtype), jnp.asarray(scale * chol, dtype), source)
+
+
+def laplace_reference(
+    density: Density, key: Array, *, num_starts: int = 4, scale: float = 1.0
+) -> GaussianReference:
+    r"""The Laplace approximation: :math:`N(\hat z, \text{scale}^2 H^{-1})` at the mode."""
+    mode, _, hessian = find_mode(density, key, num_starts=num_starts, with_hessian=True)
+    np.negative(hessian, out=hessian)
+    try:
+        covariance = np.linalg.inv(np.linalg.cholesky(hessian))
+    except np.linalg.LinAlgError:
+        raise FloatingPointError(
+            "the Hessian at the mode is not positive definite: no Laplace reference; use "
+            "reference='prior' or a guide"
+        ) from None
+    covariance = covariance.T @ covariance
+    return _from_covariance(mode, covariance, scale, "laplace")
+
+
+def guide_reference(
+    svi_result, density: Density, *, seed: int, scale: float = 1.0, dense: bool = True
+) -> GaussianReference:
+    r"""Mean and covariance (its diagonal unless ``dense``) of an SVI guide's draws.
+
+    :math:`\max(1000, 20 n)` draws mapped to the sampler's coordinates, so every guide
+    (mean-field, full-rank, Laplace) gives its reference the same way.
+    """
+    num = max(MIN_GUIDE_DRAWS, GUIDE_DRAWS_PER_DIM * density.dim)
+    draws = svi_result.sample_posterior(num, seed=seed)
+    z = jax.vmap(density.unconstrain)({k: draws[k] for k in density.shapes})
+    z = np.asarray(z, np.float64)
+    covariance = np.cov(z, rowvar=False).reshape(density.dim, density.dim)
+    if not dense:
+        covariance = np.diag(np.diag(covariance))
+    return _from_covariance(z.mean(axis=0), covariance, scale, "guide")
+
+
+class TemperingPath(NamedTuple):
+    r"""The two ends of a tempering path :math:`\pi_\beta \propto q\,\ell^\beta`.
+
+    ``log_start``: :math:`\log q` (normalised); ``log_increment``: :math:`\log \ell`, so
+    that :math:`q\,\ell = \pi_0 L`; ``draw(key, n)``: n draws of :math:`q`; ``label`` names
+    the start.
+    """
+
+    log_start: Callable[[Array], Array]
+    log_increment: Callable[[Array], Array]
+    draw: Callable[[Array, int], Array]
+    label: str
+
+
+def tempering_path(
+    density: Density,
+    key: Array,
+    *,
+    reference: str,
+    svi_result=None,
+    scale: float = 1.5,
+    prior_weight: float = 0.05,
+) -> TemperingPath:
+    r"""From the prior (:math:`q = \pi_0`, :math:`\ell = L`), a Laplace fit or a guide's.
+
+    A fitted start is the defensive mixture (Hesterberg 1995)
+
+    .. math::
+        q = (1 - \epsilon)\,N(\mu, \text{scale}^2\Sigma) + \epsilon\,\pi_0,
+
+    :math:`\epsilon` = ``prior_weight``: the Gaussian, widened, puts the particles where the
+    posterior is; the prior's share keeps :math:`\ell = \pi_0 L / q \le L / \epsilon`
+    bounded wherever the Gaussian's tails are too light (a skewed posterior) or the fit is
+    poor, as the prior's path is. Measured on the 1-D OU problem: the Laplace Gaussian alone
+    (scale 1) gave importance weights with an effective sample size of 20% and 300-particle
+    estimates low by 0.01 on average; widened 1.5 times, 73% and no bias visible
+    (docs/geometry.md).
+    """
+    if (reference == "guide") != (svi_result is not None):
+        raise ConfigError("reference='guide' needs svi_result, and svi_result needs it")
+    if reference == "prior":
+        return TemperingPath(
+            density.log_prior, density.log_likelihood, density.sample_prior, "prior"
+        )
+    if reference == "laplace":
+        q = laplace_reference(density, key, scale=scale)
+    elif reference == "guide":
+        seed = int(jax.random.randint(key, (), 0, 2**31 - 1))
+        q = guide_reference(svi_result, density, seed=seed, scale=scale)
+    else:
+        raise ConfigError(f"reference={reference!r}; expected 'prior', 'laplace' or 'guide'")
+    log_share = jnp.log(jnp.array([1.0 - prior_weight, prior_weight]))
+
+    def log_start(z):
+        parts = jnp.stack([q.log_prob(z), density.log_prior(z)])
+        return jax.nn.logsumexp(parts + log_share)
+
+    def log_increment(z):
+        return density.log_posterior(z) - log_start(z)
+
+    def draw(key, num):
+        key_gauss, key_prior, key_pick = jax.random.split(key, 3)
+        from_prior = jax.random.bernoulli(key_pick, prior_weight, (num,))
+        gauss, prior = q.sample(key_gauss, num), density.sample_prior(key_prior, num)
+        return jnp.where(from_prior[:, None], prior, gauss)
+
+    label = f"{reference} x {scale:g}, prior share {prior_weight:g}"
+    return TemperingPath(log_start, log_increment, draw, label)
