@@ -24,6 +24,7 @@ weights of its tails bounded.
 from __future__ import annotations
 
 import dataclasses
+import functools
 import math
 from collections.abc import Callable
 from typing import NamedTuple
@@ -43,6 +44,9 @@ GUIDE_DRAWS_PER_DIM = 20
 MIN_GUIDE_DRAWS = 1000
 
 
+@functools.partial(
+    jax.tree_util.register_dataclass, data_fields=["mean", "chol"], meta_fields=["source"]
+)
 @dataclasses.dataclass(frozen=True)
 class GaussianReference:
     r""":math:`N(\mu, L L^\top)` on the unconstrained vector; ``source`` says how it was fitted."""
@@ -114,14 +118,18 @@ def guide_reference(
 class TemperingPath(NamedTuple):
     r"""The two ends of a tempering path :math:`\pi_\beta \propto q\,\ell^\beta`.
 
-    ``log_start``: :math:`\log q` (normalised); ``log_increment``: :math:`\log \ell`, so
-    that :math:`q\,\ell = \pi_0 L`; ``draw(key, n)``: n draws of :math:`q`; ``label`` names
-    the start.
+    ``log_start(z, reference)``: :math:`\log q` (normalised); ``log_increment(z, reference)``:
+    :math:`\log \ell`, so that :math:`q\,\ell = \pi_0 L`; ``draw(key, n, reference)``: n
+    draws of :math:`q`. ``reference`` holds the fitted Gaussian (None from the prior): the
+    samplers pass it to their compiled programs as an argument, so a program compiled for one
+    fit is reused for the next (a closed-over fit would be a constant of the program).
+    ``label`` names the start.
     """
 
-    log_start: Callable[[Array], Array]
-    log_increment: Callable[[Array], Array]
-    draw: Callable[[Array, int], Array]
+    log_start: Callable[[Array, GaussianReference | None], Array]
+    log_increment: Callable[[Array, GaussianReference | None], Array]
+    draw: Callable[[Array, int, GaussianReference | None], Array]
+    reference: GaussianReference | None
     label: str
 
 
@@ -141,19 +149,24 @@ def tempering_path(
     .. math::
         q = (1 - \epsilon)\,N(\mu, \text{scale}^2\Sigma) + \epsilon\,\pi_0,
 
-    :math:`\epsilon` = ``prior_weight``: the Gaussian, widened, puts the particles where the
-    posterior is; the prior's share keeps :math:`\ell = \pi_0 L / q \le L / \epsilon`
-    bounded wherever the Gaussian's tails are too light (a skewed posterior) or the fit is
-    poor, as the prior's path is. Measured on the 1-D OU problem: the Laplace Gaussian alone
-    (scale 1) gave importance weights with an effective sample size of 20% and 300-particle
-    estimates low by 0.01 on average; widened 1.5 times, 73% and no bias visible
-    (docs/geometry.md).
+    :math:`\epsilon` = ``prior_weight``: the Gaussian, a little wider than the fit, puts the
+    particles where the posterior is; the prior's share keeps :math:`\ell = \pi_0 L / q \le
+    L / \epsilon` bounded wherever the Gaussian's tails are too light (a skewed posterior) or
+    the fit is poor, as the prior's path is. Widening costs efficiency in every dimension (a
+    Gaussian target seen through one ``scale`` times wider keeps
+    :math:`\sqrt{2s^2 - 1}/s^2` of its effective sample size per dimension: 0.95 at 1.2, 0.83
+    at 1.5), which the tempering then pays in steps; on the 15-dimensional LDS of
+    docs/geometry.md 1.5 gave the more accurate estimates for one more step, hence the default.
     """
     if (reference == "guide") != (svi_result is not None):
         raise ConfigError("reference='guide' needs svi_result, and svi_result needs it")
     if reference == "prior":
         return TemperingPath(
-            density.log_prior, density.log_likelihood, density.sample_prior, "prior"
+            lambda z, _: density.log_prior(z),
+            lambda z, _: density.log_likelihood(z),
+            lambda key, num, _: density.sample_prior(key, num),
+            None,
+            "prior",
         )
     if reference == "laplace":
         q = laplace_reference(density, key, scale=scale)
@@ -162,20 +175,20 @@ def tempering_path(
         q = guide_reference(svi_result, density, seed=seed, scale=scale)
     else:
         raise ConfigError(f"reference={reference!r}; expected 'prior', 'laplace' or 'guide'")
-    log_share = jnp.log(jnp.array([1.0 - prior_weight, prior_weight]))
+    log_share = (math.log1p(-prior_weight), math.log(prior_weight) if prior_weight else -math.inf)
 
-    def log_start(z):
-        parts = jnp.stack([q.log_prob(z), density.log_prior(z)])
-        return jax.nn.logsumexp(parts + log_share)
+    def log_start(z, q):
+        parts = jnp.stack([q.log_prob(z) + log_share[0], density.log_prior(z) + log_share[1]])
+        return jax.nn.logsumexp(parts)
 
-    def log_increment(z):
-        return density.log_posterior(z) - log_start(z)
+    def log_increment(z, q):
+        return density.log_posterior(z) - log_start(z, q)
 
-    def draw(key, num):
+    def draw(key, num, q):
         key_gauss, key_prior, key_pick = jax.random.split(key, 3)
         from_prior = jax.random.bernoulli(key_pick, prior_weight, (num,))
         gauss, prior = q.sample(key_gauss, num), density.sample_prior(key_prior, num)
         return jnp.where(from_prior[:, None], prior, gauss)
 
     label = f"{reference} x {scale:g}, prior share {prior_weight:g}"
-    return TemperingPath(log_start, log_increment, draw, label)
+    return TemperingPath(log_start, log_increment, draw, q, label)

@@ -212,6 +212,16 @@ class LDS(StateSpaceModel):
             priors["r"] = dist.HalfNormal(jnp.ones(N))
         return priors
 
+    def initial_scale(self, params: Mapping[str, Array]) -> np.ndarray:
+        r"""The prior standard deviation of :math:`x_0` per latent axis (any leading axes).
+
+        :math:`\sqrt{\mathrm{diag}(L_0 L_0^\top)}` in the canonical form, ones in the redundant
+        one: the fixed-point search places its default starts within three of them.
+        """
+        if self.parameterisation == "canonical":
+            return np.sqrt(np.sum(np.asarray(params["initial_chol"]) ** 2, axis=-1))
+        return np.ones(np.shape(params["A"])[:-1])
+
     def redundant_form(self, params: Mapping[str, Array]) -> dict[str, np.ndarray]:
         r"""Canonical draws (any leading axes) in the redundant form: ``q`` for ``initial_chol``.
 

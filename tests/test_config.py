@@ -87,7 +87,7 @@ def _write(tmp_path, text):
         (("seed = 3", 'seed = "three"'), "seed = 'three'; expected an integer in [0, 4294967295]"),
         (('A = "Normal(0, 0.3)"', 'A = "Normal(0, 0.3"'), "model.priors.A"),
         (('A = "Normal(0, 0.3)"', 'Z = "Normal(0, 1)"'), "unknown prior site(s) ['Z']"),
-        (('A = "Normal(0, 0.3)"', 'r = "Normal(0, 1)"'), "puts mass outside the site's support"),
+        (('r = "HalfNormal(scale=0.5)"', 'r = "Normal(0, 1)"'), "puts mass outside the site's support"),
         (('A = "Normal(0, 0.3)"', 'q = "HalfNormal(1)"'), "parameterisation='redundant'"),
         (("num_steps = 200", "num_steps = 0"), "inference.num_steps = 0"),
         (("latent_dim = 2", "latent_dims = 2"), "latent_dims"),

@@ -81,21 +81,23 @@ def ais(
     batch = None if at_once >= num_particles else at_once
     hmc = blackjax.hmc.build_kernel()
 
-    def one_run(key):
+    def one_run(key, q):
         key_init, key_walk = jax.random.split(key)
-        particles = path.draw(key_init, num_particles)
+        particles = path.draw(key_init, num_particles, q)
         step_size = jnp.asarray(0.5 * density.dim**-0.25, particles.dtype)
 
         def rung(carry, item):
             particles, log_weights, step_size = carry
             pair, key = item
             beta_before, beta = pair[0], pair[1]
-            increments = jax.lax.map(path.log_increment, particles, batch_size=batch)
+            increments = jax.lax.map(
+                lambda z: path.log_increment(z, q), particles, batch_size=batch
+            )
             log_weights = log_weights + (beta - beta_before) * increments
             inverse_mass = jnp.var(particles, axis=0) + 1e-10
 
             def target(z):
-                return path.log_start(z) + beta * path.log_increment(z)
+                return path.log_start(z, q) + beta * path.log_increment(z, q)
 
             def move(item):
                 key, z = item
@@ -122,7 +124,7 @@ def ais(
         return log_z, ess / num_particles, jnp.mean(acceptance)
 
     runs = jax.jit(one_run)
-    outcomes = [runs(k) for k in jax.random.split(key, num_repeats)]
+    outcomes = [runs(k, path.reference) for k in jax.random.split(key, num_repeats)]
     log_z, ess, acceptance = (np.array([float(o[i]) for o in outcomes]) for i in range(3))
     estimate, standard_error = log_mean_and_se(log_z)
     gradients = (

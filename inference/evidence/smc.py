@@ -19,11 +19,24 @@ from blackjax.smc import resampling
 from tqdm.auto import tqdm
 
 from probdyn.errors import ConfigError
-from probdyn.inference.density import Density
+from probdyn.inference.density import Density, fingerprint
 from probdyn.inference.evidence.result import Evidence, log_mean_and_se, without_free_parameters
 from probdyn.inference.reference import tempering_path
 from probdyn.runtime import devices, memory
 from probdyn.schema import Count, Fraction, Positive, Range
+
+#: Compiled SMC programs kept for reuse (least recently used dropped first).
+CACHED_PROGRAMS = 4
+_compiled: dict[str, object] = {}
+_bar: list = [None]  # the progress bar of the call in progress
+
+
+def _show_tempering(tempering, steps):
+    """Host side of the progress callback: the tempering the current run has reached."""
+    _bar[0].set_postfix_str(
+        f"tempering {float(np.min(tempering)):.3g} after {int(np.max(steps))} steps",
+        refresh=True,
+    )
 
 
 def smc(
@@ -97,15 +110,17 @@ def smc(
         f"{min(at_once, num_particles)} particles at a time in {min(repeats_at_once, num_repeats)}"
         f" run(s) at a time (up to {memory.format_size(per_particle)} per particle)"
     )
-    kernel = blackjax.smc.adaptive_tempered.build_kernel(
-        path.log_start,
-        path.log_increment,
-        blackjax.hmc.build_kernel(),
-        blackjax.hmc.init,
-        resampling.systematic,
-        target_ess,
-        batch_size=particle_batch,
-    )
+
+    def tempered_kernel(q):
+        return blackjax.smc.adaptive_tempered.build_kernel(
+            lambda z: path.log_start(z, q),
+            lambda z: path.log_increment(z, q),
+            blackjax.hmc.build_kernel(),
+            blackjax.hmc.init,
+            resampling.systematic,
+            target_ess,
+            batch_size=particle_batch,
+        )
 
     mesh = devices.mesh(num_particles, num_devices)
 
@@ -119,11 +134,14 @@ def smc(
             weights=jax.lax.with_sharding_constraint(state.weights, split),
         )
 
-    def one_run(key):
+    def one_run(key, q):
+        kernel = tempered_kernel(q)
         key_init, key_loop = jax.random.split(key)
-        particles = path.draw(key_init, num_particles)
+        particles = path.draw(key_init, num_particles, q)
         state = spread(blackjax.smc.adaptive_tempered.init(particles))
-        log_weights = jax.lax.map(path.log_increment, particles, batch_size=particle_batch or None)
+        log_weights = jax.lax.map(
+            lambda z: path.log_increment(z, q), particles, batch_size=particle_batch or None
+        )
         start_ess = (
             jnp.exp(2 * jax.nn.logsumexp(log_weights) - jax.nn.logsumexp(2 * log_weights))
             / num_particles
@@ -151,7 +169,7 @@ def smc(
             state, info = kernel(key_step, state, num_mcmc_steps, parameters)
             state = spread(state)
             if progress:  # the host shows how far the tempering has come
-                jax.debug.callback(show_tempering, state.tempering_param, steps + 1)
+                jax.debug.callback(_show_tempering, state.tempering_param, steps + 1)
             accept = jnp.mean(info.update_info.acceptance_rate)
             # Multiplicative step-size control toward 0.75 acceptance.
             step_size = step_size * jnp.exp(2.0 * (accept - 0.75))
@@ -162,25 +180,39 @@ def smc(
         return log_z, steps, acceptance, state.tempering_param, start_ess
 
     bar = tqdm(total=num_repeats, disable=not progress, desc="smc", unit="run")
-
-    def show_tempering(tempering, steps):
-        bar.set_postfix_str(
-            f"tempering {float(np.min(tempering)):.3g} after {int(np.max(steps))} steps",
-            refresh=True,
-        )
+    _bar[0] = bar
 
     # The repeats run in groups of repeats_at_once (one compiled program for every group),
     # each group a progress step.
     keys = jax.random.split(key, num_repeats)
     groups = [keys[i : i + repeats_at_once] for i in range(0, num_repeats, repeats_at_once)]
     groups = [jax.device_put(g, devices.replicated(mesh)) for g in groups]
-    runs = jax.jit(jax.vmap(one_run))
+    # One compiled program per model, data and settings, kept for the next call (the fitted
+    # reference is an argument): tracing this program takes longer than a short run.
+    cache_key = None
+    if model is not None:
+        cache_key = fingerprint(
+            {
+                "model": model,
+                "fixed": density.fixed,
+                "data": density.data,
+                "reference": reference == "prior",
+                "settings": (num_particles, num_mcmc_steps, num_integration_steps, target_ess),
+                "more": (dense_mass, max_steps, particle_batch, prior_weight, progress),
+                "devices": mesh.devices.tolist(),
+            }
+        )
+    runs = _compiled.pop(cache_key, None) or jax.jit(jax.vmap(one_run, in_axes=(0, None)))
+    if cache_key is not None:
+        _compiled[cache_key] = runs  # most recently used last
+        while len(_compiled) > CACHED_PROGRAMS:
+            _compiled.pop(next(iter(_compiled)))
     for group in {len(g): g for g in groups}.values():
-        runs.lower(group)  # traced now, one per group size: the loop below only runs
+        runs.lower(group, path.reference)  # traced now, one per group size: the loop only runs
     outcomes = []
     with devices.hot_loop():
         for group in groups:
-            outcomes.append(devices.to_host(runs(group)))  # waits for the group
+            outcomes.append(devices.to_host(runs(group, path.reference)))  # waits for the group
             bar.update(len(group))
     bar.close()
     joined = (np.concatenate(values) for values in zip(*outcomes, strict=True))

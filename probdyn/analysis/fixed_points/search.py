@@ -85,7 +85,8 @@ def fixed_points(
         Starts per draw. They are latent states of the draw (the posterior's ``latents`` site,
         or ``states``: (..., latent), shared by all draws) plus Gaussian
         jitter of ``jitter`` times their spread per dimension; without states, uniform in
-        ``box`` = (low, high) (default (-3, 3) for a model, whose latents have unit prior scale).
+        ``box`` = (low, high) (default :math:`\pm 3` times the model's ``initial_scale(params)``,
+        the prior spread of its initial state, median over draws; :math:`\pm 3` without one).
     inputs
         Constant input :math:`u` under which the fixed points are sought (default: none).
     tol
@@ -114,7 +115,11 @@ def fixed_points(
     if states is None and box is None:
         if isinstance(model, Dynamics):
             raise ConfigError("give states= or box=(low, high) to place the starts")
-        box = (-3.0, 3.0)
+        # Three prior scales of the latent state: the model's initial spread where it has one.
+        scale = 1.0
+        if hasattr(model, "initial_scale"):
+            scale = np.median(np.asarray(model.initial_scale(params)), axis=0)
+        box = (-3.0 * scale, 3.0 * scale)
     rng = np.random.default_rng(seed)
     dtype = jnp.result_type(float)
     starts = jnp.asarray(
