@@ -81,9 +81,16 @@ def _from_covariance(mean, covariance: np.ndarray, scale: float, source: str):
 
 
 def laplace_reference(
-    density: Density, key: Array, *, num_starts: int = 4, scale: float = 1.0
+    density: Density, key: Array, *, num_starts: int = 16, scale: float = 1.0
 ) -> GaussianReference:
-    r"""The Laplace approximation: :math:`N(\hat z, \text{scale}^2 H^{-1})` at the mode."""
+    r"""The Laplace approximation: :math:`N(\hat z, \text{scale}^2 H^{-1})` at the mode.
+
+    The mode is the best of ``num_starts`` searches from prior draws. A reference at a lesser
+    local mode misleads every sampler started from it: a canonical LDS whose first channel
+    barely loads has one (the latent axis flipped, held by the positive diagonal of C), and 4
+    starts all ended there on one of ten seeds of docs/geometry.md's benchmark (SMC 12.9 nats
+    low); hence 16.
+    """
     mode, _, hessian = find_mode(density, key, num_starts=num_starts, with_hessian=True)
     np.negative(hessian, out=hessian)
     try:
