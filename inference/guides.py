@@ -78,7 +78,14 @@ def prior_medians(density: Density, num_samples: int = 15) -> dict[str, Array]:
         density.program, num_samples=num_samples, return_sites=list(density.shapes)
     )
     draws = jax.jit(predictive)(jax.random.key(0), unobserved)
-    return {name: jnp.median(value, axis=0) for name, value in draws.items()}
+    medians = {name: jnp.median(value, axis=0) for name, value in draws.items()}
+    # Entrywise medians of a simplex do not sum to one: back onto the simplex.
+    for name, support in density.supports.items():
+        while hasattr(support, "base_constraint"):  # independent(simplex, 1): rows of a matrix
+            support = support.base_constraint
+        if support is numpyro.distributions.constraints.simplex:
+            medians[name] = medians[name] / medians[name].sum(-1, keepdims=True)
+    return medians
 
 
 def start_at(site=None, values: Mapping[str, Array] | None = None):
