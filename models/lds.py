@@ -212,7 +212,7 @@ class LDS(StateSpaceModel):
             priors["r"] = dist.HalfNormal(jnp.ones(N))
         return priors
 
-    def initial_scale(self, params: Mapping[str, Array]) -> np.ndarray:
+    def initial_spread(self, params: Mapping[str, Array]) -> np.ndarray:
         r"""The prior standard deviation of :math:`x_0` per latent axis (any leading axes).
 
         :math:`\sqrt{\mathrm{diag}(L_0 L_0^\top)}` in the canonical form, ones in the redundant

@@ -85,7 +85,7 @@ def fixed_points(
         Starts per draw. They are latent states of the draw (the posterior's ``latents`` site,
         or ``states``: (..., latent), shared by all draws) plus Gaussian
         jitter of ``jitter`` times their spread per dimension; without states, uniform in
-        ``box`` = (low, high) (default :math:`\pm 3` times the model's ``initial_scale(params)``,
+        ``box`` = (low, high) (default :math:`\pm 3` times the model's ``initial_spread(params)``,
         the prior spread of its initial state, median over draws; :math:`\pm 3` without one).
     inputs
         Constant input :math:`u` under which the fixed points are sought (default: none).
@@ -117,8 +117,8 @@ def fixed_points(
             raise ConfigError("give states= or box=(low, high) to place the starts")
         # Three prior scales of the latent state: the model's initial spread where it has one.
         scale = 1.0
-        if hasattr(model, "initial_scale"):
-            scale = np.median(np.asarray(model.initial_scale(params)), axis=0)
+        if callable(getattr(model, "initial_spread", None)):
+            scale = np.median(np.asarray(model.initial_spread(params)), axis=0)
         box = (-3.0 * scale, 3.0 * scale)
     rng = np.random.default_rng(seed)
     dtype = jnp.result_type(float)
