@@ -218,9 +218,9 @@ class LDS(StateSpaceModel):
         :math:`\sqrt{\mathrm{diag}(L_0 L_0^\top)}` in the canonical form, ones in the redundant
         one: the fixed-point search places its default starts within three of them.
         """
-        if self.parameterisation == "canonical":
+        if self.parameterisation == "canonical" and "initial_chol" in params:
             return np.sqrt(np.sum(np.asarray(params["initial_chol"]) ** 2, axis=-1))
-        return np.ones(np.shape(params["A"])[:-1])
+        return np.ones(np.shape(params["A"])[:-1])  # redundant, or draws without x_0's spread
 
     def redundant_form(self, params: Mapping[str, Array]) -> dict[str, np.ndarray]:
         r"""Canonical draws (any leading axes) in the redundant form: ``q`` for ``initial_chol``.
