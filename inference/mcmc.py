@@ -86,10 +86,13 @@ class MCMCResult:
     def diagnostics(self) -> dict[str, float]:
         """Number of divergences, worst R-hat and smallest bulk ESS over free parameters."""
         table = self.summary()
+        # Entries fixed by a parameterisation (the zeros above a triangular factor's diagonal)
+        # have no R-hat or ESS; some pandas versions hand those back as text. Left out.
+        rhat, ess = (pd.to_numeric(table[c], errors="coerce") for c in ("r_hat", "ess_bulk"))
         return {
             "divergences": int(self.divergences.sum()),
-            "max_rhat": float(table["r_hat"].max()) if self.num_chains > 1 else float("nan"),
-            "min_ess_bulk": float(table["ess_bulk"].min()),
+            "max_rhat": float(rhat.max()) if self.num_chains > 1 else float("nan"),
+            "min_ess_bulk": float(ess.min()),
         }
 
     def to_arviz(self, *, predictive: bool = True) -> xr.DataTree:
