@@ -124,3 +124,12 @@ def test_warm_started_nuts_keeps_the_guide_mass_and_matches_the_grid_posterior(o
     draws = result.parameters()["A"].reshape(-1)
     thin = max(1, int(np.ceil(draws.size / d["min_ess_bulk"])))
     assert stats.kstest(draws[::thin], lambda a: np.interp(a, grid, cdf)).pvalue > 1e-3
+
+
+def test_ess_fraction_is_the_brute_force_formula():
+    from probdyn.inference.evidence.result import ess_fraction
+
+    log_w = np.log(np.array([0.1, 2.0, 0.5, 3.0]))
+    w = np.exp(log_w)
+    np.testing.assert_allclose(ess_fraction(log_w + 700.0), w.sum() ** 2 / (4 * (w**2).sum()))
+    np.testing.assert_allclose(ess_fraction(np.zeros(5)), 1.0)

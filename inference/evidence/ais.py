@@ -28,7 +28,12 @@ import numpy as np
 
 from probdyn.errors import ConfigError
 from probdyn.inference.density import Density
-from probdyn.inference.evidence.result import Evidence, log_mean_and_se, without_free_parameters
+from probdyn.inference.evidence.result import (
+    Evidence,
+    ess_fraction,
+    log_mean_and_se,
+    without_free_parameters,
+)
 from probdyn.inference.reference import tempering_path
 from probdyn.runtime import memory
 from probdyn.schema import Count, Fraction, Positive
@@ -120,8 +125,7 @@ def ais(
         init = (particles, jnp.zeros(num_particles, particles.dtype), step_size)
         (_, log_weights, _), acceptance = jax.lax.scan(rung, init, ladder)
         log_z = jax.nn.logsumexp(log_weights) - jnp.log(num_particles)
-        ess = jnp.exp(2 * jax.nn.logsumexp(log_weights) - jax.nn.logsumexp(2 * log_weights))
-        return log_z, ess / num_particles, jnp.mean(acceptance)
+        return log_z, ess_fraction(log_weights), jnp.mean(acceptance)
 
     runs = jax.jit(one_run)
     outcomes = [runs(k, path.reference) for k in jax.random.split(key, num_repeats)]

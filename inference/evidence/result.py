@@ -6,6 +6,7 @@ import dataclasses
 import json
 import math
 
+import jax
 import jax.numpy as jnp
 import numpy as np
 import xarray as xr
@@ -70,6 +71,16 @@ class Evidence:
             f"log evidence {self.log_evidence:.3f} +- {self.standard_error:.3f} ({self.method}, "
             f"{kind}; error: {self.error_source}; {self.seconds:.1f} s)"
         )
+
+
+def ess_fraction(log_weights):
+    r"""Effective sample size of importance weights over their number (traceable).
+
+    :math:`(\sum_i w_i)^2 / (N \sum_i w_i^2)`, from :math:`\log w_i` (..., N).
+    """
+    n = log_weights.shape[-1]
+    doubled = 2 * jax.nn.logsumexp(log_weights, axis=-1)
+    return jnp.exp(doubled - jax.nn.logsumexp(2 * log_weights, axis=-1)) / n
 
 
 def log_mean_and_se(log_values: np.ndarray) -> tuple[float, float]:

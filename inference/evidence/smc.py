@@ -20,7 +20,12 @@ from tqdm.auto import tqdm
 
 from probdyn.errors import ConfigError
 from probdyn.inference.density import Density, fingerprint
-from probdyn.inference.evidence.result import Evidence, log_mean_and_se, without_free_parameters
+from probdyn.inference.evidence.result import (
+    Evidence,
+    ess_fraction,
+    log_mean_and_se,
+    without_free_parameters,
+)
 from probdyn.inference.reference import tempering_path
 from probdyn.runtime import devices, memory
 from probdyn.schema import Count, Fraction, Positive, Range
@@ -142,10 +147,7 @@ def smc(
         log_weights = jax.lax.map(
             lambda z: path.log_increment(z, q), particles, batch_size=particle_batch or None
         )
-        start_ess = (
-            jnp.exp(2 * jax.nn.logsumexp(log_weights) - jax.nn.logsumexp(2 * log_weights))
-            / num_particles
-        )
+        start_ess = ess_fraction(log_weights)
         # HMC steps of size ~ d^(-1/4) in whitened coordinates keep acceptance reasonable.
         step_size = jnp.asarray(0.5 * density.dim**-0.25, particles.dtype)
 
@@ -233,9 +235,7 @@ def smc(
         gradients,
         {
             "log_evidence_per_run": log_z.tolist(),
-            "reference": reference
-            if reference == "prior"
-            else f"{reference} x {reference_scale:g}",
+            "reference": path.label,
             "tempering_steps": steps.tolist(),
             "start_ess_fraction": start_ess.tolist(),
             "final_acceptance": final_acceptance.tolist(),
