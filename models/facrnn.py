@@ -20,6 +20,11 @@ import numpyro.distributions as dist
 import xarray as xr
 from jax import Array
 
+from probdyn.algorithms.canonical import (
+    LowerTrapezoidalNormal,
+    block_lq,
+    require_trapezoidal_prior,
+)
 from probdyn.algorithms.independence import partial_correlation
 from probdyn.errors import DataError, PriorError
 from probdyn.model import ModelData
@@ -87,10 +92,24 @@ class FacRNN(StateSpaceModel):
     ``bandwidth``: :math:`s`; None applies the seed's rule :math:`s = N^{-1/(K+4)}` (N the
     fitted transitions), ``"learned"`` makes it the site ``s``.
 
+    **Parameterisation.** A rotation :math:`U` of the latents (:math:`z \to Uz`,
+    :math:`A \to AU^\top`, :math:`B \to UB`, :math:`b \to Ub`) leaves every likelihood here
+    unchanged (the latent noise :math:`s^2 I` and :math:`z_0 \sim N(0, I)` are isotropic);
+    the PC and block penalties and the horseshoe are unchanged by rotations within a group,
+    and only those are symmetries of the penalised models. ``"canonical"`` (the default)
+    writes each group's columns :math:`A_g` lower trapezoidal with a positive diagonal (the
+    whole of :math:`A` with ``correlation=None``, where every rotation is free;
+    :func:`probdyn.algorithms.canonical.block_lq`), which removes those rotations; the
+    rotation between groups stays free for the penalty or prior to decide. ``"redundant"``
+    keeps :math:`A` free. A canonical draw is a redundant one; :meth:`canonical_form` maps
+    back. With ``bandwidth="learned"`` and recorded activity the scale is a symmetry too
+    (:math:`A \to cA`, :math:`B, b, s \to B/c, b/c, s/c`), which neither form removes.
+
     ============  ==============================  ==========================================
     site          shape                           default prior
     ============  ==============================  ==========================================
-    ``A``         (N, K)                          Normal(0, 1/sqrt(K))
+    ``A``         (N, K)                          Normal(0, 1/sqrt(K)); canonical: each
+                                                  group lower trapezoidal
     ``a``         (N,)                            Normal(0, 1)
     ``B``         (K, N)                          Normal(0, 1/sqrt(N))
     ``b``         (K,)                            Normal(0, 1)
@@ -146,9 +165,18 @@ class FacRNN(StateSpaceModel):
     observation: Literal["gaussian", "poisson"] = "gaussian"
     marginal: str | None = None
     num_particles: Count = 64
+    parameterisation: Literal["canonical", "redundant"] = "canonical"
     priors: Mapping[str, dist.Distribution] | None = None
 
     def _check_hyperparameters(self):
+        if self.parameterisation == "canonical":
+            require_trapezoidal_prior(
+                self.priors,
+                "A",
+                "FacRNN",
+                f"LowerTrapezoidalNormal(num_neurons, latent_dim, scale, "
+                f"blocks={self.rotation_blocks}): each group's columns",
+            )
         if self.observation == "poisson" and self.correlation in ("pc", "block"):
             raise PriorError(
                 f"FacRNN correlation={self.correlation!r} penalises the codes of recorded "
@@ -192,6 +220,11 @@ class FacRNN(StateSpaceModel):
         )
 
     @property
+    def rotation_blocks(self) -> int:
+        """Column blocks of A whose rotations are free: the groups, or one without a penalty."""
+        return 1 if self.correlation is None else self.num_groups
+
+    @property
     def groups(self) -> np.ndarray:
         """The group of each latent dimension: (0,)*H + (1,)*H + ..."""
         return np.repeat(np.arange(self.num_groups), self.group_rank)
@@ -204,8 +237,12 @@ class FacRNN(StateSpaceModel):
     def default_priors(self, emission_dim: int) -> dict[str, dist.Distribution]:
         """Loadings and biases, observation noise, and the bandwidth when learned."""
         K, N = self.latent_dim, emission_dim
+        if self.parameterisation == "canonical":
+            loadings = LowerTrapezoidalNormal(N, K, 1 / math.sqrt(K), self.rotation_blocks)
+        else:
+            loadings = dist.Normal(jnp.zeros((N, K)), 1 / math.sqrt(K))
         priors = {
-            "A": dist.Normal(jnp.zeros((N, K)), 1 / math.sqrt(K)),
+            "A": loadings,
             "a": dist.Normal(jnp.zeros(N), 1.0),
             "B": dist.Normal(jnp.zeros((K, N)), 1 / math.sqrt(N)),
             "b": dist.Normal(jnp.zeros(K), 1.0),
@@ -245,7 +282,7 @@ class FacRNN(StateSpaceModel):
         """:math:`B`: the site itself, or built from the coupling under ``"prior"``."""
         if "B" in params:
             return params["B"]
-        A, M = params["A"], params["M_raw"]
+        A, M = jnp.asarray(params["A"]), jnp.asarray(params["M_raw"])
         if "lam" in params:
             rows, cols = np.nonzero(self._cross_mask())
             M = M.at[rows, cols].set(M[rows, cols] * params["tau"] * params["lam"])
@@ -260,6 +297,34 @@ class FacRNN(StateSpaceModel):
         r""":math:`\|M_\text{cross}\|_F / \|M\|_F` of the latent coupling :math:`M = BA`."""
         M = self.coupling(params)
         return jnp.sqrt(jnp.sum(jnp.where(self._cross_mask(), M**2, 0.0)) / jnp.sum(M**2))
+
+    def canonical_form(self, params: Mapping[str, Array]) -> dict[str, np.ndarray]:
+        r"""Draws (any leading axes) with free :math:`A` in the canonical form.
+
+        :math:`A = LU` with :math:`U` block-diagonal orthogonal
+        (:func:`probdyn.algorithms.canonical.block_lq`); the latents turn with it:
+        :math:`A \to L`, :math:`B \to UB`, :math:`b \to Ub`, latent paths and noise
+        :math:`\to Uz`, and under ``correlation="prior"`` :math:`R \to UR` and the coupling
+        :math:`M \to UMU^\top` (its cross entries divided by the horseshoe's
+        :math:`\tau\lambda`, which are kept).
+        """
+        p = {name: jnp.asarray(value) for name, value in params.items()}
+        L, U = block_lq(p["A"], self.rotation_blocks)
+        if self.correlation == "prior":
+            M = U @ self.coupling(p) @ jnp.swapaxes(U, -1, -2)
+            if "lam" in p:
+                rows, cols = np.nonzero(self._cross_mask())
+                shrink = p["tau"][..., None] * p["lam"]
+                M = M.at[..., rows, cols].set(M[..., rows, cols] / shrink)
+            p["M_raw"], p["R"] = M, U @ p["R"]
+        if "B" in p:
+            p["B"] = U @ p["B"]
+        p["A"], p["b"] = L, jnp.einsum("...ij,...j->...i", U, p["b"])
+        for path in ("latents", "latent_noise"):
+            if path in p:
+                turn = U.reshape(*U.shape[:-2], *(1,) * (p[path].ndim - U.ndim), *U.shape[-2:])
+                p[path] = jnp.einsum("...ij,...j->...i", turn, p[path])
+        return {name: np.asarray(value) for name, value in p.items()}
 
     def codes(self, params: Mapping[str, Array], activity: Array) -> Array:
         r""":math:`\mu_t = B\phi(x_{t-1}) + b` for activity (..., N): the latents it drives."""
@@ -347,7 +412,7 @@ class FacRNN(StateSpaceModel):
         }
         B = unmixing @ B
         if "B" in sites:
-            return start | {"B": B}
+            return self._parameterised(start | {"B": B})
         # correlation="prior": the same B through (M, R), M = BA; the horseshoe's local scales
         # start at the cross entries' sizes, so that their raw values start at +-1.
         M, cross = B @ start["A"], self._cross_mask()
@@ -356,7 +421,13 @@ class FacRNN(StateSpaceModel):
             start["tau"] = np.asarray(self.tau_scale)
             start["lam"] = np.maximum(np.abs(M[cross]) / self.tau_scale, 1e-3)
             raw[cross] = M[cross] / (self.tau_scale * start["lam"])
-        return start | {"M_raw": raw, "R": B}
+        return self._parameterised(start | {"M_raw": raw, "R": B})
+
+    def _parameterised(self, start: dict) -> dict:
+        """A start with free :math:`A` in this model's form."""
+        if self.parameterisation == "canonical":
+            return self.canonical_form(start)
+        return start
 
     def _bandwidth(self, params: Mapping[str, Array], population: Array) -> Array:
         if self._learned_bandwidth:

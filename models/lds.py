@@ -11,15 +11,17 @@ import numpy as np
 import numpyro.distributions as dist
 from jax import Array
 
-from probdyn.algorithms.canonical import LowerTrapezoidal, LowerTrapezoidalNormal, lq
+from probdyn.algorithms.canonical import (
+    INITIAL_SCALE,
+    LowerTrapezoidalNormal,
+    lq,
+    require_trapezoidal_prior,
+)
 from probdyn.algorithms.kalman import LinearGaussianStateSpace, kalman_smoother
 from probdyn.errors import PriorError
 from probdyn.model import ModelData
 from probdyn.schema import Count
 from probdyn.state_space import StateSpaceModel, linear_readout
-
-#: Prior scale of the canonical form's initial Cholesky factor, in units of the process noise.
-INITIAL_SCALE = 2.0
 
 
 @dataclasses.dataclass(frozen=True, kw_only=True)
@@ -111,14 +113,9 @@ class LDS(StateSpaceModel):
                     "the identity there and the coordinates' scale is in 'initial_chol'; "
                     "give parameterisation='redundant' to put a prior on q"
                 )
-            C = priors.get("C")
-            if isinstance(C, dist.Distribution) and not isinstance(C.support, LowerTrapezoidal):
-                raise PriorError(
-                    "LDS(parameterisation='canonical') has C lower trapezoidal with a positive "
-                    "diagonal; its prior must be on that support (e.g. "
-                    "probdyn.algorithms.canonical.LowerTrapezoidalNormal(emission_dim, "
-                    "latent_dim, scale)), or give parameterisation='redundant'"
-                )
+            require_trapezoidal_prior(
+                priors, "C", "LDS", "LowerTrapezoidalNormal(emission_dim, latent_dim, scale)"
+            )
         elif "initial_chol" in priors:
             raise PriorError(
                 "LDS(parameterisation='redundant') has x_0 ~ N(0, I) and no site "

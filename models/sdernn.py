@@ -14,10 +14,17 @@ from typing import ClassVar, Literal
 
 import jax
 import jax.numpy as jnp
+import numpy as np
 import numpyro.distributions as dist
 import xarray as xr
 from jax import Array
 
+from probdyn.algorithms.canonical import (
+    INITIAL_SCALE,
+    LowerTrapezoidalNormal,
+    lq,
+    require_trapezoidal_prior,
+)
 from probdyn.algorithms.sde import EulerMaruyamaPath
 from probdyn.errors import DataError, PriorError
 from probdyn.model import ModelData
@@ -78,6 +85,33 @@ class SDERNN(StateSpaceModel):
     transition density (:class:`probdyn.algorithms.sde.EulerMaruyamaPath`), which is how
     drift-diffusion matching fits the network to trajectories of a target SDE.
 
+    **Parameterisation** (low rank with a readout). Any invertible :math:`T` with
+    :math:`z \to Tz`, :math:`M \to MT^{-1}`, :math:`N \to NT^\top`, :math:`c \to Tc`,
+    :math:`B_z \to TB_z`, :math:`C \to CT^{-1}` leaves the network (:math:`J`, :math:`b`, the
+    unit-space path) and its readout unchanged; it carries the latent noise covariance
+    :math:`\Sigma_z\Sigma_z^\top \to T\,\cdot\,T^\top` and the initial one alike. Two forms
+    pick the coordinates:
+
+    - ``"canonical"`` (the default where it exists): the latent noise is the identity
+      (:math:`\Sigma_z = I`, no site ``sigma`` or ``F``), :math:`z_0 \sim N(0, \Sigma_0)`
+      carries the scale, and :math:`C` is lower trapezoidal with a positive diagonal (fixing
+      the rotation, :mod:`probdyn.algorithms.canonical`). :math:`\Sigma_0 = L_0L_0^\top` is
+      free (site ``initial_chol``) for diagonal and low-rank diffusion, whose redundant forms
+      cover every :math:`\Sigma_0` once the noise is made the identity, and
+      :math:`s_0^2 I` (site ``initial_scale``, :math:`s_0 = 1/\sigma`) for isotropic diffusion.
+      ``symmetric=True`` keeps :math:`N = M\,\mathrm{diag}(s)`, which only diagonal
+      :math:`T` preserve: :math:`C` stays free and :math:`\Sigma_0 = \mathrm{diag}(s_0^2)`
+      (site ``initial_scale``, one per latent axis with diagonal diffusion); with low-rank
+      diffusion a symmetric network has no canonical form and keeps the redundant one.
+    - ``"redundant"``: :math:`z_0 \sim N(0, I)` and the diffusion sites as listed below, the
+      form of earlier releases: rotations of :math:`z` are an exact ridge of its likelihood and
+      the scale is pinned down only by the first bin of each trial.
+
+    Both describe the same likelihoods; :meth:`canonical_form` and :meth:`redundant_form` map
+    draws between them (runs written before the option read as ``"redundant"``). Where the
+    latent coordinates are already fixed (full rank, whose units the nonlinearity pins, or
+    ``observation="latent"``, which observes them) the two forms are one and the same.
+
     ============  ======================  ==================================================
     site          shape                   default prior
     ============  ======================  ==================================================
@@ -88,9 +122,14 @@ class SDERNN(StateSpaceModel):
     ``s``         (R,)                    Normal(0, 2) (low rank, ``symmetric``)
     ``b``         (n,)                    Normal(0, 1)
     ``B``         (D, input)              Normal(0, 1) (with inputs)
-    ``sigma``     () or (D,)              HalfNormal(1)
-    ``F``         (D, diffusion_rank)     Normal(0, 0.5) (``"lowrank"``)
-    ``C``         (emission, D)           Normal(0, 1) (readout)
+    ``sigma``     () or (D,)              HalfNormal(1) (not in the canonical form)
+    ``F``         (D, diffusion_rank)     Normal(0, 0.5) (``"lowrank"``; not canonical)
+    ``initial_    (D, D)                  canonical: lower triangular, Normal(0, 2),
+    chol``                                half-normal diagonal
+    ``initial_    () or (D,)              canonical, isotropic or symmetric: HalfNormal(2)
+    scale``
+    ``C``         (emission, D)           Normal(0, 1) (readout); canonical and not
+                                          symmetric: lower trapezoidal, half-normal diagonal
     ``d``         (emission,)             Normal(0, 1) (readout)
     ``r``         (emission,)             HalfNormal(1) (Gaussian readout)
     ============  ======================  ==================================================
@@ -108,6 +147,7 @@ class SDERNN(StateSpaceModel):
         "b": ["unit"],
         "B": ["latent", "input"],
         "F": ["latent", "diffusion_rank"],
+        "initial_chol": ["latent", "latent_from"],
         "C": ["neuron", "latent"],
         "d": ["neuron"],
         "r": ["neuron"],
@@ -128,6 +168,7 @@ class SDERNN(StateSpaceModel):
     solver: Solver = "euler"
     marginal: str | None = None
     num_particles: Count = 64
+    parameterisation: Literal["canonical", "redundant"] | None = None
     priors: Mapping[str, dist.Distribution] | None = None
 
     def _check_hyperparameters(self):
@@ -136,6 +177,56 @@ class SDERNN(StateSpaceModel):
             object.__setattr__(self, "marginal", default)
         if self.rank is not None and self.rank > self.num_units:
             raise PriorError(f"SDERNN rank={self.rank} exceeds num_units={self.num_units}")
+        without = self.symmetric and self.diffusion == "lowrank" and self._free_coordinates
+        if self.parameterisation is None:
+            object.__setattr__(self, "parameterisation", "redundant" if without else "canonical")
+        elif without and self.parameterisation == "canonical":
+            raise PriorError(
+                "SDERNN(symmetric=True, diffusion='lowrank') has no canonical form (only "
+                "diagonal maps keep N = M diag(s), and they cannot make diag(sigma^2) + F F^T "
+                "the identity); give parameterisation='redundant'"
+            )
+        self._check_parameterised_priors()
+
+    def _check_parameterised_priors(self):
+        """A prior on a site the chosen form does not have is refused with what to do."""
+        priors = self.priors if isinstance(self.priors, Mapping) else {}
+        if not self._canonical:
+            wrong = sorted({"initial_chol", "initial_scale"} & set(priors))
+            if wrong:
+                raise PriorError(
+                    f"SDERNN(parameterisation='redundant') has z_0 ~ N(0, I) and no site "
+                    f"{wrong[0]!r}; give parameterisation='canonical' to put a prior on it"
+                )
+            return
+        wrong = sorted({"sigma", "F"} & set(priors))
+        if wrong:
+            raise PriorError(
+                f"SDERNN(parameterisation='canonical') has no site {wrong[0]!r}: the latent "
+                f"noise is the identity there and the coordinates' scale is in "
+                f"{self._initial_site!r}; give parameterisation='redundant' to put a prior "
+                f"on the diffusion"
+            )
+        if not self.symmetric:
+            require_trapezoidal_prior(
+                self.priors, "C", "SDERNN", "LowerTrapezoidalNormal(emission_dim, rank, scale)"
+            )
+
+    @property
+    def _free_coordinates(self) -> bool:
+        """Whether invertible maps of the latent space leave the likelihood unchanged."""
+        return self.rank is not None and self.observation != "latent"
+
+    @property
+    def _canonical(self) -> bool:
+        """Whether the sites are the canonical form's (not the same as the redundant's)."""
+        return self.parameterisation == "canonical" and self._free_coordinates
+
+    @property
+    def _initial_site(self) -> str:
+        """The canonical form's initial-state site: ``initial_scale`` or ``initial_chol``."""
+        scaled = self.diffusion == "isotropic" or self.symmetric
+        return "initial_scale" if scaled else "initial_chol"
 
     @property
     def latent_dim(self) -> int:
@@ -176,10 +267,19 @@ class SDERNN(StateSpaceModel):
         priors["b"] = dist.Normal(jnp.zeros(n), 1.0)
         if self.input_dim:
             priors["B"] = dist.Normal(jnp.zeros((D, self.input_dim)), 1.0)
-        priors["sigma"] = dist.HalfNormal(jnp.ones(() if self.diffusion == "isotropic" else D))
-        if self.diffusion == "lowrank":
+        if not self._canonical:
+            priors["sigma"] = dist.HalfNormal(jnp.ones(() if self.diffusion == "isotropic" else D))
+        elif self._initial_site == "initial_chol":
+            priors["initial_chol"] = LowerTrapezoidalNormal(D, D, INITIAL_SCALE)
+        else:
+            shape = () if self.diffusion == "isotropic" else (D,)
+            priors["initial_scale"] = dist.HalfNormal(jnp.full(shape, INITIAL_SCALE))
+        if self.diffusion == "lowrank" and not self._canonical:
             priors["F"] = dist.Normal(jnp.zeros((D, self.diffusion_rank)), 0.5)
-        if self.observation != "latent":
+        if self._canonical and not self.symmetric:
+            priors["C"] = LowerTrapezoidalNormal(E, D, 1.0)
+            priors["d"] = dist.Normal(jnp.zeros(E), 1.0)
+        elif self.observation != "latent":
             priors["C"] = dist.Normal(jnp.zeros((E, D)), 1.0)
             priors["d"] = dist.Normal(jnp.zeros(E), 1.0)
         if self.observation == "gaussian":
@@ -252,14 +352,113 @@ class SDERNN(StateSpaceModel):
     def diffusion_tril(self, params: Mapping[str, Array]) -> Array:
         r"""Cholesky factor :math:`L` of the latent noise covariance per unit time.
 
-        :math:`L L^\top = \Sigma_z \Sigma_z^\top / \tau^2`.
+        :math:`L L^\top = \Sigma_z \Sigma_z^\top / \tau^2` (:math:`\Sigma_z = I` in the
+        canonical form). Any leading axes of the parameters are kept.
         """
+        if self._canonical:
+            return jnp.eye(self.latent_dim) / self.tau
+        return _noise_factor(self.diffusion, params, self.latent_dim) / self.tau
+
+    def initial_spread(self, params: Mapping[str, Array]) -> np.ndarray:
+        r"""The prior standard deviation of :math:`z_0` per latent axis (any leading axes).
+
+        From ``initial_scale`` or :math:`\sqrt{\mathrm{diag}(L_0L_0^\top)}` in the canonical
+        form, ones otherwise: the fixed-point search places its default starts within three.
+        """
+        leading = np.shape(params["b"])[:-1]
+        ones = np.ones((*leading, self.latent_dim))
+        if self._canonical and "initial_chol" in params:
+            return np.sqrt(np.sum(np.asarray(params["initial_chol"]) ** 2, axis=-1))
+        if self._canonical and "initial_scale" in params:
+            scale = np.asarray(params["initial_scale"])
+            return ones * (scale[..., None] if self.diffusion == "isotropic" else scale)
+        return ones
+
+    def canonical_form(self, params: Mapping[str, Array]) -> dict[str, np.ndarray]:
+        r"""Redundant draws (any leading axes) in the canonical form.
+
+        :math:`T = U L_\Sigma^{-1}`, with :math:`L_\Sigma` the Cholesky factor of
+        :math:`\Sigma_z\Sigma_z^\top` (which :math:`L_\Sigma^{-1}` makes the identity) and
+        :math:`U` the rotation of the LQ decomposition :math:`C L_\Sigma = L U`, so that
+        :math:`C \to L`; symmetric networks take :math:`T = \mathrm{diag}(1/\sigma)` and
+        :math:`s \to s/\sigma^2`. Then :math:`\Sigma_0 = TT^\top`.
+        """
+        self._require_free_coordinates()
+        p = {name: jnp.asarray(value) for name, value in params.items()}
+        noise = _noise_factor(self.diffusion, p, self.latent_dim)
+        p.pop("F", None)
+        sigma = p.pop("sigma")
+        if self.symmetric:
+            scale = jnp.diagonal(noise, axis1=-2, axis2=-1)
+            T = _diag(1.0 / scale)
+            p["s"] = p["s"] / scale**2
+            p = self._transform(p, T, _diag(scale))
+            p["initial_scale"] = 1.0 / sigma
+        else:
+            L, U = lq(p["C"] @ noise)
+            T = U @ jnp.linalg.inv(noise)
+            p = self._transform(p, T, noise @ jnp.swapaxes(U, -1, -2))
+            p["C"] = L  # exactly zero above the diagonal
+            if self.diffusion == "isotropic":
+                p["initial_scale"] = 1.0 / sigma
+            else:
+                p["initial_chol"] = jnp.linalg.cholesky(T @ jnp.swapaxes(T, -1, -2))
+        return {name: np.asarray(value) for name, value in p.items()}
+
+    def redundant_form(self, params: Mapping[str, Array]) -> dict[str, np.ndarray]:
+        r"""Canonical draws (any leading axes) in the redundant form.
+
+        With :math:`\Sigma_0 = V\Lambda V^\top` the map :math:`T = \Lambda^{-1/2}V^\top`
+        makes the initial covariance the identity and the noise :math:`TT^\top = \Lambda^{-1}`
+        diagonal: :math:`\sigma = \Lambda^{-1/2}` (one value when isotropic), ``F`` zero for
+        low-rank diffusion. One of the redundant form's signed permutations of the latent axes.
+        """
+        self._require_free_coordinates()
+        p = {name: jnp.asarray(value) for name, value in params.items()}
         D = self.latent_dim
-        sigma = jnp.broadcast_to(params["sigma"], (D,))
-        if self.diffusion != "lowrank":
-            return jnp.diag(sigma) / self.tau
-        covariance = jnp.diag(sigma**2) + params["F"] @ params["F"].T
-        return jnp.linalg.cholesky(covariance) / self.tau
+        if "initial_scale" in p:
+            scale = p.pop("initial_scale")
+            full = jnp.broadcast_to(
+                scale[..., None] if self.diffusion == "isotropic" else scale,
+                (*p["b"].shape[:-1], D),
+            )
+            T, T_inv = _diag(1.0 / full), _diag(full)
+            if self.symmetric:
+                p["s"] = p["s"] / full**2
+            sigma = 1.0 / scale
+        else:
+            L0 = p.pop("initial_chol")
+            eigenvalues, V = jnp.linalg.eigh(L0 @ jnp.swapaxes(L0, -1, -2))
+            root = jnp.sqrt(eigenvalues)
+            T = jnp.swapaxes(V, -1, -2) / root[..., :, None]
+            T_inv = V * root[..., None, :]
+            sigma = 1.0 / root
+        p = self._transform(p, T, T_inv)
+        p["sigma"] = sigma
+        if self.diffusion == "lowrank":
+            p["F"] = jnp.zeros((*p["b"].shape[:-1], D, self.diffusion_rank))
+        return {name: np.asarray(value) for name, value in p.items()}
+
+    def _transform(self, p: dict[str, Array], T: Array, T_inv: Array) -> dict[str, Array]:
+        r"""New latent coordinates :math:`z' = Tz`.
+
+        :math:`M \to MT^{-1}`, :math:`N \to NT^\top` (symmetric: :math:`M` alone),
+        :math:`B \to TB`, :math:`C \to CT^{-1}`.
+        """
+        p["M"] = p["M"] @ T_inv
+        if not self.symmetric:
+            p["N"] = p["N"] @ jnp.swapaxes(T, -1, -2)
+        if "B" in p:
+            p["B"] = T @ p["B"]
+        p["C"] = p["C"] @ T_inv
+        return p
+
+    def _require_free_coordinates(self):
+        if not self._free_coordinates:
+            raise PriorError(
+                "SDERNN's canonical and redundant forms differ only with low rank and a readout "
+                "(rank=R, observation='gaussian' or 'poisson'); this model has one form"
+            )
 
     def emission_mean(self, params: Mapping[str, Array], x: Array) -> Array:
         r""":math:`C z + d`, the rate :math:`\exp(C z + d)`, or :math:`z` itself (``"latent"``)."""
@@ -295,8 +494,12 @@ class SDERNN(StateSpaceModel):
         return self.substeps, self.latent_dim
 
     def initial_state(self, params: Mapping[str, Array], noise: Array) -> Array:
-        r""":math:`z_0 = \xi_0 \sim N(0, I)`."""
-        return noise
+        r""":math:`z_0 = \xi_0 \sim N(0, I)`; canonical: :math:`s_0\xi_0` or :math:`L_0\xi_0`."""
+        if not self._canonical:
+            return noise
+        if self._initial_site == "initial_chol":
+            return params["initial_chol"] @ noise
+        return params["initial_scale"] * noise
 
     def transition(self, params: Mapping[str, Array], dt: float):
         r"""``substeps`` Euler-Maruyama steps of :math:`h = dt/\text{substeps}` over one bin.
@@ -383,3 +586,24 @@ class SDERNN(StateSpaceModel):
             max_steps=num_bins * k + 1,
         )
         return solution.ys
+
+
+def _diag(vector: Array) -> Array:
+    """Diagonal matrices (..., D, D) from vectors (..., D)."""
+    return vector[..., :, None] * jnp.eye(vector.shape[-1])
+
+
+def _noise_factor(diffusion: str, params: Mapping[str, Array], dim: int) -> Array:
+    r""":math:`\Sigma_z` as a lower-triangular factor, from the redundant form's sites.
+
+    :math:`\sigma I`, :math:`\mathrm{diag}(\sigma)` or
+    :math:`\mathrm{chol}(\mathrm{diag}(\sigma^2) + FF^\top)`, leading axes kept.
+    """
+    sigma = jnp.asarray(params["sigma"])
+    if diffusion == "isotropic":
+        sigma = sigma[..., None]
+    sigma = jnp.broadcast_to(sigma, (*sigma.shape[:-1], dim))
+    if diffusion != "lowrank":
+        return _diag(sigma)
+    F = params["F"]
+    return jnp.linalg.cholesky(_diag(sigma**2) + F @ jnp.swapaxes(F, -1, -2))

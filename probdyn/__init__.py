@@ -15,8 +15,14 @@ states the contract and CI checks it): :mod:`probdyn.errors`; :mod:`probdyn.data
 
 import importlib
 
+import numpyro
+
 from probdyn.errors import ConfigError, DataError, PriorError, ProbdynError
-from probdyn.model import Model, ModelData, prior_predictive
+from probdyn.runtime.imports import bind_submodules
+
+bind_submodules(numpyro.__name__)  # an earlier `import arviz` may have left them unbound
+
+from probdyn.model import Model, ModelData, prior_predictive  # noqa: E402
 
 __version__ = "0.1.0"
 

@@ -66,8 +66,10 @@ def test_linear_decoder_log_density_is_the_gaussian_marginal_by_brute_force(teac
 
 
 def test_pc_factor_is_the_estimator_on_the_fitted_codes(teacher):
-    model = FacRNN(num_neurons=20, num_groups=2, group_rank=2, beta=2.0, bandwidth=0.4)
-    plain = FacRNN(num_neurons=20, num_groups=2, group_rank=2, correlation=None, bandwidth=0.4)
+    # The redundant form: the penalised and plain models then share the prior on A.
+    shared = {"parameterisation": "redundant", "bandwidth": 0.4}
+    model = FacRNN(num_neurons=20, num_groups=2, group_rank=2, beta=2.0, **shared)
+    plain = FacRNN(num_neurons=20, num_groups=2, group_rank=2, correlation=None, **shared)
     params = random_params(model, seed=1)
     data = model.prepare(teacher)
     with_pc, trace = numpyro.infer.util.log_density(model.program, (data,), {}, params)
@@ -84,8 +86,9 @@ def test_pc_factor_is_the_estimator_on_the_fitted_codes(teacher):
 
 
 def test_block_penalty_counts_only_cross_group_coupling(teacher):
-    model = FacRNN(num_neurons=20, num_groups=2, group_rank=2, correlation="block", beta=0.5)
-    plain = FacRNN(num_neurons=20, num_groups=2, group_rank=2, correlation=None)
+    shared = {"num_neurons": 20, "num_groups": 2, "group_rank": 2, "parameterisation": "redundant"}
+    model = FacRNN(correlation="block", beta=0.5, **shared)
+    plain = FacRNN(correlation=None, **shared)
     params = random_params(model, seed=2)
     data = model.prepare(teacher)
     difference = (
@@ -196,3 +199,61 @@ def test_entangled_control_has_one_group():
     assert ds.subconnectivity_true.shape == (1, 20, 20)
     with pytest.raises(DataError, match="latents = 'Rossler'"):
         simulate_facrnn_teacher(latents="Rossler", seed=0)
+
+
+@pytest.mark.parametrize(
+    "options",
+    [{}, {"correlation": None}, {"correlation": "prior"}, {"decoder": "relu"}],
+    ids=["pc", "plain", "prior", "relu"],
+)
+def test_the_canonical_form_is_the_same_network_with_rotated_latents(teacher, options):
+    shared = {"num_neurons": 20, "num_groups": 2, "group_rank": 2, "bandwidth": 0.4, **options}
+    canonical = FacRNN(**shared)
+    redundant = FacRNN(parameterisation="redundant", **shared)
+    data = canonical.prepare(teacher)
+    params = prior_predictive(redundant, seed=4, num_samples=1, data=teacher)
+    params = {k: jnp.asarray(params[k][0]) for k in redundant.default_priors(20)}
+    if "decoder" in options:  # the ReLU decoder's latents are sites too
+        params["latents"] = jax.random.normal(jax.random.key(5), (6, 29, 4))
+    form = canonical.canonical_form(params)
+    priors = canonical.site_priors(20)
+    assert bool(priors["A"].support(form["A"]))
+    assert not bool(priors["A"].support(params["A"]))  # a free A is not canonical
+
+    # The same likelihood (observation site) and the same connectivity and penalty.
+    def likelihood(model, p):
+        trace = numpyro.handlers.trace(numpyro.handlers.substitute(model.program, p)).get_trace(
+            data
+        )
+        return float(trace["y"]["fn"].log_prob(trace["y"]["value"]).sum())
+
+    np.testing.assert_allclose(
+        likelihood(canonical, form), likelihood(redundant, params), rtol=1e-9
+    )
+    np.testing.assert_allclose(
+        redundant.connectivity(form)[0], redundant.connectivity(params)[0], atol=1e-10
+    )
+    # Control: a rotation that mixes the groups is no symmetry of the penalised models.
+    if canonical.correlation is not None:
+        np.testing.assert_allclose(
+            canonical.cross_coupling(form), redundant.cross_coupling(params), atol=1e-10
+        )
+        angle = 0.8
+        across = np.eye(4)
+        across[np.ix_([1, 2], [1, 2])] = [
+            [np.cos(angle), -np.sin(angle)],
+            [np.sin(angle), np.cos(angle)],
+        ]
+        mixed = {**params, "A": params["A"] @ across.T}
+        mixed["B" if "B" in params else "R"] = across @ mixed["B" if "B" in params else "R"]
+        assert not np.allclose(canonical.canonical_form(mixed)["A"], form["A"], atol=1e-3)
+
+
+def test_a_free_prior_on_a_is_refused_under_the_canonical_form():
+    with pytest.raises(PriorError, match="blocks=2.*parameterisation='redundant'"):
+        FacRNN(
+            num_neurons=6,
+            num_groups=2,
+            group_rank=2,
+            priors={"A": numpyro.distributions.Normal(0.0, 1.0)},
+        )

@@ -1,5 +1,6 @@
 """The layout installs as probdyn, probdyn.models and probdyn.inference, and nothing else."""
 
+import math
 import subprocess
 import sys
 import zipfile
@@ -121,3 +122,23 @@ def test_subpackages_load_on_first_use():
     )
     assert done.returncode == 0, done.stderr
     assert done.stdout.split() == ["LDS", "svi", "fixed_points", "probdyn.algorithms.kalman"]
+
+
+def test_an_earlier_import_of_arviz_does_not_break_numpyro_sites():
+    # arviz loads NumPyro lazily; `import numpyro.distributions` right after it leaves NumPyro's
+    # submodules unbound and numpyro.factor (constrained sites under NUTS and SVI) fails.
+    script = (
+        "import arviz, numpyro.distributions as dist, sys; "
+        "broken = not hasattr(dist, 'distribution'); "
+        "import probdyn, numpyro; "
+        "from numpyro.infer.util import log_density; "
+        "model = lambda: numpyro.factor('f', dist.Normal().log_prob(1.0)); "
+        "print(broken, float(log_density(model, (), {}, {})[0]))"
+    )
+    done = subprocess.run(
+        [sys.executable, "-c", script], capture_output=True, text=True, timeout=120
+    )
+    assert done.returncode == 0, done.stderr[-2000:]
+    broken, value = done.stdout.split()
+    assert broken == "True"  # the import order still breaks NumPyro on its own
+    assert abs(float(value) - (-0.5 - 0.5 * math.log(2 * math.pi))) < 1e-6

@@ -7,6 +7,7 @@ import numpyro.distributions as dist
 import pytest
 
 import probdyn
+from probdyn.algorithms.canonical import LowerTrapezoidal, LowerTrapezoidalNormal
 from probdyn.algorithms.sde import EulerMaruyamaPath
 from probdyn.errors import DataError, PriorError
 from probdyn.models import SDERNN
@@ -127,8 +128,13 @@ def test_prior_predictive_runs_the_non_centred_program(observation):
     assert draws["latent_noise"].shape == (2, 3, 1 + 4 * 3, 2)
     site = "y" if observation == "gaussian" else "spikes"
     assert draws[site].shape == (2, 3, 5, 4)
-    # The first latent state is the first noise draw (z_0 ~ N(0, I)).
-    np.testing.assert_array_equal(draws["latents"][:, :, 0], draws["latent_noise"][:, :, 0])
+    # The first latent state is the first noise draw through the initial factor (canonical
+    # form: z_0 ~ N(0, L_0 L_0^T)).
+    np.testing.assert_allclose(
+        draws["latents"][:, :, 0],
+        np.einsum("sij,stj->sti", draws["initial_chol"], draws["latent_noise"][:, :, 0]),
+        atol=1e-6,
+    )
 
 
 def test_latent_observation_checks_the_data():
@@ -152,9 +158,96 @@ def test_bad_hyperparameters_and_priors_are_named():
         SDERNN(num_units=5, nonlinearity="sigmoid")
     with pytest.raises(PriorError, match="unknown prior site"):
         SDERNN(num_units=5, rank=2, priors={"J": dist.Normal(0, 1)})
-    model = SDERNN(num_units=5, rank=2, priors={"sigma": dist.Normal(0, 1)})
+    model = SDERNN(
+        num_units=5, rank=2, parameterisation="redundant", priors={"sigma": dist.Normal(0, 1)}
+    )
     with pytest.raises(PriorError, match="support"):
         model.site_priors(2)
+
+
+def test_priors_on_sites_the_form_does_not_have_are_refused_with_what_to_do():
+    with pytest.raises(PriorError, match="no site 'sigma'.*parameterisation='redundant'"):
+        SDERNN(num_units=5, rank=2, priors={"sigma": dist.HalfNormal(1.0)})
+    with pytest.raises(PriorError, match="lower trapezoidal"):
+        SDERNN(num_units=5, rank=2, priors={"C": dist.Normal(jnp.zeros((3, 2)), 1.0)})
+    with pytest.raises(PriorError, match="no site 'initial_chol'"):
+        SDERNN(
+            num_units=5,
+            rank=2,
+            parameterisation="redundant",
+            priors={"initial_chol": LowerTrapezoidalNormal(2, 2)},
+        )
+    with pytest.raises(PriorError, match="no canonical form"):
+        SDERNN(
+            num_units=5, rank=2, symmetric=True, diffusion="lowrank", parameterisation="canonical"
+        )
+    # Where the coordinates are already fixed the sites stay as they were, priors included.
+    full = SDERNN(num_units=3, priors={"sigma": dist.HalfNormal(2.0)})
+    assert "sigma" in full.site_priors(2) and "initial_scale" not in full.site_priors(2)
+    with pytest.raises(PriorError, match="one form"):
+        full.canonical_form(_draw(full, 2))
+    # A symmetric network keeps a free readout: only diagonal maps preserve N = M diag(s).
+    symmetric = SDERNN(num_units=5, rank=2, symmetric=True, priors={"C": dist.Normal(0.0, 2.0)})
+    C = symmetric.site_priors(3)["C"]
+    assert C.event_shape == (3, 2) and not isinstance(C.support, LowerTrapezoidal)
+
+
+FORMS = [
+    {},
+    {"diffusion": "diagonal"},
+    {"diffusion": "lowrank"},
+    {"symmetric": True},
+    {"symmetric": True, "diffusion": "diagonal"},
+    {"input_dim": 1},
+]
+
+
+@pytest.mark.parametrize("options", FORMS, ids=lambda o: "-".join(map(str, o.values())) or "iso")
+def test_the_canonical_form_is_the_same_network_seen_in_other_coordinates(options):
+    red = SDERNN(num_units=6, rank=2, substeps=2, tau=0.7, parameterisation="redundant", **options)
+    can = SDERNN(num_units=6, rank=2, substeps=2, tau=0.7, **options)
+    params = _draw(red, 3, seed=1)
+    canonical = can.canonical_form(params)
+    assert set(canonical) == set(can.default_priors(3))
+    assert all(bool(can.site_priors(3)[k].support(v)) for k, v in canonical.items())
+    np.testing.assert_allclose(can.connectivity(canonical), red.connectivity(params), atol=1e-10)
+    # z'' = T z: read T off the left factors, M'' = M T^{-1}.
+    T = jnp.linalg.inv(jnp.linalg.pinv(params["M"]) @ canonical["M"])
+    noise_map = T @ red.diffusion_tril(params) * red.tau  # (T Sigma_z): orthogonal
+    np.testing.assert_allclose(noise_map @ noise_map.T, np.eye(2), atol=1e-10)
+    xi = jax.random.normal(jax.random.key(5), (1 + 9 * 2, 2))
+    start = T @ xi[0]
+    if "initial_chol" in canonical:
+        xi0 = jnp.linalg.solve(canonical["initial_chol"], start)
+    else:
+        xi0 = start / canonical["initial_scale"]
+    xi_canonical = jnp.concatenate([xi0[None], xi[1:] @ noise_map.T])
+    # The same noise density (the maps are orthogonal) and the same readout of the path.
+    np.testing.assert_allclose(jnp.sum(xi_canonical**2), jnp.sum(xi**2), rtol=1e-10)
+    inputs = jnp.linspace(-1, 1, 10)[:, None] if "input_dim" in options else None
+    paths = [
+        jax.vmap(lambda z, m=m, q=q: m.emission_mean(q, z))(m.latent_path(q, n, 0.1, inputs))
+        for m, q, n in ((red, params, xi), (can, canonical, xi_canonical))
+    ]
+    np.testing.assert_allclose(paths[1], paths[0], atol=1e-9)
+    # And back: the redundant form of the canonical draw has the canonical form it came from.
+    back = can.canonical_form(can.redundant_form(canonical))
+    for name, value in canonical.items():
+        np.testing.assert_allclose(back[name], value, atol=1e-9, err_msg=name)
+
+
+def test_rotated_networks_share_one_canonical_form_and_other_networks_do_not():
+    model = SDERNN(num_units=6, rank=2)
+    params = _draw(SDERNN(num_units=6, rank=2, parameterisation="redundant"), 3, seed=2)
+    angle = 1.1
+    G = jnp.array([[np.cos(angle), -np.sin(angle)], [np.sin(angle), np.cos(angle)]])
+    rotated = {**params, "M": params["M"] @ G, "N": params["N"] @ G, "C": params["C"] @ G}
+    one, other = model.canonical_form(params), model.canonical_form(rotated)
+    for name in one:
+        np.testing.assert_allclose(other[name], one[name], atol=1e-10, err_msg=name)
+    # Control: rotating the left factors alone changes the network, and its canonical form.
+    changed = model.canonical_form({**params, "M": params["M"] @ G})
+    assert not np.allclose(changed["M"], one["M"], atol=1e-3)
 
 
 @pytest.mark.slow

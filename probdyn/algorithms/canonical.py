@@ -10,7 +10,9 @@ ridge that samplers crawl along. Every :math:`N \times D` matrix :math:`C` facto
     L_{ij} = 0 \text{ for } j > i,\qquad L_{ii} > 0 \ (i < \min(N, D)),
 
 unique when :math:`C` has full rank :math:`\min(N, D)`. Writing the readout in that form
-picks one point of each orbit, so the ridge is gone; nothing identifiable changes.
+picks one point of each orbit, so the ridge is gone; nothing identifiable changes. Where only
+rotations within groups of latent axes are free (block-diagonal :math:`U`, FacRNN's groups),
+``blocks`` splits the columns into equal groups, each lower trapezoidal on its own.
 
 :class:`LowerTrapezoidalNormal` is the prior on such a matrix (Normal below the diagonal,
 half-normal on it), :class:`LowerTrapezoidal` its support, registered with NumPyro's
@@ -21,6 +23,7 @@ decomposition that maps a free matrix to its canonical form.
 from __future__ import annotations
 
 import math
+from collections.abc import Mapping
 from typing import ClassVar
 
 import jax
@@ -31,49 +34,76 @@ from jax import Array
 from numpyro.distributions import constraints
 from numpyro.distributions.transforms import Transform, biject_to
 
+from probdyn.errors import PriorError
+
 _HALF_LOG_2PI = 0.5 * math.log(2 * math.pi)
 
+#: Prior scale of a canonical form's initial-state factor, in units of the process noise (the
+#: coordinates' unit once the noise is the identity).
+INITIAL_SCALE = 2.0
 
-def _free_entries(rows: int, cols: int) -> tuple[np.ndarray, np.ndarray]:
-    """Row and column indices of the entries on or below the diagonal, row by row."""
-    return np.tril_indices(rows, 0, cols)
+
+def _check_blocks(cols: int, blocks: int) -> int:
+    """The width of each column block."""
+    if blocks < 1 or cols % blocks:
+        raise ValueError(f"{cols} columns do not split into {blocks} equal blocks")
+    return cols // blocks
 
 
-def _diagonal_mask(rows: int, cols: int) -> np.ndarray:
-    """Which of :func:`_free_entries` lie on the diagonal."""
-    i, j = _free_entries(rows, cols)
-    return i == j
+def _free_entries(rows: int, cols: int, blocks: int = 1) -> tuple[np.ndarray, np.ndarray]:
+    """Row and column indices of the entries on or below each block's diagonal, block by block."""
+    width = _check_blocks(cols, blocks)
+    i, j = np.tril_indices(rows, 0, width)
+    return np.tile(i, blocks), np.concatenate([j + block * width for block in range(blocks)])
+
+
+def _diagonal_mask(rows: int, cols: int, blocks: int = 1) -> np.ndarray:
+    """Which of :func:`_free_entries` lie on their block's diagonal."""
+    i, j = _free_entries(rows, cols, blocks)
+    return i == j % (cols // blocks)
+
+
+def _pattern(rows: int, cols: int, blocks: int) -> tuple[np.ndarray, np.ndarray]:
+    """(above, diagonal): boolean (rows, cols) masks of the zeros and the positive entries."""
+    local = np.arange(cols) % _check_blocks(cols, blocks)
+    row = np.arange(rows)[:, None]
+    return local[None, :] > row, local[None, :] == row
 
 
 class LowerTrapezoidal(constraints.Constraint):
-    """``rows`` x ``cols`` matrices, zero above the diagonal, with a positive diagonal."""
+    """``rows`` x ``cols`` matrices, zero above the diagonal, with a positive diagonal.
+
+    With ``blocks`` > 1 each of the ``blocks`` equal groups of columns is such a matrix.
+    """
 
     event_dim = 2
 
-    def __init__(self, rows: int, cols: int):
-        self.rows, self.cols = rows, cols
+    def __init__(self, rows: int, cols: int, blocks: int = 1):
+        _check_blocks(cols, blocks)
+        self.rows, self.cols, self.blocks = rows, cols, blocks
         super().__init__()
 
     def __call__(self, x):
         """Apply the map."""
-        above = jnp.triu(jnp.ones((self.rows, self.cols), bool), 1)
+        above, diagonal = _pattern(self.rows, self.cols, self.blocks)
         upper_zero = jnp.all(jnp.where(above, x == 0, True), axis=(-2, -1))
-        diagonal = jnp.diagonal(x, axis1=-2, axis2=-1)
-        return upper_zero & jnp.all(diagonal > 0, axis=-1)
+        positive = jnp.all(jnp.where(diagonal, x > 0, True), axis=(-2, -1))
+        return upper_zero & positive
 
     def feasible_like(self, prototype):
-        """The identity-like matrix of ``prototype``'s shape."""
-        rows, cols = jnp.shape(prototype)[-2:]
-        return jnp.broadcast_to(jnp.eye(rows, cols, dtype=prototype.dtype), prototype.shape)
+        """Ones on each block's diagonal, zeros elsewhere, in ``prototype``'s shape."""
+        _, diagonal = _pattern(self.rows, self.cols, self.blocks)
+        return jnp.broadcast_to(jnp.asarray(diagonal, prototype.dtype), prototype.shape)
 
     def tree_flatten(self):
         """Shape as static data (for JAX transformations)."""
-        return (), (("rows", "cols"), {"rows": self.rows, "cols": self.cols})
+        names = ("rows", "cols", "blocks")
+        return (), (names, {name: getattr(self, name) for name in names})
 
     @classmethod
     def tree_unflatten(cls, aux_data, params):
         """Rebuild from :meth:`tree_flatten`."""
-        return cls(aux_data[1]["rows"], aux_data[1]["cols"])
+        return cls(**aux_data[1])
 
 
 class LowerTrapezoidalTransform(Transform):
@@ -84,16 +114,16 @@ class LowerTrapezoidalTransform(Transform):
 
     domain = constraints.real_vector
 
-    def __init__(self, rows: int, cols: int):
-        self.rows, self.cols = rows, cols
-        self._i, self._j = _free_entries(rows, cols)
-        self._diagonal = _diagonal_mask(rows, cols)
+    def __init__(self, rows: int, cols: int, blocks: int = 1):
+        self.rows, self.cols, self.blocks = rows, cols, blocks
+        self._i, self._j = _free_entries(rows, cols, blocks)
+        self._diagonal = _diagonal_mask(rows, cols, blocks)
         super().__init__()
 
     @property
     def codomain(self):
         """:class:`LowerTrapezoidal` of this shape."""
-        return LowerTrapezoidal(self.rows, self.cols)
+        return LowerTrapezoidal(self.rows, self.cols, self.blocks)
 
     def __call__(self, u):
         """Apply the map."""
@@ -119,17 +149,20 @@ class LowerTrapezoidalTransform(Transform):
 
     def tree_flatten(self):
         """Shape as static data (for JAX transformations)."""
-        return (), (("rows", "cols"), {"rows": self.rows, "cols": self.cols})
+        names = ("rows", "cols", "blocks")
+        return (), (names, {name: getattr(self, name) for name in names})
 
     @classmethod
     def tree_unflatten(cls, aux_data, params):
         """Rebuild from :meth:`tree_flatten`."""
-        return cls(aux_data[1]["rows"], aux_data[1]["cols"])
+        return cls(**aux_data[1])
 
     def __eq__(self, other):
-        return isinstance(other, LowerTrapezoidalTransform) and (self.rows, self.cols) == (
+        shape = (self.rows, self.cols, self.blocks)
+        return isinstance(other, LowerTrapezoidalTransform) and shape == (
             other.rows,
             other.cols,
+            other.blocks,
         )
 
 
@@ -137,42 +170,59 @@ class LowerTrapezoidalNormal(dist.Distribution):
     r"""Independent entries on and below the diagonal, zeros above.
 
     Below the diagonal :math:`N(0, \text{scale}^2)`, on it the half-normal of the same scale;
-    event shape ``(rows, cols)``. The density is with respect to the free entries only.
+    event shape ``(rows, cols)`` (``blocks``: each column block so). The density is with
+    respect to the free entries only.
     """
 
     arg_constraints: ClassVar[dict] = {"scale": constraints.positive}
     pytree_data_fields = ("scale",)
-    pytree_aux_fields = ("rows", "cols")
+    pytree_aux_fields = ("rows", "cols", "blocks")
 
-    def __init__(self, rows: int, cols: int, scale=1.0):
-        self.rows, self.cols = rows, cols
+    def __init__(self, rows: int, cols: int, scale=1.0, blocks: int = 1):
+        _check_blocks(cols, blocks)
+        self.rows, self.cols, self.blocks = rows, cols, blocks
         self.scale = scale
         super().__init__(batch_shape=(), event_shape=(rows, cols))
 
     @property
     def support(self):
         """:class:`LowerTrapezoidal` of this shape."""
-        return LowerTrapezoidal(self.rows, self.cols)
+        return LowerTrapezoidal(self.rows, self.cols, self.blocks)
 
     def sample(self, key, sample_shape=()):
         """Normal draws, the diagonal folded to positive, zeros above it."""
         shape = (*sample_shape, self.rows, self.cols)
         z = self.scale * jax.random.normal(key, shape)
-        diagonal = jnp.eye(self.rows, self.cols, dtype=bool)
-        return jnp.tril(jnp.where(diagonal, jnp.abs(z), z))
+        above, diagonal = _pattern(self.rows, self.cols, self.blocks)
+        return jnp.where(above, 0.0, jnp.where(diagonal, jnp.abs(z), z))
 
     def log_prob(self, value):
         """Normal log density of the entries below, half-normal on the diagonal."""
-        i, j = _free_entries(self.rows, self.cols)
+        i, j = _free_entries(self.rows, self.cols, self.blocks)
         entries = value[..., i, j]
         normal = -0.5 * (entries / self.scale) ** 2 - jnp.log(self.scale) - _HALF_LOG_2PI
-        half = _diagonal_mask(self.rows, self.cols) * math.log(2.0)
+        half = _diagonal_mask(self.rows, self.cols, self.blocks) * math.log(2.0)
         return jnp.sum(normal + half, axis=-1)
+
+
+def require_trapezoidal_prior(priors: Mapping | None, site: str, family: str, example: str):
+    """Refuse a user's prior on a canonical form's lower-trapezoidal ``site`` off that support.
+
+    ``example`` names a prior that fits, e.g. ``"LowerTrapezoidalNormal(emission_dim,
+    latent_dim, scale)"``.
+    """
+    prior = priors.get(site) if isinstance(priors, Mapping) else None
+    if isinstance(prior, dist.Distribution) and not isinstance(prior.support, LowerTrapezoidal):
+        raise PriorError(
+            f"{family}(parameterisation='canonical') has {site} lower trapezoidal with a "
+            f"positive diagonal; its prior must be on that support (e.g. "
+            f"probdyn.algorithms.canonical.{example}), or give parameterisation='redundant'"
+        )
 
 
 @biject_to.register(LowerTrapezoidal)
 def _lower_trapezoidal_bijection(constraint: LowerTrapezoidal) -> LowerTrapezoidalTransform:
-    return LowerTrapezoidalTransform(constraint.rows, constraint.cols)
+    return LowerTrapezoidalTransform(constraint.rows, constraint.cols, constraint.blocks)
 
 
 def lq(matrix: Array) -> tuple[Array, Array]:
@@ -191,3 +241,26 @@ def lq(matrix: Array) -> tuple[Array, Array]:
     q = q * signs[..., None, :]
     r = r * signs[..., :, None]
     return jnp.swapaxes(r, -1, -2), jnp.swapaxes(q, -1, -2)
+
+
+def block_lq(matrix: Array, blocks: int) -> tuple[Array, Array]:
+    r"""``(L, U)`` with ``matrix = L @ U``, U block diagonal: :func:`lq` of each column block.
+
+    ``matrix`` (..., N, D) with D = ``blocks`` x H; L has each (N, H) block lower trapezoidal
+    with a positive diagonal, U (..., D, D) is block diagonal with orthogonal (H, H) blocks.
+    """
+    width = _check_blocks(matrix.shape[-1], blocks)
+    split = jnp.moveaxis(matrix.reshape(*matrix.shape[:-1], blocks, width), -2, -3)
+    L, U = lq(split)  # (..., blocks, N, H), (..., blocks, H, H)
+    return jnp.moveaxis(L, -3, -2).reshape(*matrix.shape), _block_diagonal(U)
+
+
+def _block_diagonal(blocks: Array) -> Array:
+    """(..., K, H, H) -> (..., KH, KH) block-diagonal matrices."""
+    count, width = blocks.shape[-3], blocks.shape[-1]
+    out = jnp.zeros((*blocks.shape[:-3], count * width, count * width), blocks.dtype)
+    for k in range(count):
+        out = out.at[..., k * width : (k + 1) * width, k * width : (k + 1) * width].set(
+            blocks[..., k, :, :]
+        )
+    return out

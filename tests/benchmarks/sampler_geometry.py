@@ -30,6 +30,7 @@ The fixed-point calibration test (20 data sets) with NUTS cold and warm-started,
 """
 
 import argparse
+import dataclasses
 import sys
 import tempfile
 import time
@@ -43,12 +44,14 @@ sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 import arviz as az  # noqa: E402
 import jax.numpy as jnp  # noqa: E402
 import numpy as np  # noqa: E402
+import numpyro.distributions as dist  # noqa: E402
 import xarray as xr  # noqa: E402
 from test_compare import _lds_recording  # noqa: E402
 
 from probdyn.inference import bind, log_evidence, nuts, svi  # noqa: E402
 from probdyn.inference.reference import laplace_reference  # noqa: E402
-from probdyn.models import LDS  # noqa: E402
+from probdyn.model import prior_predictive  # noqa: E402
+from probdyn.models import LDS, SDERNN, FacRNN  # noqa: E402
 
 
 def rotation_recording(seed=0, trials=10, bins=100, channels=4) -> xr.Dataset:
@@ -67,29 +70,135 @@ def rotation_recording(seed=0, trials=10, bins=100, channels=4) -> xr.Dataset:
     return xr.Dataset({"y": (("trial", "time", "neuron"), y)}, attrs={"dt": 1.0})
 
 
-def fixed_point_summary(samples: dict) -> dict:
-    """Observation-space fixed point (chain, draw, channel) and the class of each draw."""
-    A, b, C, d = (np.asarray(samples[k]) for k in ("A", "b", "C", "d"))
-    eye = np.eye(A.shape[-1])
-    x = np.linalg.solve(eye - A, b[..., None])[..., 0]
-    y = np.einsum("...nl,...l->...n", C, x) + d
-    eigenvalues = np.linalg.eigvals(A)
-    stable = np.all(np.abs(eigenvalues) < 1, axis=-1)
-    spiral = np.any(np.abs(eigenvalues.imag) > 1e-12, axis=-1)
+def sdernn_recording(seed=0, trials=5, bins=30, channels=4) -> xr.Dataset:
+    """A rank-2 SDE RNN (8 units, tanh) with one stable spiral, read by 4 Gaussian channels.
+
+    The left factors M are random, the right ones N = n M (M^T M)^{-1} K^T so that the latent
+    overlap N^T M / n is K = [[0.5, -1.2], [1.2, 0.5]]: linearised at the origin the latent
+    drift is -z + K z, a damped rotation. b random (0.3), sigma = 0.5, r = 0.3, dt = 0.2.
+    """
+    rng = np.random.default_rng(seed)
+    n = 8
+    M = rng.normal(size=(n, 2))
+    overlap = np.array([[0.5, -1.2], [1.2, 0.5]])
+    truth = {
+        "M": M,
+        "N": n * M @ np.linalg.inv(M.T @ M) @ overlap.T,
+        "b": 0.3 * rng.normal(size=n),
+        "sigma": np.asarray(0.5),
+        "C": rng.normal(size=(channels, 2)),
+        "d": rng.normal(size=channels),
+        "r": np.full(channels, 0.3),
+    }
+    return _simulated(
+        SDERNN(num_units=n, rank=2, parameterisation="redundant"),
+        truth,
+        seed,
+        trials,
+        bins,
+        channels,
+        dt=0.2,
+    )
+
+
+def facrnn_recording(seed=0, trials=8, bins=50, neurons=8) -> xr.Dataset:
+    """A FacRNN of two groups of rank 2 (8 neurons, tanh) whose latent coupling is two blocks.
+
+    A random (scaled 1/2), B = M A^+ with M = BA block diagonal, each block a rotation by 0.4
+    rad scaled by 0.9, so each group is a damped oscillator of its own; a = 0, b random
+    (0.2), sigma = 0.3 and the seed's bandwidth rule for the latent noise.
+    """
+    rng = np.random.default_rng(seed)
+    A = 0.5 * rng.normal(size=(neurons, 4))
+    angle = 0.4
+    block = 0.9 * np.array([[np.cos(angle), -np.sin(angle)], [np.sin(angle), np.cos(angle)]])
+    coupling = np.zeros((4, 4))
+    coupling[:2, :2], coupling[2:, 2:] = block, block.T
+    truth = {
+        "A": A,
+        "a": np.zeros(neurons),
+        "B": coupling @ np.linalg.pinv(A),
+        "b": 0.2 * rng.normal(size=4),
+        "sigma": np.full(neurons, 0.3),
+    }
+    model = FacRNN(num_neurons=neurons, num_groups=2, group_rank=2, parameterisation="redundant")
+    return _simulated(model, truth, seed, trials, bins, neurons)
+
+
+def _simulated(model, truth, seed, trials, bins, channels, dt=1.0) -> xr.Dataset:
+    """The model's prior predictive with every parameter fixed at ``truth``."""
+    fixed = type(model)(
+        **{
+            **{f.name: getattr(model, f.name) for f in dataclasses.fields(model)},
+            "priors": {
+                k: dist.Delta(jnp.asarray(v), event_dim=np.ndim(v)) for k, v in truth.items()
+            },
+        }
+    )
+    y = prior_predictive(
+        fixed,
+        seed=seed,
+        num_samples=1,
+        num_trials=trials,
+        num_timesteps=bins,
+        emission_dim=channels,
+        dt=dt,
+    )["y"][0]
+    return xr.Dataset({"y": (("trial", "time", "neuron"), np.asarray(y))}, attrs={"dt": dt})
+
+
+def fixed_point_summary(model, samples: dict) -> dict:
+    """The fixed point Newton finds from the latent origin, per draw, in observation space.
+
+    The latent origin is the same state in every parameterisation of a family (x = 0 for the
+    LDS, the units at b_perp for the SDE RNN, the activity a for the FacRNN), so every form
+    starts from the same point. Returned: the location C z* + d (chain, draw, channel), the
+    class of each draw (flows: stable where every eigenvalue of the Jacobian has a negative
+    real part; maps: modulus below one) and the share of draws whose Newton residual is below
+    1e-8.
+    """
+    names = [k for k in samples if k not in ("latent_noise", "latents", "y")]
+    leading = np.shape(samples[names[0]])[:2]
+    flat = {k: jnp.asarray(samples[k]).reshape(-1, *np.shape(samples[k])[2:]) for k in names}
+    flow = model.kind == "flow"
+
+    def one(params):
+        def residual(z):
+            value = model.vector_field(params, z)
+            return value if flow else value - z
+
+        def newton(z, _):
+            return z - jnp.linalg.solve(jax.jacfwd(residual)(z), residual(z)), None
+
+        z = jax.lax.scan(newton, jnp.zeros(model.latent_dim), None, length=60)[0]
+        jacobian = jax.jacfwd(model.vector_field, argnums=1)(params, z)
+        return (
+            model.emission_mean(params, z),
+            jnp.linalg.eigvals(jacobian),
+            jnp.max(jnp.abs(residual(z))),
+        )
+
+    location, eigenvalues, error = (np.asarray(v) for v in jax.vmap(one)(flat))
+    stable = np.all(eigenvalues.real < 0 if flow else np.abs(eigenvalues) < 1, axis=-1)
+    spiral = np.any(np.abs(eigenvalues.imag) > 1e-9, axis=-1)
     kind = np.where(stable, np.where(spiral, "stable spiral", "stable node"), "not stable")
-    return {"location": y, "class": kind}
+    return {
+        "location": location.reshape(*leading, -1),
+        "class": kind.reshape(leading),
+        "converged": float(np.mean(error < 1e-8)),
+    }
 
 
-def nuts_row(label, model, ds, *, warm):
+def nuts_row(label, model, ds, *, warm, num_samples=500):
     start = time.perf_counter()
-    options = {"num_samples": 500, "num_chains": 2, "seed": 0, "progress": False}
+    options = {"num_samples": num_samples, "num_chains": 2, "seed": 0, "progress": False}
     if warm:
         fit = svi(model, ds, num_steps=2000, seed=0, guide="mvn", progress=False)
         result = nuts(model, ds, init=fit, dense_mass=True, num_warmup=200, **options)
     else:
         result = nuts(model, ds, num_warmup=500, **options)
     seconds = time.perf_counter() - start
-    summary = fixed_point_summary(result.samples)
+    summary = fixed_point_summary(model, result.samples)
     location = summary["location"]
     ess = min(float(az.ess(location[:, :, n], method="bulk")) for n in range(location.shape[-1]))
     classes, counts = np.unique(summary["class"], return_counts=True)
@@ -105,29 +214,58 @@ def nuts_row(label, model, ds, *, warm):
         "classes": dict(
             zip(classes.tolist(), (counts / counts.sum()).round(3).tolist(), strict=True)
         ),
+        "converged": summary["converged"],
         "interval": np.quantile(location.reshape(-1, location.shape[-1]), [0.05, 0.95], axis=0),
     }
 
 
-def run_nuts():
-    ds = rotation_recording()
-    canonical, redundant = LDS(latent_dim=2), LDS(latent_dim=2, parameterisation="redundant")
+#: family -> (recording, canonical model, redundant model, description)
+NUTS_CASES = {
+    "lds": lambda: (
+        rotation_recording(),
+        LDS(latent_dim=2),
+        LDS(latent_dim=2, parameterisation="redundant"),
+        "LDS(latent_dim=2), 10 trials x 100 bins x 4 channels",
+    ),
+    "sdernn": lambda: (
+        sdernn_recording(),
+        SDERNN(num_units=8, rank=2),
+        SDERNN(num_units=8, rank=2, parameterisation="redundant"),
+        "SDERNN(num_units=8, rank=2), 5 trials x 30 bins x 4 channels, paths sampled",
+    ),
+    "facrnn": lambda: (
+        facrnn_recording(),
+        FacRNN(num_neurons=8, num_groups=2, group_rank=2),
+        FacRNN(num_neurons=8, num_groups=2, group_rank=2, parameterisation="redundant"),
+        "FacRNN(2 groups x rank 2, pc penalty), 8 trials x 50 bins x 8 neurons",
+    ),
+}
+
+
+def run_nuts(family: str, num_samples: int):
+    ds, canonical, redundant, description = NUTS_CASES[family]()
     rows = [
-        nuts_row("before: redundant, cold start", redundant, ds, warm=False),
-        nuts_row("redundant, SVI warm start", redundant, ds, warm=True),
-        nuts_row("canonical, cold start", canonical, ds, warm=False),
-        nuts_row("after: canonical, SVI warm start", canonical, ds, warm=True),
+        nuts_row(
+            "before: redundant, cold start", redundant, ds, warm=False, num_samples=num_samples
+        ),
+        nuts_row("redundant, SVI warm start", redundant, ds, warm=True, num_samples=num_samples),
+        nuts_row("canonical, cold start", canonical, ds, warm=False, num_samples=num_samples),
+        nuts_row(
+            "after: canonical, SVI warm start", canonical, ds, warm=True, num_samples=num_samples
+        ),
     ]
-    print("\nNUTS, LDS(latent_dim=2), 10 trials x 100 bins x 4 channels, 2 chains x 500 draws")
+    print(f"\nNUTS, {description}, 2 chains x {num_samples} draws")
     print(
         "| run | wall s | leapfrog/draw | tree depth | min ESS fixed point | ESS/s | "
-        "divergences | classes |"
+        "divergences | classes | Newton converged |"
     )
-    print("| --- | --- | --- | --- | --- | --- | --- | --- |")
+    print("| --- | --- | --- | --- | --- | --- | --- | --- | --- |")
     for r in rows:
         print(
             f"| {r['label']} | {r['seconds']:.1f} | {r['steps']:.1f} | {r['depth']:.2f} | "
-            f"{r['ess']:.0f} | {r['ess_per_s']:.2f} | {r['divergences']} | {r['classes']} |"
+            f"{r['ess']:.0f} | {r['ess_per_s']:.2f} | {r['divergences']} | {r['classes']} | "
+            f"{r['converged']:.3f} |",
+            flush=True,
         )
     before, after = rows[0], rows[-1]
     print(f"ESS/s ratio after/before: {after['ess_per_s'] / before['ess_per_s']:.1f}")
@@ -286,6 +424,8 @@ def run_calibration():
 def main():
     parser = argparse.ArgumentParser()
     parser.add_argument("--part", choices=("nuts", "smc", "calibration", "all"), default="all")
+    parser.add_argument("--family", choices=tuple(NUTS_CASES), default="lds")
+    parser.add_argument("--num-samples", type=int, default=500)
     parser.add_argument("--runs", type=int, default=10)
     args = parser.parse_args()
     # Compiled programs kept on disk (as probdyn's CLI does), in a fresh place for this run.
@@ -294,7 +434,7 @@ def main():
     if args.part in ("smc", "all"):
         run_smc(args.runs)
     if args.part in ("nuts", "all"):
-        run_nuts()
+        run_nuts(args.family, args.num_samples)
     if args.part in ("calibration", "all"):
         run_calibration()
 
