@@ -17,6 +17,7 @@ given sites, conditioned on, count in :math:`\log \pi_0` (a point mass adds 0).
 from __future__ import annotations
 
 import dataclasses
+import functools
 import hashlib
 from collections.abc import Callable
 
@@ -57,6 +58,19 @@ class Density:
     unravel: Callable[[Array], dict[str, Array]]
     dim: int
     deterministic: tuple[str, ...] = ()
+    #: The model bound (for :attr:`identity`); not compared.
+    model: Model | None = dataclasses.field(default=None, compare=False, repr=False)
+
+    @functools.cached_property
+    def identity(self) -> str | None:
+        """:func:`fingerprint` of the model, its data and the fixed values (None without a model).
+
+        Equal for two bindings of one log density, so compiled programs can be reused across
+        calls.
+        """
+        if self.model is None:
+            return None
+        return fingerprint({"model": self.model, "fixed": self.fixed, "data": self.data})
 
     def constrain(self, z: Array) -> dict[str, Array]:
         """Flat unconstrained vector -> free sites on their supports."""
@@ -175,7 +189,15 @@ def bind(
     }
     flat, unravel = ravel_pytree(zeros)
     return Density(
-        program, data, fixed, shapes, supports, unravel, int(flat.shape[0]), deterministic
+        program,
+        data,
+        fixed,
+        shapes,
+        supports,
+        unravel,
+        int(flat.shape[0]),
+        deterministic,
+        model,
     )
 
 

@@ -101,7 +101,7 @@ def sdernn_recording(seed=0, trials=5, bins=30, channels=4) -> xr.Dataset:
     )
 
 
-def facrnn_recording(seed=0, trials=8, bins=50, neurons=8) -> xr.Dataset:
+def facrnn_recording(seed=0, trials=6, bins=40, neurons=8) -> xr.Dataset:
     """A FacRNN of two groups of rank 2 (8 neurons, tanh) whose latent coupling is two blocks.
 
     A random (scaled 1/2), B = M A^+ with M = BA block diagonal, each block a rotation by 0.4
@@ -190,11 +190,19 @@ def fixed_point_summary(model, samples: dict) -> dict:
 
 
 def nuts_row(label, model, ds, *, warm, num_samples=500):
+    """One NUTS run: ``warm`` None (cold, 500 warm-up steps adapting a diagonal mass),
+    ``"dense"`` (2000 SVI steps of a full-rank Gaussian guide, its covariance as dense inverse
+    mass, 200 warm-up steps tuning the step size) or ``"diagonal"`` (2000 SVI steps of a
+    mean-field guide, its variances as the starting diagonal mass, adapted over 500 warm-up
+    steps)."""
     start = time.perf_counter()
     options = {"num_samples": num_samples, "num_chains": 2, "seed": 0, "progress": False}
-    if warm:
+    if warm == "dense":
         fit = svi(model, ds, num_steps=2000, seed=0, guide="mvn", progress=False)
         result = nuts(model, ds, init=fit, dense_mass=True, num_warmup=200, **options)
+    elif warm == "diagonal":
+        fit = svi(model, ds, num_steps=2000, seed=0, guide="normal", progress=False)
+        result = nuts(model, ds, init=fit, adapt_mass_matrix=True, num_warmup=500, **options)
     else:
         result = nuts(model, ds, num_warmup=500, **options)
     seconds = time.perf_counter() - start
@@ -237,46 +245,49 @@ NUTS_CASES = {
         facrnn_recording(),
         FacRNN(num_neurons=8, num_groups=2, group_rank=2),
         FacRNN(num_neurons=8, num_groups=2, group_rank=2, parameterisation="redundant"),
-        "FacRNN(2 groups x rank 2, pc penalty), 8 trials x 50 bins x 8 neurons",
+        "FacRNN(2 groups x rank 2, pc penalty), 6 trials x 40 bins x 8 neurons",
     ),
 }
 
 
-def run_nuts(family: str, num_samples: int):
+def run_nuts(family: str, num_samples: int, which: list[int] | None = None):
     ds, canonical, redundant, description = NUTS_CASES[family]()
-    rows = [
-        nuts_row(
-            "before: redundant, cold start", redundant, ds, warm=False, num_samples=num_samples
-        ),
-        nuts_row("redundant, SVI warm start", redundant, ds, warm=True, num_samples=num_samples),
-        nuts_row("canonical, cold start", canonical, ds, warm=False, num_samples=num_samples),
-        nuts_row(
-            "after: canonical, SVI warm start", canonical, ds, warm=True, num_samples=num_samples
-        ),
+    runs = [
+        ("before: redundant, cold start", redundant, None),
+        ("redundant, SVI warm start (dense)", redundant, "dense"),
+        ("canonical, cold start", canonical, None),
+        ("after: canonical, SVI warm start (dense)", canonical, "dense"),
+        ("canonical, SVI warm start (diagonal, adapted)", canonical, "diagonal"),
     ]
+    rows = [
+        nuts_row(label, model, ds, warm=warm, num_samples=num_samples)
+        for i, (label, model, warm) in enumerate(runs)
+        if which is None or i in which or i == 0
+    ]
+    before = rows[0]
     print(f"\nNUTS, {description}, 2 chains x {num_samples} draws")
     print(
-        "| run | wall s | leapfrog/draw | tree depth | min ESS fixed point | ESS/s | "
-        "divergences | classes | Newton converged |"
+        "| run | wall s | leapfrog/draw | tree depth | min ESS fixed point | ESS/s | ESS/s vs "
+        "before | divergences | classes | Newton converged |"
     )
-    print("| --- | --- | --- | --- | --- | --- | --- | --- | --- |")
+    print("| --- | --- | --- | --- | --- | --- | --- | --- | --- | --- |")
     for r in rows:
         print(
             f"| {r['label']} | {r['seconds']:.1f} | {r['steps']:.1f} | {r['depth']:.2f} | "
-            f"{r['ess']:.0f} | {r['ess_per_s']:.2f} | {r['divergences']} | {r['classes']} | "
-            f"{r['converged']:.3f} |",
+            f"{r['ess']:.0f} | {r['ess_per_s']:.2f} | "
+            f"{r['ess_per_s'] / before['ess_per_s']:.1f} | {r['divergences']} | "
+            f"{r['classes']} | {r['converged']:.3f} |",
             flush=True,
         )
-    before, after = rows[0], rows[-1]
-    print(f"ESS/s ratio after/before: {after['ess_per_s'] / before['ess_per_s']:.1f}")
-    for n in range(before["interval"].shape[1]):
-        lo = max(before["interval"][0, n], after["interval"][0, n])
-        hi = min(before["interval"][1, n], after["interval"][1, n])
-        print(
-            f"channel {n}: 90% before [{before['interval'][0, n]:.3f}, "
-            f"{before['interval'][1, n]:.3f}], after [{after['interval'][0, n]:.3f}, "
-            f"{after['interval'][1, n]:.3f}], overlap {'yes' if lo < hi else 'NO'}"
-        )
+    for r in rows[1:]:
+        for n in range(before["interval"].shape[1]):
+            lo = max(before["interval"][0, n], r["interval"][0, n])
+            hi = min(before["interval"][1, n], r["interval"][1, n])
+            print(
+                f"{r['label']}, channel {n}: 90% before [{before['interval'][0, n]:.3f}, "
+                f"{before['interval'][1, n]:.3f}], this [{r['interval'][0, n]:.3f}, "
+                f"{r['interval'][1, n]:.3f}], overlap {'yes' if lo < hi else 'NO'}"
+            )
 
 
 def importance_reference(model, ds, *, num_draws=200_000, df=5.0, widen=1.5, seed=0):
@@ -426,6 +437,12 @@ def main():
     parser.add_argument("--part", choices=("nuts", "smc", "calibration", "all"), default="all")
     parser.add_argument("--family", choices=tuple(NUTS_CASES), default="lds")
     parser.add_argument("--num-samples", type=int, default=500)
+    parser.add_argument(
+        "--rows",
+        type=lambda text: [int(i) for i in text.split(",")],
+        default=None,
+        help="NUTS runs to make, by index (0, the 'before' run, always)",
+    )
     parser.add_argument("--runs", type=int, default=10)
     args = parser.parse_args()
     # Compiled programs kept on disk (as probdyn's CLI does), in a fresh place for this run.
@@ -434,7 +451,7 @@ def main():
     if args.part in ("smc", "all"):
         run_smc(args.runs)
     if args.part in ("nuts", "all"):
-        run_nuts(args.family, args.num_samples)
+        run_nuts(args.family, args.num_samples, args.rows)
     if args.part in ("calibration", "all"):
         run_calibration()
 
