@@ -233,11 +233,14 @@ def _sampler(
 
     The key holds everything the compiled program depends on: the model, the values conditioned
     on, the data's structure and shapes (not its values: they are arguments), the settings and
-    the devices.
+    the devices. A warm start's inverse mass matrix enters by its shape only: NumPyro reads it
+    when a run starts and carries it in the sampler's state, so the next warm start (another
+    data set, another guide) sets it on the cached sampler and recompiles nothing.
     """
     num_chains = settings["num_chains"]
     mesh = devices.mesh(num_chains) if chain_method == "parallel" else None
     shapes = jax.tree_util.tree_map(lambda a: (a.shape, str(a.dtype)), data)
+    inverse_mass = settings["inverse_mass_matrix"]
     key = fingerprint(
         {
             "model": model,
@@ -247,10 +250,12 @@ def _sampler(
             "devices": None if mesh is None else mesh.devices.tolist(),
             "progress": progress,
             **settings,
+            "inverse_mass_matrix": None if inverse_mass is None else jnp.shape(inverse_mass),
         }
     )
     if key in _samplers:
         _samplers[key] = _samplers.pop(key)  # most recently used last
+        _samplers[key].sampler._inverse_mass_matrix = inverse_mass  # read by the next init
         return _samplers[key]
     kernel = NUTS(
         density.program,

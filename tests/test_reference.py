@@ -5,6 +5,8 @@ started from a reference must meet them, and a reference fitted badly (the contr
 give the right evidence, at a higher cost that the diagnostics show.
 """
 
+import warnings
+
 import jax
 import numpy as np
 import pytest
@@ -13,6 +15,7 @@ from scipy import stats
 
 from probdyn import ConfigError
 from probdyn.inference import bind, log_evidence, nuts, svi
+from probdyn.inference.mcmc import DiagnosticWarning
 from probdyn.inference.reference import guide_reference, laplace_reference
 
 
@@ -118,6 +121,28 @@ def test_warm_started_nuts_keeps_the_guide_mass_and_matches_the_grid_posterior(o
     (inverse_mass,) = engine.last_state.adapt_state.inverse_mass_matrix.values()  # one block
     for chain in np.asarray(inverse_mass):  # the guide's, not adapted during the warm-up
         np.testing.assert_allclose(chain, np.asarray(expected), rtol=1e-10)
+    # A second warm start from another guide reuses the compiled sampler with its own mass.
+    other = svi(ou_model(), ds, num_steps=300, seed=1, guide="mvn", progress=False)
+    other_mass = guide_reference(other, density, seed=1).covariance
+    assert not np.allclose(other_mass, expected, rtol=1e-3)
+    count = len(mcmc._samplers)
+    with warnings.catch_warnings():  # a poor guide: only the mass matrix is looked at
+        warnings.simplefilter("ignore", DiagnosticWarning)
+        nuts(
+            ou_model(),
+            ds,
+            init=other,
+            num_warmup=50,
+            num_samples=1000,
+            num_chains=2,
+            seed=0,
+            dense_mass=True,
+            progress=False,
+        )
+    assert len(mcmc._samplers) == count and next(reversed(mcmc._samplers.values())) is engine
+    (inverse_mass,) = engine.last_state.adapt_state.inverse_mass_matrix.values()
+    for chain in np.asarray(inverse_mass):
+        np.testing.assert_allclose(chain, np.asarray(other_mass), rtol=1e-10)
     d = result.diagnostics()
     assert d["divergences"] == 0 and d["max_rhat"] < 1.01
     assert result.sample_stats["n_steps"].mean() <= 4  # a unit-scale 1-D target

@@ -28,7 +28,8 @@ r"""Run configurations (TOML) for ``probdyn fit``: data, model, priors, inferenc
     num_steps = 2000               # svi: num_steps, guide, learning_rate, batch_size,
     # coordinated_dropout, encoder_dropout, warmup (amortised guides: see AutoencoderELBO)
     # nuts: num_warmup, num_samples, num_chains, chain_method ("parallel": over devices),
-    # warm_start (SVI steps whose guide starts the chains and sets their mass matrix; 0: none)
+    # warm_start (SVI steps whose guide starts the chains and sets their mass matrix; 0: none;
+    # by default 2000, or 0 where the chains sample per-trial paths)
     # num_devices = 4              # cap on the devices trials/chains/particles are split over
     evidence = "iwae"             # iwae | smc | ais | bridge | laplace | exact | none
     evidence_options = { num_importance = 500 }   # as log_evidence takes them, per method
