@@ -104,23 +104,18 @@ def test_warm_started_nuts_keeps_the_guide_mass_and_matches_the_grid_posterior(o
     fit = svi(ou_model(), ds, num_steps=1500, seed=0, guide="mvn", progress=False)
     density = bind(ou_model(), ou_model().prepare(ds))
     expected = guide_reference(fit, density, seed=1).covariance
-    result = nuts(
-        ou_model(),
-        ds,
-        init=fit,
-        num_warmup=50,
-        num_samples=1000,
-        num_chains=2,
-        seed=0,
-        dense_mass=True,
-        progress=False,
-    )
+    options = {"num_warmup": 50, "num_samples": 1000, "num_chains": 2, "seed": 0}
+    result = nuts(ou_model(), ds, init=fit, dense_mass=True, progress=False, **options)
     from probdyn.inference import mcmc
 
     engine = next(reversed(mcmc._samplers.values()))
-    (inverse_mass,) = engine.last_state.adapt_state.inverse_mass_matrix.values()  # one block
-    for chain in np.asarray(inverse_mass):  # the guide's, not adapted during the warm-up
-        np.testing.assert_allclose(chain, np.asarray(expected), rtol=1e-10)
+
+    def assert_mass(covariance):  # the guide's, not adapted during the warm-up
+        (inverse_mass,) = engine.last_state.adapt_state.inverse_mass_matrix.values()  # 1 block
+        for chain in np.asarray(inverse_mass):
+            np.testing.assert_allclose(chain, np.asarray(covariance), rtol=1e-10)
+
+    assert_mass(expected)
     # A second warm start from another guide reuses the compiled sampler with its own mass.
     other = svi(ou_model(), ds, num_steps=300, seed=1, guide="mvn", progress=False)
     other_mass = guide_reference(other, density, seed=1).covariance
@@ -128,21 +123,9 @@ def test_warm_started_nuts_keeps_the_guide_mass_and_matches_the_grid_posterior(o
     count = len(mcmc._samplers)
     with warnings.catch_warnings():  # a poor guide: only the mass matrix is looked at
         warnings.simplefilter("ignore", DiagnosticWarning)
-        nuts(
-            ou_model(),
-            ds,
-            init=other,
-            num_warmup=50,
-            num_samples=1000,
-            num_chains=2,
-            seed=0,
-            dense_mass=True,
-            progress=False,
-        )
+        nuts(ou_model(), ds, init=other, dense_mass=True, progress=False, **options)
     assert len(mcmc._samplers) == count and next(reversed(mcmc._samplers.values())) is engine
-    (inverse_mass,) = engine.last_state.adapt_state.inverse_mass_matrix.values()
-    for chain in np.asarray(inverse_mass):
-        np.testing.assert_allclose(chain, np.asarray(other_mass), rtol=1e-10)
+    assert_mass(other_mass)
     d = result.diagnostics()
     assert d["divergences"] == 0 and d["max_rhat"] < 1.01
     assert result.sample_stats["n_steps"].mean() <= 4  # a unit-scale 1-D target
