@@ -12,10 +12,16 @@ marginal, float64), 2 chains of 500 draws each:
   its draws with its covariance as dense inverse mass matrix, 200 warm-up steps tuning only
   the step size.
 
+``--family sdernn``: SDERNN(num_units=8, rank=2) on 5 trials x 30 bins x 4 channels (paths
+sampled); ``--family facrnn``: FacRNN(2 groups of rank 2, block penalty) on 6 trials x 40 bins
+x 8 neurons; a fifth run warm-starts from a mean-field guide and adapts the diagonal mass.
+``--rows`` picks runs by index (the "before" run always).
+
 Printed per run: wall time (SVI included), mean leapfrog steps per draw and tree depth, the
-bulk ESS of the fixed point in observation space (C (I - A)^{-1} b + d, the same in either
-parameterisation; smallest over channels) per second, the class probabilities (eigenvalues of
-A) and each channel's 90% interval of the fixed point.
+bulk ESS of the fixed point in observation space (found by Newton from the latent origin, the
+same state in either parameterisation, and read out; smallest over channels) per second, the
+class probabilities (eigenvalues of the Jacobian) and each channel's 90% interval of the fixed
+point.
 
 Evidence on the 15-dimensional LDS(latent_dim=1) of docs/evidence.md (3 trials x 40 bins x 4
 channels, seed 0): tempered SMC from the prior (200 particles x 2 runs, today's) against SMC
@@ -27,6 +33,7 @@ independent reference value: importance sampling of 200 000 draws from a multiva
 The fixed-point calibration test (20 data sets) with NUTS cold and warm-started, timed.
 
     python tests/benchmarks/sampler_geometry.py [--part nuts|smc|calibration|all] [--runs 10]
+        [--family lds|sdernn|facrnn] [--num-samples 500] [--rows 0,2,3]
 """
 
 import argparse
@@ -243,9 +250,18 @@ NUTS_CASES = {
     ),
     "facrnn": lambda: (
         facrnn_recording(),
-        FacRNN(num_neurons=8, num_groups=2, group_rank=2),
-        FacRNN(num_neurons=8, num_groups=2, group_rank=2, parameterisation="redundant"),
-        "FacRNN(2 groups x rank 2, pc penalty), 6 trials x 40 bins x 8 neurons",
+        # The block penalty: under NUTS the PC penalty's program grew by about 35 MB per
+        # iteration here (2.6 GB after 60, 9.2 GB after 240 iterations; killed for memory in a
+        # full run), the block penalty and no penalty stayed at 1 GB.
+        FacRNN(num_neurons=8, num_groups=2, group_rank=2, correlation="block"),
+        FacRNN(
+            num_neurons=8,
+            num_groups=2,
+            group_rank=2,
+            correlation="block",
+            parameterisation="redundant",
+        ),
+        "FacRNN(2 groups x rank 2, block penalty), 6 trials x 40 bins x 8 neurons",
     ),
 }
 
