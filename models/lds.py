@@ -16,6 +16,7 @@ from probdyn.algorithms.canonical import (
     LowerTrapezoidalNormal,
     lq,
     require_trapezoidal_prior,
+    whitening,
 )
 from probdyn.algorithms.kalman import LinearGaussianStateSpace, kalman_smoother
 from probdyn.errors import PriorError
@@ -229,11 +230,7 @@ class LDS(StateSpaceModel):
         redundant form's signed permutations of the latent axes (eigenvalues ascending).
         """
         p = {name: jnp.asarray(value) for name, value in params.items()}
-        L0 = p.pop("initial_chol")
-        eigenvalues, V = jnp.linalg.eigh(L0 @ jnp.swapaxes(L0, -1, -2))
-        root = jnp.sqrt(eigenvalues)
-        M = jnp.swapaxes(V, -1, -2) / root[..., :, None]
-        M_inv = V * root[..., None, :]
+        M, M_inv, root = whitening(p.pop("initial_chol"))
         p["A"] = M @ p["A"] @ M_inv
         p["b"] = jnp.einsum("...ij,...j->...i", M, p["b"])
         p["C"] = p["C"] @ M_inv

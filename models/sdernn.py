@@ -24,6 +24,7 @@ from probdyn.algorithms.canonical import (
     LowerTrapezoidalNormal,
     lq,
     require_trapezoidal_prior,
+    whitening,
 )
 from probdyn.algorithms.sde import EulerMaruyamaPath
 from probdyn.errors import DataError, PriorError
@@ -427,11 +428,7 @@ class SDERNN(StateSpaceModel):
                 p["s"] = p["s"] / full**2
             sigma = 1.0 / scale
         else:
-            L0 = p.pop("initial_chol")
-            eigenvalues, V = jnp.linalg.eigh(L0 @ jnp.swapaxes(L0, -1, -2))
-            root = jnp.sqrt(eigenvalues)
-            T = jnp.swapaxes(V, -1, -2) / root[..., :, None]
-            T_inv = V * root[..., None, :]
+            T, T_inv, root = whitening(p.pop("initial_chol"))
             sigma = 1.0 / root
         p = self._transform(p, T, T_inv)
         p["sigma"] = sigma

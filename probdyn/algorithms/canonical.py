@@ -243,6 +243,20 @@ def lq(matrix: Array) -> tuple[Array, Array]:
     return jnp.swapaxes(r, -1, -2), jnp.swapaxes(q, -1, -2)
 
 
+def whitening(chol: Array) -> tuple[Array, Array, Array]:
+    r"""``(T, T_inv, root)``: the map that makes :math:`\Sigma = LL^\top` the identity.
+
+    With :math:`\Sigma = V\Lambda V^\top` (ascending eigenvalues), :math:`T =
+    \Lambda^{-1/2}V^\top`, so :math:`T\Sigma T^\top = I`; :math:`T^{-1} = V\Lambda^{1/2}`
+    and ``root`` :math:`= \Lambda^{1/2}`. ``chol`` is (..., D, D). The redundant forms' map:
+    it turns a free initial covariance into :math:`N(0, I)` and the identity noise into
+    :math:`\Lambda^{-1}`.
+    """
+    eigenvalues, V = jnp.linalg.eigh(chol @ jnp.swapaxes(chol, -1, -2))
+    root = jnp.sqrt(eigenvalues)
+    return jnp.swapaxes(V, -1, -2) / root[..., :, None], V * root[..., None, :], root
+
+
 def block_lq(matrix: Array, blocks: int) -> tuple[Array, Array]:
     r"""``(L, U)`` with ``matrix = L @ U``, U block diagonal: :func:`lq` of each column block.
 
