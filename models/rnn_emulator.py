@@ -60,13 +60,16 @@ class RNNEmulator(StateSpaceModel):
 
     .. math::
         \xi_t \sim N(0, I_{\text{noise}}),\quad
-        h_t = \mathrm{ReLU}(W_{\text{in}}\,\xi_t + W_{hh}\,h_{t-1}),\quad h_{-1} = 0,\quad
+        h_t = \mathrm{ReLU}(W_{\text{in}}\,\xi_t + W_{hh}\,h_{t-1} + b),\quad h_{-1} = 0,\quad
         y_t \sim \mathrm{Categorical}(\mathrm{softmax}(W_{\text{out}} h_t)),
 
-    no biases. The noise is the network's only input: without it the activity decays to (or
-    stays at) a fixed point of :math:`h \mapsto \mathrm{ReLU}(W_{hh}h)`, which always has
-    :math:`h = 0`; under it the network generates symbol sequences whose statistics can match an
-    HMM's.
+    with :math:`b = 0` unless ``biases=True`` (the paper's networks, and its authors' code by
+    default, have none). The noise is the network's only input: without it the activity decays
+    to (or stays at) a fixed point of :math:`h \mapsto \mathrm{ReLU}(W_{hh}h + b)`; without
+    biases :math:`h = 0` always is one, on the kink of every unit, so its class comes from the
+    dynamics around it (:mod:`probdyn.analysis.fixed_points.local`), not from a Jacobian. Under
+    the noise the network generates symbol sequences whose statistics can match an HMM's.
+    ``biases=True`` lets a user test whether a conclusion survives them.
 
     ==============  ====================  =====================================
     site            shape                 default prior
@@ -74,6 +77,7 @@ class RNNEmulator(StateSpaceModel):
     ``W_in``        (hidden, noise_dim)   Normal(0, 3/sqrt(noise_dim))
     ``W_hh``        (hidden, hidden)      Normal(0, 3/sqrt(hidden))
     ``W_out``       (symbols, hidden)     Normal(0, 3/sqrt(hidden))
+    ``b``           (hidden,)             Normal(0, 1) (only with ``biases=True``)
     ``noise``       (trial, time, noise)  Normal(0, 1) (latent)
     ==============  ====================  =====================================
 
@@ -91,6 +95,7 @@ class RNNEmulator(StateSpaceModel):
         "W_in": ["unit", "noise_dim"],
         "W_hh": ["unit", "unit_from"],
         "W_out": ["symbol", "unit"],
+        "b": ["unit"],
         "noise": ["trial", "time", "noise_dim"],
     }
     hidden: Count = 150
@@ -101,6 +106,7 @@ class RNNEmulator(StateSpaceModel):
     encoder_hidden: Count = 64
     marginal: str = "sample"
     num_particles: Count = 64
+    biases: bool = False
 
     #: The per-trial site the amortised guide's encoder infers.
     local_site: ClassVar[str] = "noise"
@@ -122,10 +128,13 @@ class RNNEmulator(StateSpaceModel):
         it made the output switch too often (volatility 0.329 against 0.317) where one under
         these made it 0.323 (docs/models/hmm.md).
         """
-        return {
+        priors = {
             name: dist.Normal(jnp.zeros(shape), 3.0 / math.sqrt(fan_in))
             for name, (shape, fan_in) in self._weight_layout().items()
         }
+        if self.biases:
+            priors["b"] = dist.Normal(jnp.zeros(self.hidden), 1.0)
+        return priors
 
     def initial_weights(self, key: Array) -> dict[str, Array]:
         r"""Where the point-estimate fits start: weights :math:`\sim N(0, 1/\text{fan-in})`.
@@ -138,10 +147,11 @@ class RNNEmulator(StateSpaceModel):
         """
         layout = self._weight_layout()
         keys = jax.random.split(key, len(layout))
-        return {
+        weights = {
             name: jax.random.normal(k, shape) / math.sqrt(fan_in)
             for (name, (shape, fan_in)), k in zip(layout.items(), keys, strict=True)
         }
+        return weights | ({"b": jnp.zeros(self.hidden)} if self.biases else {})
 
     def _weight_layout(self) -> dict[str, tuple[tuple[int, int], int]]:
         """Each weight matrix's shape and fan-in (the inputs each unit sums)."""
@@ -154,8 +164,10 @@ class RNNEmulator(StateSpaceModel):
 
     # -- dynamics ----------------------------------------------------------------------------
     def vector_field(self, params: Mapping[str, Array], x: Array, u: Array | None = None) -> Array:
-        r"""The map :math:`h \mapsto \mathrm{ReLU}(W_{hh}h + W_{\text{in}}u)` (noise ``u``)."""
+        r"""The map :math:`h \mapsto \mathrm{ReLU}(W_{hh}h + W_{\text{in}}u + b)` (noise ``u``)."""
         drive = params["W_hh"] @ x
+        if self.biases:
+            drive = drive + params["b"]
         if u is not None:
             drive = drive + params["W_in"] @ u
         return jax.nn.relu(drive)
@@ -171,7 +183,7 @@ class RNNEmulator(StateSpaceModel):
         return 1, self.noise_dim
 
     def initial_state(self, params: Mapping[str, Array], noise: Array) -> Array:
-        r""":math:`h_0 = \mathrm{ReLU}(W_{\text{in}}\xi_0)` (the map from :math:`h_{-1} = 0`)."""
+        r""":math:`h_0 = \mathrm{ReLU}(W_{\text{in}}\xi_0 + b)`: the map from :math:`h_{-1} = 0`."""
         return self.vector_field(params, jnp.zeros(self.hidden, noise.dtype), noise)
 
     def transition(self, params: Mapping[str, Array], dt: float):
@@ -223,7 +235,7 @@ class RNNEmulator(StateSpaceModel):
         The particles are hidden states; the noise is the proposal (bootstrap filter). See
         :func:`probdyn.algorithms.particle_filter.log_likelihood`.
         """
-        params = {name: params[name] for name in ("W_in", "W_hh", "W_out")}
+        params = {name: params[name] for name in self.default_priors(self.num_symbols)}
         symbols = jnp.asarray(symbols)
         data = ModelData(symbols, None, None, *symbols.shape, self.num_symbols, 1.0)
         return self.particle_log_likelihood(

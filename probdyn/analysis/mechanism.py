@@ -91,7 +91,8 @@ def kick_neurons(
     ``noise_dim``, ``num_symbols`` and ``latent_path(params, noise, dt)``) and ``params`` one draw
     of its weights. The same noise (``seed``) drives the intact network and every ablated copy,
     in which unit :math:`u`'s activity is clamped to zero (row :math:`u` of :math:`W_{hh}` and
-    :math:`W_{in}` zeroed: its pre-activation is 0, so ReLU keeps it at 0). The output is the
+    :math:`W_{in}` zeroed, and its bias where the model has biases: its pre-activation is 0, so ReLU
+    keeps it at 0). The output is the
     most likely symbol :math:`s_t = \arg\max W_{out} h_t` (the readout's sampling noise would
     add transitions of its own). For every ordered pair :math:`i \ne j`,
     :math:`n_{ij}` counts the steps with :math:`s_t = i,\ s_{t+1} = j`, and
@@ -127,9 +128,10 @@ def kick_neurons(
 
     def ablated(removed):
         keep = ~removed[:, None]
-        return transition_counts(
-            dict(params, W_hh=params["W_hh"] * keep, W_in=params["W_in"] * keep)
-        )
+        silenced = dict(params, W_hh=params["W_hh"] * keep, W_in=params["W_in"] * keep)
+        if "b" in params:
+            silenced["b"] = params["b"] * keep[:, 0]
+        return transition_counts(silenced)
 
     units = jnp.arange(model.hidden)
     intact = np.asarray(transition_counts(params))

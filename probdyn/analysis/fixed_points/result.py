@@ -25,8 +25,13 @@ class FixedPointPosterior:
     ``dataset`` has dims (draw, fixed_point, latent, neuron, eigen): ``exists``, ``location``
     (the draw's own latent coordinates), ``aligned_location`` (the reference draw's
     coordinates), ``observation_mean``, ``eigenvalue_real``/``eigenvalue_imag`` (leading first:
-    largest real part for flows, largest modulus for maps), ``stability`` (codes into
-    :data:`CLASSES`, -1 where the point is absent), ``residual``; absent entries are NaN.
+    largest real part for flows, largest modulus for maps; at a kink, those of the linear
+    region the leading perturbation ends in), ``stability`` (codes into :data:`CLASSES`, -1
+    where the point is absent), ``kink`` (the point sits where the field is not
+    differentiable: classified by its local dynamics, :mod:`~probdyn.analysis.fixed_points.local`),
+    ``growth_rate`` (the leading growth of perturbations: log per step for maps, per unit time
+    for flows), ``residual``; absent entries are NaN. Results saved before kinks were detected
+    lack ``kink`` and ``growth_rate`` and read as smooth.
     """
 
     dataset: xr.Dataset
@@ -42,9 +47,10 @@ class FixedPointPosterior:
 
         Columns: ``p_exists`` (share of draws that have it), ``class`` and ``p_class`` (its most
         probable class and that class's probability given that the point exists),
-        ``p_stable``, then mean and central ``level`` interval (``q05``/``q95`` at 0.9) of each
+        ``p_stable``, ``p_kink`` (share of its draws where it sits on a kink), then mean and
+        central ``level`` interval (``q05``/``q95`` at 0.9) of each
         aligned latent coordinate ``x{i}``, each observation-space coordinate ``y{j}``, and the
-        leading eigenvalue's real part and absolute imaginary part.
+        leading eigenvalue's real part and absolute imaginary part, and of the growth rate.
         """
         ds = self.dataset
         low, high = (1 - level) / 2, (1 + level) / 2
@@ -61,6 +67,7 @@ class FixedPointPosterior:
                 "class": CLASSES[int(np.argmax(counts))],
                 "p_class": counts.max() / max(counts.sum(), 1),
                 "p_stable": np.isin(codes, stable).mean(),
+                "p_kink": ds["kink"].values[exists, k].mean() if "kink" in ds else 0.0,
             }
             columns = {
                 **{
@@ -74,6 +81,8 @@ class FixedPointPosterior:
                 "lead_real": ds["eigenvalue_real"].values[exists, k, 0],
                 "lead_imag_abs": np.abs(ds["eigenvalue_imag"].values[exists, k, 0]),
             }
+            if "growth_rate" in ds:
+                columns["growth_rate"] = ds["growth_rate"].values[exists, k]
             for name, values in columns.items():
                 row[f"{name}_mean"] = values.mean()
                 row[f"{name}_{names[0]}"] = np.quantile(values, low)
@@ -89,13 +98,26 @@ class FixedPointPosterior:
             f"fixed points over {self.dataset.sizes['draw']} posterior draws; number of points: "
             + ", ".join(f"{n}: {p:.2f}" for n, p in counts.items() if p > 0)
         ]
+        per = "per step" if self.dataset.attrs["kind"] == "map" else "per unit time"
         for k, row in summary.iterrows():
-            lines.append(
+            line = (
                 f"  point {k}: {row['class']} (P = {row['p_class']:.2f}), exists in "
                 f"{100 * row['p_exists']:.0f}% of draws, P(stable) = {row['p_stable']:.2f}, "
-                f"leading eigenvalue {row['lead_real_mean']:.3f} "
-                f"± {row['lead_imag_abs_mean']:.3f}i"
             )
+            if row["p_kink"] > 0.5:
+                # On a kink the eigenvalues are one region's; the growth is what happens.
+                growth = row["growth_rate_mean"]
+                factor = f"x{np.exp(growth):.3f}" if per == "per step" else f"{growth:.3f}"
+                line += (
+                    f"on a kink of the field in {100 * row['p_kink']:.0f}% of draws: "
+                    f"perturbations grow by {factor} {per} (mean over draws)"
+                )
+            else:
+                line += (
+                    f"leading eigenvalue {row['lead_real_mean']:.3f} "
+                    f"± {row['lead_imag_abs_mean']:.3f}i"
+                )
+            lines.append(line)
         return "\n".join(lines)
 
     def count_distribution(self) -> pd.DataFrame:

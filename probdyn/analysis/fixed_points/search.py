@@ -12,6 +12,7 @@ import xarray as xr
 
 from probdyn.analysis.fixed_points.classification import CLASSES, classify
 from probdyn.analysis.fixed_points.dynamics import Dynamics
+from probdyn.analysis.fixed_points.local import local_dynamics
 from probdyn.analysis.fixed_points.matching import align_to_reference, match_points
 from probdyn.analysis.fixed_points.result import FixedPointPosterior
 from probdyn.analysis.fixed_points.solver import place_starts, search_draws
@@ -67,6 +68,7 @@ def fixed_points(
     merge_tol: float = 1e-4,
     match_tol: float = 0.5,
     marginal_tol: float = 1e-3,
+    kink_tol: float = 0.05,
     max_steps: int = 200,
     progress: bool | None = None,
 ) -> FixedPointPosterior:
@@ -99,6 +101,11 @@ def fixed_points(
         which a point opens a new matched fixed point rather than joining one.
     marginal_tol
         Growth rates within this margin of zero make a point *marginal*.
+    kink_tol
+        A point whose one-sided Jacobians differ from its Jacobian by more than this (relative
+        Frobenius norm) sits on a kink of the field (a ReLU unit at zero input): it is
+        classified by the growth of perturbations under the dynamics instead of by its
+        eigenvalues (:mod:`probdyn.analysis.fixed_points.local`); ``kink`` marks it.
     progress
         A progress bar over the draws searched (None: the process setting,
         :func:`probdyn.runtime.memory.limit`).
@@ -133,11 +140,6 @@ def fixed_points(
         model, max_steps, params, starts, u, tol, merge_tol * spread, progress=progress
     )
     x, res, jac, emitted, emitted_start, keep = (np.asarray(a) for a in solved)
-    eig = np.linalg.eigvals(jac).astype(complex)  # complex even where all are real (numpy 2.2)
-    order = np.argsort(-(eig.real if kind == "flow" else np.abs(eig)), axis=-1, kind="stable")
-    eig = np.take_along_axis(eig, order, axis=-1)
-    codes = classify(eig, kind, marginal_tol)
-
     # Observation units: the spread of the predicted observations over the starts (the region
     # the data occupy), so that the gate does not shrink with the posterior's own spread.
     obs_scale = emitted_start.reshape(-1, emitted_start.shape[-1]).std(axis=0)
@@ -156,20 +158,44 @@ def fixed_points(
 
     location = gather(x, np.nan)
     emitted_location = gather(emitted, np.nan)
+    exists = gather(keep, False)
+    local = local_dynamics(
+        model,
+        params,
+        location,
+        gather(jac, np.nan),
+        u,
+        scale=spread,
+        marginal_tol=marginal_tol,
+        kink_tol=kink_tol,
+        seed=seed,
+        progress=progress,
+    )
+    eigen = np.full(location.shape, np.nan + 0j)
+    eigen[exists] = np.linalg.eigvals(local["jacobian"][exists])
+    order = np.argsort(-(eigen.real if kind == "flow" else np.abs(eigen)), axis=-1, kind="stable")
+    eigen = np.take_along_axis(eigen, order, axis=-1)
+    codes = np.full(exists.shape, -1, np.int8)
+    codes[exists] = classify(eigen[exists], kind, marginal_tol)
+    codes = np.where(local["kink"], local["stability"], codes).astype(np.int8)
+    with np.errstate(divide="ignore", invalid="ignore"):
+        leading = eigen[..., 0].real if kind == "flow" else np.log(np.abs(eigen[..., 0]))
+    growth = np.where(local["kink"], local["growth"], leading)
     reference_params = jax.tree.map(lambda v: v[reference], params)
     aligned = align_to_reference(
         model, reference_params, location, emitted_location, reference, tol, max_steps
     )
-    eigen = gather(eig, np.nan + 0j)
     dataset = xr.Dataset(
         {
-            "exists": (("draw", "fixed_point"), gather(keep, False)),
+            "exists": (("draw", "fixed_point"), exists),
             "location": (("draw", "fixed_point", "latent"), location),
             "aligned_location": (("draw", "fixed_point", "latent"), aligned),
             "observation_mean": (("draw", "fixed_point", "neuron"), emitted_location),
             "eigenvalue_real": (("draw", "fixed_point", "eigen"), eigen.real),
             "eigenvalue_imag": (("draw", "fixed_point", "eigen"), eigen.imag),
-            "stability": (("draw", "fixed_point"), gather(codes.astype(np.int8), np.int8(-1))),
+            "stability": (("draw", "fixed_point"), codes),
+            "kink": (("draw", "fixed_point"), local["kink"]),
+            "growth_rate": (("draw", "fixed_point"), growth),
             "residual": (("draw", "fixed_point"), gather(res, np.nan)),
             "converged_starts": (("draw",), (res < tol).sum(axis=1)),
         },
@@ -182,6 +208,7 @@ def fixed_points(
             "tol": float(tol),
             "match_tol": float(match_tol),
             "marginal_tol": float(marginal_tol),
+            "kink_tol": float(kink_tol),
         },
     )
     # The reference draw's parameters travel with the result, so that a saved result can be
