@@ -121,3 +121,87 @@ def test_kick_neurons_count_each_kind_of_transition_as_a_loop_over_the_steps_doe
             with np.errstate(divide="ignore", invalid="ignore"):
                 group_drop = np.where(counted, 1 - group / intact, np.nan)
             np.testing.assert_allclose(result.group_relative_drop.sel(group_size=size), group_drop)
+
+
+# -- the paper's mechanism, each against a control -------------------------------------------
+def _noisy_rotation(rotation, *, trials=40, steps=300, units=6, seed=0):
+    """x' = 0.9 R(rotation) x + noise in a plane, embedded in ``units`` units."""
+    rng = np.random.default_rng(seed)
+    c, s = np.cos(rotation), np.sin(rotation)
+    A = 0.9 * np.array([[c, -s], [s, c]])
+    x = np.zeros((trials, steps, 2))
+    for t in range(1, steps):
+        x[:, t] = x[:, t - 1] @ A.T + 0.3 * rng.standard_normal((trials, 2))
+    basis = np.linalg.qr(rng.standard_normal((units, 2)))[0]
+    return x @ basis.T + 1.0
+
+
+def test_orbit_winding_finds_noise_sustained_circulation_and_its_direction():
+    from probdyn.analysis.mechanism import orbit_winding
+
+    # Noise-free, 0.9 R(0.3) decays to its stable point; under noise the states wind at
+    # about 0.3 rad per step (isotropic noise deflects the phase symmetrically).
+    states = _noisy_rotation(0.3)
+    forward = orbit_winding(states)
+    assert bool(forward.circulates)
+    # The plane's orientation is the PCA's choice: the sign is not, reversed time flips it.
+    assert 0.24 < abs(float(forward.winding)) < 0.33
+    backward = orbit_winding(states[:, ::-1])
+    np.testing.assert_allclose(float(backward.winding), -float(forward.winding))
+    # Control: the same process without rotation has no preferred direction.
+    still = orbit_winding(_noisy_rotation(0.0))
+    assert not bool(still.circulates)
+    assert abs(float(still.winding)) < 3 * float(still.winding_se)
+    with pytest.raises(DataError, match="trial, time"):
+        orbit_winding(states[0])
+
+
+def _two_wells(*, trials=20, steps=400, units=10, switch=0.03, seed=0):
+    """Dwelling at one of two points (small jitter) with rare jumps; symbols = the well."""
+    rng = np.random.default_rng(seed)
+    well = np.zeros((trials, steps), int)
+    for t in range(1, steps):
+        flip = rng.random(trials) < switch
+        well[:, t] = np.where(flip, 1 - well[:, t - 1], well[:, t - 1])
+    centres = rng.standard_normal((2, units)) * 3.0
+    states = centres[well] + 0.05 * rng.standard_normal((trials, steps, units))
+    return states, well
+
+
+def test_speed_regions_split_dwelling_from_jumps_and_tie_jumps_to_output_switches():
+    from probdyn.analysis.mechanism import speed_regions
+
+    states, well = _two_wells()
+    result = speed_regions(states, well)
+    assert bool(result.distinct) and float(result.ashman_d) > 5
+    assert float(result.fast_speed) > 20 * float(result.slow_speed)
+    assert float(result.p_fast_at_switch) == 1.0 and float(result.p_fast_elsewhere) == 0.0
+    np.testing.assert_allclose(
+        float(result.fast_share), (well[:, 1:] != well[:, :-1]).mean()
+    )
+    # Control: a Gaussian random walk moves at one typical speed.
+    rng = np.random.default_rng(1)
+    walk = np.cumsum(rng.standard_normal((20, 400, 10)), axis=1)
+    assert not bool(speed_regions(walk).distinct)
+    # Symbols unrelated to the jumps: fast steps no likelier where the output changes.
+    other = rng.integers(0, 2, well.shape)
+    unrelated = speed_regions(states, other)
+    assert abs(float(unrelated.p_fast_at_switch) - float(unrelated.p_fast_elsewhere)) < 0.03
+
+
+def test_phase_decoding_reads_the_symbol_off_the_phase_and_not_off_shuffled_trials():
+    from probdyn.analysis.mechanism import orbit_phase, phase_decoding
+
+    states = _noisy_rotation(0.3, trials=30, steps=200)
+    theta = orbit_phase(states)
+    # The emission is set by the phase: three sectors, three symbols.
+    symbols = np.minimum(((theta + np.pi) / (2 * np.pi) * 3).astype(int), 2)
+    result = phase_decoding(states, symbols)
+    assert float(result.accuracy) > 0.95
+    assert float(result.chance) < 0.45 and float(result.shuffled) < 0.45
+    # Control: symbols drawn independently of the states decode at chance.
+    rng = np.random.default_rng(2)
+    noise = phase_decoding(states, rng.integers(0, 3, symbols.shape))
+    assert float(noise.accuracy) < float(noise.chance) + 0.03
+    with pytest.raises(DataError, match="symbols have shape"):
+        phase_decoding(states, symbols[:, :-1])

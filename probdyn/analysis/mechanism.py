@@ -13,6 +13,12 @@ These are our reading of the paper's groups (<2, 2-8, >8 steps); the thresholds 
 :func:`kick_neurons` ablates one hidden unit at a time (its activity clamped to zero) and
 counts the network's output transitions of each kind under the same noise: the units whose
 ablation removes most transitions of some kind are the paper's "kick neurons".
+
+The paper's mechanism, each as a measurement that can come out negative:
+:func:`orbit_winding` (do the noisy states circulate one way around the orbit's plane?),
+:func:`speed_regions` (are there slow regions joined by fast transitions, and do the fast steps
+carry the output's switches?) and :func:`phase_decoding` (does the phase on the orbit predict
+the symbol on held-out trials, beyond chance and beyond shuffled trials?).
 """
 
 from __future__ import annotations
@@ -49,8 +55,8 @@ def residency_groups(symbols, *, short: int = 2, long: int = 8) -> np.ndarray:
 def orbit_pca(hidden, num_components: int = 3) -> xr.Dataset:
     r"""Principal components of hidden states (..., hidden): where the noise-driven orbit lies.
 
-    Returns ``components`` (component, unit), ``explained_variance_ratio`` (component), the
-    ``mean`` state and the ``projection`` (..., component) of every state.
+    Returns ``components`` (component, unit; each signed so that its largest loading is
+    positive), ``explained_variance_ratio`` (component), the ``mean`` state and the ``projection`` (..., component) of every state.
     """
     states = np.asarray(hidden, dtype=np.float64)
     flat = states.reshape(-1, states.shape[-1])
@@ -61,6 +67,10 @@ def orbit_pca(hidden, num_components: int = 3) -> xr.Dataset:
         )
     mean = flat.mean(axis=0)
     _, singular, vt = np.linalg.svd(flat - mean, full_matrices=False)
+    # Each component's sign fixed by its largest loading (positive), not by the SVD's whim:
+    # the same states in another order give the same axes, so a phase's direction means one
+    # thing.
+    vt = vt * np.sign(vt[np.arange(len(vt)), np.argmax(np.abs(vt), axis=1)])[:, None]
     variance = singular**2
     projection = (states - mean) @ vt[:num_components].T
     dims = [f"axis_{i}" for i in range(states.ndim - 1)]
@@ -71,6 +81,160 @@ def orbit_pca(hidden, num_components: int = 3) -> xr.Dataset:
             "mean": ("unit", mean),
             "projection": ((*dims, "component"), projection),
         }
+    )
+
+
+def _trials(hidden) -> np.ndarray:
+    """Hidden states as (trial, time, unit)."""
+    states = np.asarray(hidden, dtype=np.float64)
+    if states.ndim != 3 or states.shape[1] < 3:
+        raise DataError(
+            f"hidden states have shape {states.shape}; expected (trial, time >= 3, unit)"
+        )
+    return states
+
+
+def orbit_phase(hidden) -> np.ndarray:
+    r"""Phase :math:`\theta_t \in (-\pi, \pi]` of each state on the orbit's plane.
+
+    The plane is spanned by the first two principal components of all states
+    (:func:`orbit_pca`), centred on their mean: :math:`\theta = \operatorname{atan2}(p_2, p_1)`.
+    """
+    projection = orbit_pca(_trials(hidden), 2).projection.values
+    return np.arctan2(projection[..., 1], projection[..., 0])
+
+
+def orbit_winding(hidden, *, z: float = 3.0) -> xr.Dataset:
+    r"""Whether the noise-driven states circulate: the mean winding of their phase per step.
+
+    With :math:`\Delta\theta_t = \theta_{t+1} - \theta_t` wrapped into :math:`(-\pi, \pi]`
+    (:func:`orbit_phase`), each trial's mean :math:`\omega_n = \overline{\Delta\theta_t}`
+    (radians per step); ``winding`` is their mean over trials, ``winding_se`` its standard error
+    (trials independent), ``turns`` each trial's :math:`\sum_t \Delta\theta_t / 2\pi`, and
+    ``circulates`` whether :math:`|\bar\omega| >` ``z`` standard errors. A network whose
+    noise-free map has a stable point and whose noisy states still wind one way has a
+    noise-sustained orbit (Torre et al. 2025); reversing time flips the sign, and a reversible
+    process (no preferred direction) does not circulate.
+    """
+    theta = orbit_phase(hidden)
+    steps = np.angle(np.exp(1j * np.diff(theta, axis=1)))
+    per_trial = steps.mean(axis=1)
+    mean = per_trial.mean()
+    se = per_trial.std(ddof=1) / np.sqrt(len(per_trial)) if len(per_trial) > 1 else np.inf
+    return xr.Dataset(
+        {
+            "winding": ((), mean),
+            "winding_se": ((), se),
+            "turns": ("trial", steps.sum(axis=1) / (2 * np.pi)),
+            "circulates": ((), bool(abs(mean) > z * se)),
+        }
+    )
+
+
+def _two_gaussians(values: np.ndarray, iterations: int = 200):
+    """Weights, means and sds of a two-component 1-D Gaussian mixture fitted by EM."""
+    lo, hi = np.quantile(values, [0.25, 0.75])
+    weight, mean = np.array([0.5, 0.5]), np.array([lo, hi])
+    sd = np.full(2, values.std() / 2 + 1e-12)
+    for _ in range(iterations):
+        log_p = np.log(weight) - np.log(sd) - 0.5 * ((values[:, None] - mean) / sd) ** 2
+        resp = np.exp(log_p - log_p.max(axis=1, keepdims=True))
+        resp /= resp.sum(axis=1, keepdims=True)
+        total = resp.sum(axis=0) + 1e-12
+        weight = total / len(values)
+        mean = (resp * values[:, None]).sum(axis=0) / total
+        sd = np.sqrt((resp * (values[:, None] - mean) ** 2).sum(axis=0) / total) + 1e-12
+    order = np.argsort(mean)
+    return weight[order], mean[order], sd[order], resp[:, order]
+
+
+def speed_regions(hidden, symbols=None, *, separation: float = 2.0) -> xr.Dataset:
+    r"""Slow regions and fast transitions: the hidden state's speed along its trajectories.
+
+    The speed :math:`v_t = \lVert h_{t+1} - h_t \rVert` of every step is split into a slow and
+    a fast group by a two-component Gaussian mixture on :math:`\log v_t` (EM); each step gets
+    the more probable group (``fast``, (trial, time - 1)). The groups are distinct when
+    Ashman's :math:`D = \sqrt2\,|\mu_2 - \mu_1| / \sqrt{s_1^2 + s_2^2}` exceeds
+    ``separation`` (2: the mixture is bimodal; Ashman, Bird & Zepf 1994): ``distinct``. A
+    unimodal spread of speeds (a random walk) gives :math:`D` below 2.
+
+    Returns ``slow_speed`` and ``fast_speed`` (:math:`e^{\mu}` of each group), ``fast_share``,
+    ``ashman_d``, ``distinct``, ``fast``; with ``symbols`` (trial, time) also
+    ``p_fast_at_switch`` and ``p_fast_elsewhere``: the share of fast steps among the steps
+    where the output symbol changes and among the others (fast transitions that carry the
+    output's switches make the first much larger).
+    """
+    states = _trials(hidden)
+    speed = np.linalg.norm(np.diff(states, axis=1), axis=-1)
+    moving = speed > 0
+    if moving.sum() < 10:
+        raise DataError("fewer than 10 steps of the hidden states move; no speeds to split")
+    log_speed = np.log(speed[moving])
+    weight, mean, sd, resp = _two_gaussians(log_speed)
+    fast = np.zeros(speed.shape, bool)
+    fast[moving] = resp[:, 1] > 0.5
+    ashman = np.sqrt(2.0) * abs(mean[1] - mean[0]) / np.sqrt(sd[0] ** 2 + sd[1] ** 2)
+    out = {
+        "slow_speed": ((), np.exp(mean[0])),
+        "fast_speed": ((), np.exp(mean[1])),
+        "fast_share": ((), fast.mean()),
+        "ashman_d": ((), ashman),
+        "distinct": ((), bool(ashman > separation)),
+        "fast": (("trial", "step"), fast),
+    }
+    if symbols is not None:
+        values = np.asarray(symbols)
+        if values.shape != states.shape[:2]:
+            raise DataError(
+                f"symbols have shape {values.shape}; the hidden states {states.shape[:2]}"
+            )
+        switch = values[:, 1:] != values[:, :-1]
+        out["p_fast_at_switch"] = ((), fast[switch].mean() if switch.any() else np.nan)
+        out["p_fast_elsewhere"] = ((), fast[~switch].mean() if (~switch).any() else np.nan)
+    return xr.Dataset(out)
+
+
+def phase_decoding(
+    hidden, symbols, *, num_bins: int = 12, folds: int = 5, seed: int = 0
+) -> xr.Dataset:
+    r"""How well the orbit's phase predicts the emitted symbol, on trials held out.
+
+    The phase (:func:`orbit_phase`) is cut into ``num_bins`` equal sectors; each sector
+    predicts the symbol most often emitted there on the training trials (the most frequent
+    symbol overall where a sector is empty). ``folds``-fold cross-validation over trials gives
+    ``accuracy``; ``chance`` is the held-out accuracy of always predicting the training
+    trials' most frequent symbol, and ``shuffled`` the accuracy of the same decoder when the
+    trials' symbol sequences are permuted among trials (``seed``), which breaks any link
+    between a trial's phase and its own symbols. Torre et al. (2025) find the phase sets the
+    emission: accuracy well above both controls.
+    """
+    theta = orbit_phase(hidden)
+    values = np.asarray(symbols)
+    if values.shape != theta.shape:
+        raise DataError(f"symbols have shape {values.shape}; the hidden states {theta.shape}")
+    if not 2 <= folds <= len(values):
+        raise ConfigError(f"folds={folds}; expected 2..{len(values)} (the trials)")
+    sector = np.minimum(((theta + np.pi) / (2 * np.pi) * num_bins).astype(int), num_bins - 1)
+    num_symbols = int(values.max()) + 1
+    split = np.arange(len(values)) % folds
+
+    def score(labels):
+        hits, chance_hits = 0, 0
+        for k in range(folds):
+            train, test = split != k, split == k
+            counts = np.zeros((num_bins, num_symbols))
+            np.add.at(counts, (sector[train], labels[train]), 1)
+            overall = int(np.argmax(counts.sum(axis=0)))
+            rule = np.where(counts.sum(axis=1) > 0, counts.argmax(axis=1), overall)
+            hits += (rule[sector[test]] == labels[test]).sum()
+            chance_hits += (labels[test] == overall).sum()
+        return hits / values.size, chance_hits / values.size
+
+    accuracy, chance = score(values)
+    permuted = values[np.random.default_rng(seed).permutation(len(values))]
+    shuffled, _ = score(permuted)
+    return xr.Dataset(
+        {"accuracy": ((), accuracy), "chance": ((), chance), "shuffled": ((), shuffled)}
     )
 
 

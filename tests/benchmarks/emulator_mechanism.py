@@ -1,14 +1,17 @@
-"""The fixed-point verdict of trained HMM emulators against untrained and rescaled networks.
+"""The mechanism of trained HMM emulators, each figure beside the untrained network's.
 
 Fits small ``RNNEmulator`` networks by the particle filter to each HMM architecture (linear
-chain, fully connected, cyclic; ``--seeds`` each) and classifies the origin of the noise-free
-map, where every unit sits on its kink, by its local dynamics (``probdyn.fixed_points``:
-``kink``, ``growth_rate``); then the same for the untrained starts, for ``--draws`` untrained
-draws at the fan-in scale as one posterior, and for one start with its recurrent weights scaled
-by 1.5 and by the factor that makes it grow at 1.5 per step.
+chain, fully connected, cyclic; ``--seeds`` each). For the fitted network and its untrained
+start it prints: the class and growth of the origin of the noise-free map, where every unit
+sits on its kink (``probdyn.fixed_points``: ``kink``, ``growth_rate``); and under noise
+(``--trials`` sequences of 200 steps) the output's volatility, the orbit's winding
+(``orbit_winding``), slow and fast regions (``speed_regions``), the phase's decoding of the
+symbol (``phase_decoding``) and the kick neurons (``kick_neurons``). Then the origin's class
+for ``--draws`` untrained draws at the fan-in scale as one posterior, and for one start with its
+recurrent weights scaled by 1.5 and by the factor that makes it grow at 1.5 per step.
 
-    python tests/benchmarks/emulator_fixed_point_verdict.py [--hidden 20] [--seeds 2]
-        [--steps 600] [--draws 24]
+    python tests/benchmarks/emulator_mechanism.py [--hidden 20] [--seeds 2] [--steps 600]
+        [--draws 24] [--trials 100]
 """
 
 import argparse
@@ -19,6 +22,7 @@ import numpy as np
 
 import probdyn
 from probdyn.analysis.fixed_points import CLASSES, fixed_points
+from probdyn.analysis.mechanism import kick_neurons, orbit_winding, phase_decoding, speed_regions
 from probdyn.inference import fit_particle_filter
 from probdyn.models import RNNEmulator
 
@@ -37,6 +41,26 @@ def single(model, params):
     return verdict(model, {k: v[None] for k, v in params.items()}, hidden)
 
 
+def mechanism(model, params, trials):
+    """One line: volatility, winding, speed regions, phase decoding, kick neurons."""
+    symbols, hidden = (
+        np.asarray(a) for a in model.generate(params, jax.random.key(2), trials, 200)
+    )
+    wind = orbit_winding(hidden)
+    speed = speed_regions(hidden, symbols)
+    phase = phase_decoding(hidden, symbols)
+    kicks = kick_neurons(model, params, seed=3)
+    return (
+        f"volatility {np.mean(symbols[:, 1:] != symbols[:, :-1]):.3f}; "
+        f"winding {float(wind.winding):+.3f} +- {float(wind.winding_se):.3f} rad/step; "
+        f"speeds slow {float(speed.slow_speed):.3f} fast {float(speed.fast_speed):.3f} "
+        f"(Ashman D {float(speed.ashman_d):.2f}), P(fast | switch) "
+        f"{float(speed.p_fast_at_switch):.2f} vs {float(speed.p_fast_elsewhere):.2f}; "
+        f"phase decoding {float(phase.accuracy):.2f} (chance {float(phase.chance):.2f}, "
+        f"shuffled {float(phase.shuffled):.2f}); kick neurons {int(kicks.kick.sum())}"
+    )
+
+
 def main():
     jax.config.update("jax_enable_x64", True)
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
@@ -44,6 +68,7 @@ def main():
     parser.add_argument("--seeds", type=int, default=2)
     parser.add_argument("--steps", type=int, default=600)
     parser.add_argument("--draws", type=int, default=24)
+    parser.add_argument("--trials", type=int, default=100)
     args = parser.parse_args()
     for architecture in ("linear", "fully_connected", "cyclic"):
         for seed in range(args.seeds):
@@ -68,8 +93,9 @@ def main():
             for name, params in (("trained", trained), ("its start", start)):
                 counts, growth, kink = single(model, params)
                 print(
-                    f"{architecture:16s} seed {seed} {name:10s}: {counts}, "
-                    f"x{growth[0]:.3f} per step, on a kink: {kink}",
+                    f"{architecture:16s} seed {seed} {name:10s}: origin {counts}, "
+                    f"x{growth[0]:.3f} per step, on a kink: {kink}; "
+                    + mechanism(model, params, args.trials),
                     flush=True,
                 )
     model = RNNEmulator(hidden=args.hidden, noise_dim=4, num_symbols=3)
