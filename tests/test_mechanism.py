@@ -176,9 +176,7 @@ def test_speed_regions_split_dwelling_from_jumps_and_tie_jumps_to_output_switche
     assert bool(result.distinct) and float(result.ashman_d) > 5
     assert float(result.fast_speed) > 20 * float(result.slow_speed)
     assert float(result.p_fast_at_switch) == 1.0 and float(result.p_fast_elsewhere) == 0.0
-    np.testing.assert_allclose(
-        float(result.fast_share), (well[:, 1:] != well[:, :-1]).mean()
-    )
+    np.testing.assert_allclose(float(result.fast_share), (well[:, 1:] != well[:, :-1]).mean())
     # Control: a Gaussian random walk moves at one typical speed.
     rng = np.random.default_rng(1)
     walk = np.cumsum(rng.standard_normal((20, 400, 10)), axis=1)

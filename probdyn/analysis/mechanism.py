@@ -56,7 +56,8 @@ def orbit_pca(hidden, num_components: int = 3) -> xr.Dataset:
     r"""Principal components of hidden states (..., hidden): where the noise-driven orbit lies.
 
     Returns ``components`` (component, unit; each signed so that its largest loading is
-    positive), ``explained_variance_ratio`` (component), the ``mean`` state and the ``projection`` (..., component) of every state.
+    positive), ``explained_variance_ratio`` (component), the ``mean`` state and the
+    ``projection`` (..., component) of every state.
     """
     states = np.asarray(hidden, dtype=np.float64)
     flat = states.reshape(-1, states.shape[-1])
@@ -132,7 +133,7 @@ def orbit_winding(hidden, *, z: float = 3.0) -> xr.Dataset:
 
 
 def _two_gaussians(values: np.ndarray, iterations: int = 200):
-    """Weights, means and sds of a two-component 1-D Gaussian mixture fitted by EM."""
+    """Means, sds and responsibilities of a two-component 1-D Gaussian mixture fitted by EM."""
     lo, hi = np.quantile(values, [0.25, 0.75])
     weight, mean = np.array([0.5, 0.5]), np.array([lo, hi])
     sd = np.full(2, values.std() / 2 + 1e-12)
@@ -145,7 +146,7 @@ def _two_gaussians(values: np.ndarray, iterations: int = 200):
         mean = (resp * values[:, None]).sum(axis=0) / total
         sd = np.sqrt((resp * (values[:, None] - mean) ** 2).sum(axis=0) / total) + 1e-12
     order = np.argsort(mean)
-    return weight[order], mean[order], sd[order], resp[:, order]
+    return mean[order], sd[order], resp[:, order]
 
 
 def speed_regions(hidden, symbols=None, *, separation: float = 2.0) -> xr.Dataset:
@@ -170,7 +171,7 @@ def speed_regions(hidden, symbols=None, *, separation: float = 2.0) -> xr.Datase
     if moving.sum() < 10:
         raise DataError("fewer than 10 steps of the hidden states move; no speeds to split")
     log_speed = np.log(speed[moving])
-    weight, mean, sd, resp = _two_gaussians(log_speed)
+    mean, sd, resp = _two_gaussians(log_speed)
     fast = np.zeros(speed.shape, bool)
     fast[moving] = resp[:, 1] > 0.5
     ashman = np.sqrt(2.0) * abs(mean[1] - mean[0]) / np.sqrt(sd[0] ** 2 + sd[1] ** 2)
