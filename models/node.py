@@ -70,8 +70,10 @@ class NODE(Model):
     dynamics (a tenth of the attractor's period, 10-20 ms for motor cortex). The log
     rates :math:`\eta` are ``readout="linear"``: :math:`\eta(z) = C z + c`, or ``"flow"``:
     ODIN's injective readout, :math:`u \leftarrow (z, 0, \dots, 0) \in \mathbb{R}^N`, then
-    ``readout_steps`` steps :math:`u \leftarrow u + 0.1\,\mathrm{MLP}(u)`
-    (:math:`N \to` ``readout_hidden`` :math:`\to N`, tanh), :math:`\eta = u`.
+    ``readout_steps`` steps :math:`u \leftarrow u + h\,\mathrm{MLP}(u)`
+    (:math:`N \to` ``readout_hidden`` :math:`\to N`, tanh), :math:`\eta = u`, with the step
+    :math:`h` (:meth:`flow_step_size`: 0.1, smaller where the weights are large) that keeps
+    every step invertible, so the readout is injective by construction.
     ``observation="gaussian"`` reads :math:`y_t \sim N(\eta(z_t), \mathrm{diag}\,r^2)`.
 
     The baselines of the paper share everything but the one-bin map :math:`z_{t+1} = F(z_t)`:
@@ -83,7 +85,9 @@ class NODE(Model):
       bias): :math:`r = \sigma(U_r z + a_r)`, :math:`u = \sigma(U_u z + a_u)`,
       :math:`n = \tanh(a_n + r \odot (U_n z + a_h))`, :math:`F(z) = (1 - u) \odot n + u \odot z`;
     - ``"mlp"`` (no pass-through): :math:`F(z) = W_2 \tanh(W_1 z + b_1) + b_2`;
-    - ``"rnn"`` (no MLP): :math:`F(z) = \tanh(U z + a)` (``U`` (D, D), ``a`` (D,)).
+    - ``"rnn"`` (no MLP): :math:`F(z) = \tanh(U z + a)` (``U`` (D, D), ``a`` (D,));
+    - ``"residual"`` (no MLP, with the pass-through): :math:`F(z) = z + \tanh(U z + a)`, the
+      fourth cell of the paper's 2 x 2 ablation (MLP or one layer, pass-through or not).
 
     ``kind`` is ``"flow"`` for ``"node"`` (:meth:`vector_field` is :math:`f_\theta(z)/\tau`:
     fixed points :math:`f_\theta(z) = 0`, eigenvalues per unit of the data's time) and ``"map"``
@@ -137,7 +141,7 @@ class NODE(Model):
     latent_dim: Count
     num_neurons: Count
     hidden: Count = 128
-    dynamics: Literal["node", "gru", "mlp", "rnn"] = "node"
+    dynamics: Literal["node", "gru", "mlp", "rnn", "residual"] = "node"
     observation: Literal["poisson", "gaussian"] = "poisson"
     readout: Literal["linear", "flow"] = "linear"
     readout_hidden: Count = 64
@@ -248,6 +252,8 @@ class NODE(Model):
         U, a = params["U"], params["a"]
         if self.dynamics == "rnn":
             return jnp.tanh(U @ z + a)
+        if self.dynamics == "residual":
+            return z + jnp.tanh(U @ z + a)
         reset = jax.nn.sigmoid(U[0] @ z + a[0])
         update = jax.nn.sigmoid(U[1] @ z + a[1])
         candidate = jnp.tanh(a[2] + reset * (U[2] @ z + a[3]))
@@ -269,11 +275,30 @@ class NODE(Model):
             return z @ params["C"].T + params["c"]
         pad = [(0, 0)] * (z.ndim - 1) + [(0, self.num_neurons - self.latent_dim)]
         u = jnp.pad(z, pad)
+        step = self.flow_step_size(params)
         for _ in range(self.readout_steps):
-            u = u + 0.1 * (
+            u = u + step * (
                 jnp.tanh(u @ params["R1"].T + params["r1"]) @ params["R2"].T + params["r2"]
             )
         return u
+
+    #: Bound on the Lipschitz constant of each flow-readout step's residual (< 1: invertible).
+    FLOW_LIPSCHITZ = 0.9
+
+    @classmethod
+    def flow_step_size(cls, params: Mapping[str, Array]) -> Array:
+        r"""The flow readout's step: 0.1, less where the weights are large.
+
+        .. math:: h = \min\big(0.1,\ 0.9 / (\lVert R_2\rVert_2 \lVert R_1\rVert_2)\big).
+
+        :math:`\tanh` is 1-Lipschitz, so the residual :math:`h\,\mathrm{MLP}` of each step has
+        Lipschitz constant at most :math:`h \lVert R_2\rVert_2 \lVert R_1\rVert_2 \le 0.9 < 1`,
+        which makes :math:`u \mapsto u + h\,\mathrm{MLP}(u)` invertible (its inverse is the
+        fixed point of :math:`u = v - h\,\mathrm{MLP}(u)`, a contraction; Behrmann et al.
+        2019); with the zero padding, the whole readout is injective for any weights.
+        """
+        gain = jnp.linalg.norm(params["R1"], ord=2) * jnp.linalg.norm(params["R2"], ord=2)
+        return jnp.minimum(0.1, cls.FLOW_LIPSCHITZ / jnp.maximum(gain, 1e-12))
 
     def emission_mean(self, params: Mapping[str, Array], x: Array) -> Array:
         r"""Rate per bin :math:`\exp(\eta(z))` (Poisson) or the mean :math:`\eta(z)` (Gaussian)."""

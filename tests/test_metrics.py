@@ -13,6 +13,7 @@ from probdyn.analysis.metrics import (
     group_latent_r2,
     power_spectrum_hellinger,
     rate_r2,
+    recovery_r2,
     state_r2,
     state_space_kl,
 )
@@ -91,6 +92,24 @@ def test_state_r2_is_invariant_to_affine_maps_and_penalises_unexplained_dims():
     other = truth @ rng.normal(size=(3, 3))
     assert state_r2(truth, mixed, fit_on=(truth, mixed)) == pytest.approx(1.0)
     assert state_r2(truth, mixed, fit_on=(truth, other + 100.0)) == -10.0
+
+
+def test_recovery_r2_ignores_invented_dims_and_sees_missing_ones():
+    rng = np.random.default_rng(4)
+    truth = rng.normal(size=(4, 50, 3))
+    mixed = truth @ rng.normal(size=(3, 3)) + rng.normal(size=3)
+    invented = np.concatenate([mixed, rng.normal(size=(4, 50, 2))], axis=-1)
+    # An invented dimension costs state_r2 (true -> inferred) and not recovery_r2.
+    np.testing.assert_allclose(recovery_r2(truth, invented), 1.0, atol=1e-12)
+    assert state_r2(truth, invented) < 0.7
+    # A missing dimension (the model kept 2 of 3): the third true dimension, independent of
+    # the others, is not explained (R^2 about 0), so the mean is about 2/3; state_r2 is blind.
+    missing = truth[..., :2] @ rng.normal(size=(2, 2))
+    assert 0.6 < recovery_r2(truth, missing) < 0.7
+    np.testing.assert_allclose(state_r2(truth, missing), 1.0, atol=1e-12)
+    # Fitted on other trials: the same map is exact, a map from unrelated states is floored.
+    assert recovery_r2(truth, mixed, fit_on=(truth, mixed)) == pytest.approx(1.0)
+    assert recovery_r2(truth, mixed, fit_on=(truth + 100.0, mixed)) == -10.0
 
 
 def test_co_bps_against_poisson_log_likelihoods_from_scipy():

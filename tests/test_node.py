@@ -65,6 +65,12 @@ def test_ablations_are_the_stated_maps():
     rnn = NODE(latent_dim=2, num_neurons=3, dynamics="rnn")
     q = random_params(rnn)
     np.testing.assert_allclose(rnn.step(q, z, dt=None), jnp.tanh(q["U"] @ z + q["a"]), rtol=1e-6)
+    residual = NODE(latent_dim=2, num_neurons=3, dynamics="residual")
+    assert set(residual.default_priors(3)) == set(rnn.default_priors(3))
+    np.testing.assert_allclose(
+        residual.step(q, z, dt=None), z + jnp.tanh(q["U"] @ z + q["a"]), rtol=1e-6
+    )
+    assert residual.kind == "map"
 
 
 def test_flow_readout_with_zero_mlp_is_the_zero_padded_state():
@@ -75,6 +81,36 @@ def test_flow_readout_with_zero_mlp_is_the_zero_padded_state():
     np.testing.assert_allclose(model.log_rates(params, z), [[0.5, -1.0, 0, 0, 0]])
     with pytest.raises(PriorError, match="latent_dim=6 exceeds num_neurons=5"):
         NODE(latent_dim=6, num_neurons=5, readout="flow")
+
+
+def test_flow_readout_is_injective_for_any_weights():
+    # Weights ten times the prior's scale: the unconstrained step 0.1 would make each residual
+    # step's Lipschitz constant far above 1; the step size keeps it at 0.9.
+    model = NODE(latent_dim=3, num_neurons=5, readout="flow", readout_hidden=8, readout_steps=5)
+    params = {k: 10.0 * v for k, v in random_params(model, seed=3).items()}
+    h = float(model.flow_step_size(params))
+    R1, r1, R2, r2 = (np.asarray(params[k], float) for k in ("R1", "r1", "R2", "r2"))
+    gain = np.linalg.norm(R1, 2) * np.linalg.norm(R2, 2)
+    assert h * gain == pytest.approx(0.9) and h < 0.1
+
+    def residual(u):
+        return h * (np.tanh(u @ R1.T + r1) @ R2.T + r2)
+
+    rng = np.random.default_rng(0)
+    u, v = rng.normal(size=(2, 200, 5)) * 3
+    ratio = np.linalg.norm(residual(u) - residual(v), axis=1) / np.linalg.norm(u - v, axis=1)
+    assert ratio.max() < 0.9
+    # Invert: each step by the fixed point of u = v - residual(u), from the last step back;
+    # the latents come back and the padding is zero again.
+    z = rng.normal(size=(50, 3)) * 2
+    eta = np.asarray(model.log_rates(params, jnp.asarray(z)), float)
+    u = eta
+    for _ in range(model.readout_steps):
+        target, u = u, u.copy()
+        for _ in range(300):
+            u = target - residual(u)
+    np.testing.assert_allclose(u[:, :3], z, atol=1e-8)
+    np.testing.assert_allclose(u[:, 3:], 0.0, atol=1e-8)
 
 
 def test_fixed_point_of_a_known_node_field():

@@ -180,6 +180,22 @@ def state_r2(latents_true, latents, *, fit_on=None, floor: float = -10.0) -> flo
     return float(np.mean(np.maximum(_r2(y, x @ A + b), floor)))
 
 
+def recovery_r2(latents_true, latents, *, fit_on=None, floor: float = -10.0) -> float:
+    r"""How well the inferred latents explain the true ones: :func:`state_r2` the other way.
+
+    An affine map from ``latents`` (..., D) to ``latents_true`` (..., d), fitted on these
+    points or on ``fit_on = (latents_true, latents)`` of other trials; the :math:`R^2` of each
+    true dimension (clamped below at ``floor``) is averaged. Extra inferred dimensions cost
+    nothing here (the regression ignores them), so the pair tells two failures apart: a model
+    that misses part of the system scores low here, one that invents dynamics the system does
+    not have scores low in :func:`state_r2` (Sedler, Versteeg & Pandarinath 2023 report both).
+    """
+    latents_fit, inferred_fit = fit_on or (latents_true, latents)
+    A, b = affine_map(inferred_fit, latents_fit)
+    y, x = _paired("latents", latents, "latents_true", latents_true)
+    return float(np.mean(np.maximum(_r2(x, y @ A + b), floor)))
+
+
 def _pooled_r2(target: np.ndarray, source: np.ndarray) -> float:
     """:math:`R^2` of an affine fit from ``source`` to ``target``, pooled over target columns."""
     A, b = affine_map(source, target)
