@@ -407,3 +407,20 @@ def test_matching_survives_points_whose_observations_overflow():
     overflowing = np.array([[0.1, 0.0], [np.inf, 3e38]], np.float32)
     assignment, ref = _match([reference, overflowing], match_tol=0.5)
     assert ref == 0 and assignment[1][0] == 0 and assignment[1][1] >= 2
+
+
+def test_matching_follows_a_point_whose_posterior_spreads_beyond_the_data():
+    from probdyn.analysis.fixed_points.matching import match_points
+
+    rng = np.random.default_rng(0)
+    # One point per draw, its predicted observation spread 3 data units over 20 channels (a
+    # posterior far wider than the trajectories): one point, in every draw.
+    broad = [rng.normal(0.0, 3.0, size=(1, 20)) for _ in range(100)]
+    assignment, _ = match_points(broad, match_tol=0.5)
+    assert {int(a[0]) for a in assignment} == {0}
+    # Control: two tight modes, 70 draws near +5 and 30 near -5: two points, not one.
+    modes = [rng.normal(5.0 if d < 70 else -5.0, 0.1, size=(1, 20)) for d in range(100)]
+    assignment, reference = match_points(modes, match_tol=0.5)
+    labels = np.array([int(a[0]) for a in assignment])
+    assert len(set(labels)) == 2
+    assert (labels[:70] == labels[reference]).all() and (labels[70:] != labels[reference]).all()

@@ -100,9 +100,10 @@ class FixedPointPosterior:
         ]
         per = "per step" if self.dataset.attrs["kind"] == "map" else "per unit time"
         for k, row in summary.iterrows():
+            share = "<1" if 0 < row["p_exists"] < 0.01 else f"{100 * row['p_exists']:.0f}"
             line = (
                 f"  point {k}: {row['class']} (P = {row['p_class']:.2f}), exists in "
-                f"{100 * row['p_exists']:.0f}% of draws, P(stable) = {row['p_stable']:.2f}, "
+                f"{share}% of draws, P(stable) = {row['p_stable']:.2f}, "
             )
             if row["p_kink"] > 0.5:
                 # On a kink the eigenvalues are one region's; the growth is what happens.
