@@ -177,6 +177,18 @@ def test_speed_regions_split_dwelling_from_jumps_and_tie_jumps_to_output_switche
     assert float(result.fast_speed) > 20 * float(result.slow_speed)
     assert float(result.p_fast_at_switch) == 1.0 and float(result.p_fast_elsewhere) == 0.0
     np.testing.assert_allclose(float(result.fast_share), (well[:, 1:] != well[:, :-1]).mean())
+    # The noise-free speed of a field that moves fast on one side of a plane and slowly on
+    # the other: the split is the side, read at every visited state but the last.
+    side = np.random.default_rng(5).standard_normal(states.shape[-1])
+    side /= np.linalg.norm(side)
+    offset = float(np.median(states @ side))
+
+    def field(h):
+        return h + np.where((h @ side)[..., None] > offset, 1.0, 0.01) * side
+
+    driven = speed_regions(states, well, field=field)
+    assert bool(driven.distinct)
+    np.testing.assert_array_equal(driven.fast.values, states[:, :-1] @ side > offset)
     # Control: a Gaussian random walk moves at one typical speed.
     rng = np.random.default_rng(1)
     walk = np.cumsum(rng.standard_normal((20, 400, 10)), axis=1)

@@ -149,10 +149,14 @@ def _two_gaussians(values: np.ndarray, iterations: int = 200):
     return mean[order], sd[order], resp[:, order]
 
 
-def speed_regions(hidden, symbols=None, *, separation: float = 2.0) -> xr.Dataset:
+def speed_regions(hidden, symbols=None, *, field=None, separation: float = 2.0) -> xr.Dataset:
     r"""Slow regions and fast transitions: the hidden state's speed along its trajectories.
 
-    The speed :math:`v_t = \lVert h_{t+1} - h_t \rVert` of every step is split into a slow and
+    The speed :math:`v_t = \lVert h_{t+1} - h_t \rVert` of every step (the step taken, noise
+    included), or with ``field`` (a function of states (..., unit) giving the noise-free next
+    states, e.g. ``lambda h: model.vector_field(params, h)`` vmapped) the noise-free speed
+    :math:`\lVert F(h_t) - h_t \rVert` at every visited state but the last (the speed of
+    Sussillo & Barak's slow-point analysis), is split into a slow and
     a fast group by a two-component Gaussian mixture on :math:`\log v_t` (EM); each step gets
     the more probable group (``fast``, (trial, time - 1)). The groups are distinct when
     Ashman's :math:`D = \sqrt2\,|\mu_2 - \mu_1| / \sqrt{s_1^2 + s_2^2}` exceeds
@@ -166,7 +170,11 @@ def speed_regions(hidden, symbols=None, *, separation: float = 2.0) -> xr.Datase
     output's switches make the first much larger).
     """
     states = _trials(hidden)
-    speed = np.linalg.norm(np.diff(states, axis=1), axis=-1)
+    if field is None:
+        speed = np.linalg.norm(np.diff(states, axis=1), axis=-1)
+    else:
+        visited = states[:, :-1]
+        speed = np.linalg.norm(np.asarray(field(visited), np.float64) - visited, axis=-1)
     moving = speed > 0
     if moving.sum() < 10:
         raise DataError("fewer than 10 steps of the hidden states move; no speeds to split")

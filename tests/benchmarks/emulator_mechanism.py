@@ -5,7 +5,8 @@ chain, fully connected, cyclic; ``--seeds`` each). For the fitted network and it
 start it prints: the class and growth of the origin of the noise-free map, where every unit
 sits on its kink (``probdyn.fixed_points``: ``kink``, ``growth_rate``); and under noise
 (``--trials`` sequences of 200 steps) the output's volatility, the orbit's winding
-(``orbit_winding``), slow and fast regions (``speed_regions``), the phase's decoding of the
+(``orbit_winding``), slow and fast regions (``speed_regions``, of the steps taken and of the
+noise-free map at the visited states), the phase's decoding of the
 symbol (``phase_decoding``) and the kick neurons (``kick_neurons``). Then the origin's class
 for ``--draws`` untrained draws at the fan-in scale as one posterior, and for one start with its
 recurrent weights scaled by 1.5 and by the factor that makes it grow at 1.5 per step.
@@ -48,6 +49,9 @@ def mechanism(model, params, trials):
     )
     wind = orbit_winding(hidden)
     speed = speed_regions(hidden, symbols)
+    noise_free = speed_regions(
+        hidden, symbols, field=jax.vmap(jax.vmap(lambda h: model.vector_field(params, h)))
+    )
     phase = phase_decoding(hidden, symbols)
     kicks = kick_neurons(model, params, seed=3)
     return (
@@ -56,6 +60,8 @@ def mechanism(model, params, trials):
         f"speeds slow {float(speed.slow_speed):.3f} fast {float(speed.fast_speed):.3f} "
         f"(Ashman D {float(speed.ashman_d):.2f}), P(fast | switch) "
         f"{float(speed.p_fast_at_switch):.2f} vs {float(speed.p_fast_elsewhere):.2f}; "
+        f"noise-free speeds: Ashman D {float(noise_free.ashman_d):.2f}, P(fast | switch) "
+        f"{float(noise_free.p_fast_at_switch):.2f} vs {float(noise_free.p_fast_elsewhere):.2f}; "
         f"phase decoding {float(phase.accuracy):.2f} (chance {float(phase.chance):.2f}, "
         f"shuffled {float(phase.shuffled):.2f}); kick neurons {int(kicks.kick.sum())}"
     )
