@@ -84,60 +84,88 @@ def _step(model, params, x_star: Array, u, h) -> callable:
     return rk4
 
 
-def local_dynamics_of_point(
-    model, params, x_star: Array, jac: Array, u, directions: Array, eps, num_steps: int
-):
-    """Kink flag, leading growth, turning, expanding-everywhere and end-region Jacobian.
+def _jacobian(model, params, u):
+    return jax.jacfwd(lambda x: model.vector_field(params, x, u))
 
-    ``directions`` (K, D) unit vectors, ``eps`` the perturbation length. Returns
-    ``(kink, growth (K,), turning (K,), every_region_expands, end_jacobian (D, D))``.
+
+def one_sided_jacobians(model, params, x_star: Array, jac: Array, u, directions: Array, eps):
+    r"""Relative change of the Jacobian along each direction, and whether every region expands.
+
+    Returns ``(change, expands)``: :math:`\max_k \lVert J_k - J \rVert_F / \lVert J \rVert_F`
+    over the one-sided Jacobians :math:`J_k = \partial f(x^* + \epsilon d_k)` and whether each
+    :math:`J_k` has every growth rate positive (:math:`\log|\lambda|` for maps,
+    :math:`\mathrm{Re}\,\lambda` for flows).
     """
-    jacobian = jax.jacfwd(lambda x: model.vector_field(params, x, u))
-    one_sided = jax.vmap(lambda d: jacobian(x_star + eps * d))(directions)
+    one_sided = jax.vmap(lambda d: _jacobian(model, params, u)(x_star + eps * d))(directions)
     size = jnp.maximum(jnp.linalg.norm(jac), 1e-12)
     change = jnp.max(jnp.linalg.norm(one_sided - jac, axis=(-2, -1))) / size
+    eigenvalues = jnp.linalg.eigvals(one_sided)
+    if model.kind == "map":
+        growth = jnp.log(jnp.maximum(jnp.abs(eigenvalues), 1e-300))
+    else:
+        growth = eigenvalues.real
+    return change, jnp.all(growth > 0)
+
+
+def perturbation_growth(model, params, x_star: Array, u, directions: Array, eps, num_steps: int):
+    """Growth rate and turning of each direction's perturbation, and the end region's Jacobian.
+
+    ``directions`` (K, D) unit vectors, ``eps`` the perturbation length. Returns
+    ``(growth (K,), turning (K,), end_jacobian (D, D))``, the last at the end point of the
+    fastest-growing perturbation.
+    """
+    jacobian = _jacobian(model, params, u)
     if model.kind == "map":
         h = jnp.asarray(1.0, x_star.dtype)
-        growth_of = jnp.log(jnp.maximum(jnp.abs(jnp.linalg.eigvals(one_sided)), 1e-300))
     else:
-        norm = jnp.max(jnp.linalg.norm(one_sided, ord=2, axis=(-2, -1)))
-        h = 0.1 / jnp.maximum(norm, 1e-12)
-        growth_of = jnp.linalg.eigvals(one_sided).real
+        one_sided = jax.vmap(lambda d: jacobian(x_star + eps * d))(directions)
+        h = 0.1 / jnp.maximum(jnp.max(jnp.linalg.norm(one_sided, ord=2, axis=(-2, -1))), 1e-12)
     step = _step(model, params, x_star, u, h)
 
-    def advance(delta, _):
+    def advance(carry, _):
+        delta, _ = carry
         moved = step(delta)
         length = jnp.linalg.norm(moved)
         alive = length > 0
         rate = jnp.where(alive, jnp.log(jnp.where(alive, length, 1.0) / eps), ANNIHILATED)
         renormalised = jnp.where(alive, eps * moved / jnp.where(alive, length, 1.0), 0.0)
-        return renormalised, (rate, renormalised)
+        return (renormalised, delta), rate
 
     def run(d):
-        _, (rates, path) = jax.lax.scan(advance, eps * d, None, length=num_steps)
+        (last, previous), rates = jax.lax.scan(advance, (eps * d, eps * d), None, length=num_steps)
         settled = jnp.mean(rates[num_steps // 2 :]) / h
-        last, previous = path[-1] / eps, path[-2] / eps
-        turn = jnp.minimum(jnp.linalg.norm(last - previous), jnp.linalg.norm(last + previous))
-        return settled, turn, path[-1]
+        a, b = last / eps, previous / eps
+        turn = jnp.minimum(jnp.linalg.norm(a - b), jnp.linalg.norm(a + b))
+        return settled, turn, last
 
     growth, turning, ends = jax.vmap(run)(directions)
-    lead = jnp.argmax(growth)
-    end_jacobian = jacobian(x_star + ends[lead])
-    expands = jnp.all(growth_of > 0)
-    return change, growth, turning, expands, end_jacobian
+    return growth, turning, jacobian(x_star + ends[jnp.argmax(growth)])
 
 
 @functools.lru_cache(maxsize=16)
-def _per_draw(static: StaticModel, num_steps: int):
+def _per_draw_detection(static: StaticModel):
     model = static.model
 
     def per_draw(item, shared):
-        params, points, jacs, present = item
+        params, points, jacs = item
         u, directions, eps = shared
-        safe = jnp.where(present[:, None], points, 0.0)
+        return jax.vmap(lambda x, j: one_sided_jacobians(model, params, x, j, u, directions, eps))(
+            points, jacs
+        )
+
+    return per_draw
+
+
+@functools.lru_cache(maxsize=16)
+def _per_draw_growth(static: StaticModel, num_steps: int):
+    model = static.model
+
+    def per_draw(item, shared):
+        params, points = item
+        u, directions, eps = shared
         return jax.vmap(
-            lambda x, j: local_dynamics_of_point(model, params, x, j, u, directions, eps, num_steps)
-        )(safe, jacs)
+            lambda x: perturbation_growth(model, params, x, u, directions, eps, num_steps)
+        )(points)
 
     return per_draw
 
@@ -163,9 +191,10 @@ def local_dynamics(
     ``points`` is NaN where a draw lacks the point; ``jacobians`` (draw, point, D, D) are the
     field's Jacobians at the points; ``scale`` sets the perturbation length
     (:math:`\epsilon` = 1e-6 times it in 64-bit, 1e-3 times it in 32-bit precision). Returns
-    ``kink`` (draw, point) bool, ``stability`` codes (-1 where no kink), ``growth`` (leading
-    growth rate at every point, NaN where absent) and ``jacobian``: the end region's
-    Jacobian where there is a kink, the given one elsewhere.
+    ``kink`` (draw, point) bool, and where there is a kink (else -1, NaN and the given
+    Jacobian): ``stability`` codes, ``growth`` (the leading growth rate) and ``jacobian`` (the
+    end region's). The perturbation dynamics run only for draws with a point on a kink, so a
+    smooth model pays for the one-sided Jacobians alone.
     """
     points = np.asarray(points)
     dim = points.shape[-1]
@@ -176,31 +205,54 @@ def local_dynamics(
     directions /= np.linalg.norm(directions, axis=1, keepdims=True)
     eps = (1e-6 if dtype == jnp.float64 else 1e-3) * max(float(scale), 1e-12)
     jacs = np.where(present[..., None, None], np.nan_to_num(jacobians), 0.0)
-    change, growth, turning, expands, end_jacobian = (
+    safe = np.where(present[..., None], points, 0.0)
+    shared = (u, jnp.asarray(directions, dtype), jnp.asarray(eps, dtype))
+    progress = memory.shows_progress(progress)
+    change, expands = (
         np.asarray(a)
         for a in memory.map_chunks(
-            _per_draw(static_model(model), num_steps),
-            (params, jnp.asarray(points, dtype), jnp.asarray(jacs, dtype), jnp.asarray(present)),
-            shared=(u, jnp.asarray(directions, dtype), jnp.asarray(eps, dtype)),
-            what="local dynamics at fixed points",
+            _per_draw_detection(static_model(model)),
+            (params, jnp.asarray(safe, dtype), jnp.asarray(jacs, dtype)),
+            shared=shared,
+            what="kink detection at fixed points",
             unit="draw",
-            progress=memory.shows_progress(progress),
+            progress=progress,
         )
     )
     kink = present & (change > kink_tol)
-    lead = growth.max(axis=-1)
-    turns = np.take_along_axis(turning, growth.argmax(axis=-1)[..., None], axis=-1)[..., 0]
-    rotating = turns > turn_tol
+    code = np.full(kink.shape, -1)
+    lead = np.full(kink.shape, np.nan)
+    jacobian = np.array(jacobians)
+    # The perturbation dynamics run only for the draws that have a point on a kink.
+    rows = np.flatnonzero(kink.any(axis=1))
+    if rows.size:
+        growth, turning, end_jacobian = (
+            np.asarray(a)
+            for a in memory.map_chunks(
+                _per_draw_growth(static_model(model), num_steps),
+                (jax.tree.map(lambda v: v[rows], params), jnp.asarray(safe[rows], dtype)),
+                shared=shared,
+                what="local dynamics at kinks",
+                unit="draw",
+                progress=progress,
+            )
+        )
+        fastest = growth.max(axis=-1)
+        turns = np.take_along_axis(turning, growth.argmax(axis=-1)[..., None], axis=-1)[..., 0]
+        codes = _classes(fastest, turns > turn_tol, expands[rows], marginal_tol)
+        on_kink = kink[rows]
+        code[rows] = np.where(on_kink, codes, -1)
+        lead[rows] = np.where(on_kink, fastest, np.nan)
+        jacobian[rows] = np.where(on_kink[..., None, None], end_jacobian, jacobian[rows])
+    return {"kink": kink, "stability": code, "growth": lead, "jacobian": jacobian}
+
+
+def _classes(lead, rotating, expands, marginal_tol) -> np.ndarray:
+    """Class codes from the leading growth, turning and whether every region expands."""
     code = np.where(expands, CLASSES.index("unstable node"), CLASSES.index("saddle"))
     code = np.where(
         expands & rotating & (lead > marginal_tol), CLASSES.index("unstable spiral"), code
     )
     code = np.where(lead < -marginal_tol, CLASSES.index("stable node"), code)
     code = np.where((lead < -marginal_tol) & rotating, CLASSES.index("stable spiral"), code)
-    code = np.where(np.abs(lead) <= marginal_tol, CLASSES.index("marginal"), code)
-    return {
-        "kink": kink,
-        "stability": np.where(kink, code, -1),
-        "growth": np.where(present, lead, np.nan),
-        "jacobian": np.where(kink[..., None, None], end_jacobian, jacobians),
-    }
+    return np.where(np.abs(lead) <= marginal_tol, CLASSES.index("marginal"), code)
