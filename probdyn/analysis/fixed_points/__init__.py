@@ -24,14 +24,18 @@ At each point the eigenvalues :math:`\lambda_i` of :math:`\partial f / \partial 
 :math:`\sigma_i = \mathrm{Re}\,\lambda_i` (flows) or :math:`\log|\lambda_i|` (maps) and the
 margin ``marginal_tol``: any :math:`|\sigma_i| \le` margin is *marginal* (centre-like); otherwise
 all negative is *stable*, all positive *unstable*, mixed signs a *saddle*; stable and unstable
-points are *spirals* when an eigenvalue is complex, else *nodes*.
+points are *spirals* when an eigenvalue is complex, else *nodes*. Where the field has a kink at
+the point (piecewise-linear units at zero input, e.g. the origin of a ReLU network without
+biases) the Jacobian says nothing; there the class comes from the growth of perturbations
+under the dynamics themselves (:mod:`probdyn.analysis.fixed_points.local`).
 
 Latent coordinates are not identifiable across draws (an invertible map of the latents is
 absorbed by the readout), so points of different draws are matched in observation space: the
 predicted observation :math:`h_\theta(x^*)` (the model's ``emission_mean``), standardised per
 channel. A reference draw (the first with the most common number of points) seeds one cluster
 per point; every draw is then assigned to the clusters by an optimal one-to-one assignment
-(Hungarian algorithm), and a point farther than ``match_tol`` from every cluster opens a new one.
+(Hungarian algorithm), and a point farther than its cluster's gate (``match_tol``, widened to
+the cluster's own spread across draws where enough draws share it) opens a new one.
 For the latent view each point is carried into the reference draw's coordinates through the
 readouts: :math:`\tilde x = \arg\min_{x'} \lVert h_{\text{ref}}(x') - h_\theta(x^*) \rVert^2`
 (the same Levenberg-Marquardt solver; for a linear readout this is the affine map
