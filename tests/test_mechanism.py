@@ -215,3 +215,7 @@ def test_phase_decoding_reads_the_symbol_off_the_phase_and_not_off_shuffled_tria
     assert float(noise.accuracy) < float(noise.chance) + 0.03
     with pytest.raises(DataError, match="symbols have shape"):
         phase_decoding(states, symbols[:, :-1])
+    with pytest.raises(DataError, match="non-negative integers"):
+        phase_decoding(states, symbols - 0.5)
+    # Symbols given as floats holding integers decode as the integers do.
+    assert float(phase_decoding(states, symbols.astype(float)).accuracy) == float(result.accuracy)

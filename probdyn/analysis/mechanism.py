@@ -221,6 +221,9 @@ def phase_decoding(
     values = np.asarray(symbols)
     if values.shape != theta.shape:
         raise DataError(f"symbols have shape {values.shape}; the hidden states {theta.shape}")
+    if not (np.all(values >= 0) and np.all(values == np.round(values))):
+        raise DataError("symbols must be non-negative integers (0, 1, ...)")
+    values = values.astype(int)
     if not 2 <= folds <= len(values):
         raise ConfigError(f"folds={folds}; expected 2..{len(values)} (the trials)")
     sector = np.minimum(((theta + np.pi) / (2 * np.pi) * num_bins).astype(int), num_bins - 1)
