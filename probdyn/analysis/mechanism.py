@@ -95,6 +95,14 @@ def _trials(hidden) -> np.ndarray:
     return states
 
 
+def _symbols_of(symbols, shape: tuple[int, ...]) -> np.ndarray:
+    """Symbols (trial, time) checked to pair with hidden states of (trial, time) ``shape``."""
+    values = np.asarray(symbols)
+    if values.shape != tuple(shape):
+        raise DataError(f"symbols have shape {values.shape}; the hidden states {tuple(shape)}")
+    return values
+
+
 def orbit_phase(hidden) -> np.ndarray:
     r"""Phase :math:`\theta_t \in (-\pi, \pi]` of each state on the orbit's plane.
 
@@ -192,11 +200,7 @@ def speed_regions(hidden, symbols=None, *, field=None, separation: float = 2.0) 
         "fast": (("trial", "step"), fast),
     }
     if symbols is not None:
-        values = np.asarray(symbols)
-        if values.shape != states.shape[:2]:
-            raise DataError(
-                f"symbols have shape {values.shape}; the hidden states {states.shape[:2]}"
-            )
+        values = _symbols_of(symbols, states.shape[:2])
         switch = values[:, 1:] != values[:, :-1]
         out["p_fast_at_switch"] = ((), fast[switch].mean() if switch.any() else np.nan)
         out["p_fast_elsewhere"] = ((), fast[~switch].mean() if (~switch).any() else np.nan)
@@ -218,9 +222,7 @@ def phase_decoding(
     emission: accuracy well above both controls.
     """
     theta = orbit_phase(hidden)
-    values = np.asarray(symbols)
-    if values.shape != theta.shape:
-        raise DataError(f"symbols have shape {values.shape}; the hidden states {theta.shape}")
+    values = _symbols_of(symbols, theta.shape)
     if not (np.all(values >= 0) and np.all(values == np.round(values))):
         raise DataError("symbols must be non-negative integers (0, 1, ...)")
     values = values.astype(int)

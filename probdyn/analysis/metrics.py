@@ -175,8 +175,18 @@ def state_r2(latents_true, latents, *, fit_on=None, floor: float = -10.0) -> flo
     this from regressing the other way. Scored out of sample, :math:`R^2` can be very negative,
     hence the clamp.
     """
-    A, b = affine_map(*(fit_on or (latents_true, latents)))
-    x, y = _paired("latents_true", latents_true, "latents", latents)
+    fit = fit_on or (latents_true, latents)
+    return _affine_r2(("latents_true", latents_true), ("latents", latents), fit, floor)
+
+
+def _affine_r2(source, target, fit, floor: float) -> float:
+    """Mean over target columns of the clamped :math:`R^2` of an affine map source -> target.
+
+    ``source`` and ``target`` are (name, values) pairs (the names for errors); ``fit`` is
+    (source values, target values) the map is fitted on.
+    """
+    A, b = affine_map(*fit)
+    x, y = _paired(*source, *target)
     return float(np.mean(np.maximum(_r2(y, x @ A + b), floor)))
 
 
@@ -191,9 +201,9 @@ def recovery_r2(latents_true, latents, *, fit_on=None, floor: float = -10.0) -> 
     not have scores low in :func:`state_r2` (Sedler, Versteeg & Pandarinath 2023 report both).
     """
     latents_fit, inferred_fit = fit_on or (latents_true, latents)
-    A, b = affine_map(inferred_fit, latents_fit)
-    y, x = _paired("latents", latents, "latents_true", latents_true)
-    return float(np.mean(np.maximum(_r2(x, y @ A + b), floor)))
+    return _affine_r2(
+        ("latents", latents), ("latents_true", latents_true), (inferred_fit, latents_fit), floor
+    )
 
 
 def _pooled_r2(target: np.ndarray, source: np.ndarray) -> float:

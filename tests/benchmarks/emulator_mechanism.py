@@ -95,7 +95,9 @@ def main():
                 init=start,
                 progress=False,
             )
-            trained = {k: v for k, v in fit.params.items() if k in model.default_priors(3)}
+            trained = {
+                k: v for k, v in fit.params.items() if k in model.default_priors(model.num_symbols)
+            }
             for name, params in (("trained", trained), ("its start", start)):
                 counts, growth, kink = single(model, params)
                 print(

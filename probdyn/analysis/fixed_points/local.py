@@ -56,7 +56,7 @@ import jax.numpy as jnp
 import numpy as np
 from jax import Array
 
-from probdyn.analysis.fixed_points.classification import CLASSES
+from probdyn.analysis.fixed_points.classification import class_codes, growth_rates
 from probdyn.analysis.fixed_points.dynamics import StaticModel, static_model
 from probdyn.runtime import memory
 
@@ -88,37 +88,32 @@ def _jacobian(model, params, u):
     return jax.jacfwd(lambda x: model.vector_field(params, x, u))
 
 
-def one_sided_jacobians(model, params, x_star: Array, jac: Array, u, directions: Array, eps):
-    r"""Relative change of the Jacobian along each direction, and whether every region expands.
+def jacobian_change(model, params, x_star: Array, jac: Array, u, directions: Array, eps):
+    r""":math:`\max_k \lVert J_k - J \rVert_F / \lVert J \rVert_F` over the one-sided Jacobians.
 
-    Returns ``(change, expands)``: :math:`\max_k \lVert J_k - J \rVert_F / \lVert J \rVert_F`
-    over the one-sided Jacobians :math:`J_k = \partial f(x^* + \epsilon d_k)` and whether each
-    :math:`J_k` has every growth rate positive (:math:`\log|\lambda|` for maps,
-    :math:`\mathrm{Re}\,\lambda` for flows).
+    :math:`J_k = \partial f(x^* + \epsilon d_k)` along each unit direction :math:`d_k`
+    (``directions``, (K, D)); :math:`O(\epsilon)` for a smooth field, :math:`O(1)` at a kink.
     """
     one_sided = jax.vmap(lambda d: _jacobian(model, params, u)(x_star + eps * d))(directions)
     size = jnp.maximum(jnp.linalg.norm(jac), 1e-12)
-    change = jnp.max(jnp.linalg.norm(one_sided - jac, axis=(-2, -1))) / size
-    eigenvalues = jnp.linalg.eigvals(one_sided)
-    if model.kind == "map":
-        growth = jnp.log(jnp.maximum(jnp.abs(eigenvalues), 1e-300))
-    else:
-        growth = eigenvalues.real
-    return change, jnp.all(growth > 0)
+    return jnp.max(jnp.linalg.norm(one_sided - jac, axis=(-2, -1))) / size
 
 
 def perturbation_growth(model, params, x_star: Array, u, directions: Array, eps, num_steps: int):
-    """Growth rate and turning of each direction's perturbation, and the end region's Jacobian.
+    """Growth and turning of each direction's perturbation, and what the regions do.
 
     ``directions`` (K, D) unit vectors, ``eps`` the perturbation length. Returns
-    ``(growth (K,), turning (K,), end_jacobian (D, D))``, the last at the end point of the
-    fastest-growing perturbation.
+    ``(growth (K,), turning (K,), end_jacobian (D, D), expands)``: the end region's Jacobian
+    at the end point of the fastest-growing perturbation, and whether every one-sided Jacobian
+    has every growth rate positive (:func:`~probdyn.analysis.fixed_points.classification.
+    growth_rates`).
     """
     jacobian = _jacobian(model, params, u)
+    one_sided = jax.vmap(lambda d: jacobian(x_star + eps * d))(directions)
+    expands = jnp.all(growth_rates(jnp.linalg.eigvals(one_sided), model.kind, jnp) > 0)
     if model.kind == "map":
         h = jnp.asarray(1.0, x_star.dtype)
     else:
-        one_sided = jax.vmap(lambda d: jacobian(x_star + eps * d))(directions)
         h = 0.1 / jnp.maximum(jnp.max(jnp.linalg.norm(one_sided, ord=2, axis=(-2, -1))), 1e-12)
     step = _step(model, params, x_star, u, h)
 
@@ -139,7 +134,7 @@ def perturbation_growth(model, params, x_star: Array, u, directions: Array, eps,
         return settled, turn, last
 
     growth, turning, ends = jax.vmap(run)(directions)
-    return growth, turning, jacobian(x_star + ends[jnp.argmax(growth)])
+    return growth, turning, jacobian(x_star + ends[jnp.argmax(growth)]), expands
 
 
 @functools.lru_cache(maxsize=16)
@@ -149,7 +144,7 @@ def _per_draw_detection(static: StaticModel):
     def per_draw(item, shared):
         params, points, jacs = item
         u, directions, eps = shared
-        return jax.vmap(lambda x, j: one_sided_jacobians(model, params, x, j, u, directions, eps))(
+        return jax.vmap(lambda x, j: jacobian_change(model, params, x, j, u, directions, eps))(
             points, jacs
         )
 
@@ -208,9 +203,8 @@ def local_dynamics(
     safe = np.where(present[..., None], points, 0.0)
     shared = (u, jnp.asarray(directions, dtype), jnp.asarray(eps, dtype))
     progress = memory.shows_progress(progress)
-    change, expands = (
-        np.asarray(a)
-        for a in memory.map_chunks(
+    change = np.asarray(
+        memory.map_chunks(
             _per_draw_detection(static_model(model)),
             (params, jnp.asarray(safe, dtype), jnp.asarray(jacs, dtype)),
             shared=shared,
@@ -226,7 +220,7 @@ def local_dynamics(
     # The perturbation dynamics run only for the draws that have a point on a kink.
     rows = np.flatnonzero(kink.any(axis=1))
     if rows.size:
-        growth, turning, end_jacobian = (
+        growth, turning, end_jacobian, expands = (
             np.asarray(a)
             for a in memory.map_chunks(
                 _per_draw_growth(static_model(model), num_steps),
@@ -239,20 +233,14 @@ def local_dynamics(
         )
         fastest = growth.max(axis=-1)
         turns = np.take_along_axis(turning, growth.argmax(axis=-1)[..., None], axis=-1)[..., 0]
-        codes = _classes(fastest, turns > turn_tol, expands[rows], marginal_tol)
+        codes = class_codes(
+            stable=fastest < -marginal_tol,
+            unstable=expands & (fastest > marginal_tol),
+            rotating=turns > turn_tol,
+            marginal=np.abs(fastest) <= marginal_tol,
+        )
         on_kink = kink[rows]
         code[rows] = np.where(on_kink, codes, -1)
         lead[rows] = np.where(on_kink, fastest, np.nan)
         jacobian[rows] = np.where(on_kink[..., None, None], end_jacobian, jacobian[rows])
     return {"kink": kink, "stability": code, "growth": lead, "jacobian": jacobian}
-
-
-def _classes(lead, rotating, expands, marginal_tol) -> np.ndarray:
-    """Class codes from the leading growth, turning and whether every region expands."""
-    code = np.where(expands, CLASSES.index("unstable node"), CLASSES.index("saddle"))
-    code = np.where(
-        expands & rotating & (lead > marginal_tol), CLASSES.index("unstable spiral"), code
-    )
-    code = np.where(lead < -marginal_tol, CLASSES.index("stable node"), code)
-    code = np.where((lead < -marginal_tol) & rotating, CLASSES.index("stable spiral"), code)
-    return np.where(np.abs(lead) <= marginal_tol, CLASSES.index("marginal"), code)

@@ -10,7 +10,7 @@ import jax.numpy as jnp
 import numpy as np
 import xarray as xr
 
-from probdyn.analysis.fixed_points.classification import CLASSES, classify
+from probdyn.analysis.fixed_points.classification import CLASSES, classify, growth_rates
 from probdyn.analysis.fixed_points.dynamics import Dynamics
 from probdyn.analysis.fixed_points.local import local_dynamics
 from probdyn.analysis.fixed_points.matching import align_to_reference, match_points
@@ -178,9 +178,7 @@ def fixed_points(
     codes = np.full(exists.shape, -1, np.int8)
     codes[exists] = classify(eigen[exists], kind, marginal_tol)
     codes = np.where(local["kink"], local["stability"], codes).astype(np.int8)
-    with np.errstate(divide="ignore", invalid="ignore"):
-        leading = eigen[..., 0].real if kind == "flow" else np.log(np.abs(eigen[..., 0]))
-    growth = np.where(local["kink"], local["growth"], leading)
+    growth = np.where(local["kink"], local["growth"], growth_rates(eigen[..., 0], kind))
     reference_params = jax.tree.map(lambda v: v[reference], params)
     aligned = align_to_reference(
         model, reference_params, location, emitted_location, reference, tol, max_steps
