@@ -9,6 +9,8 @@
   noise-driven sequence generators: matched by Sinkhorn divergence, as Torre et al. train HMM
   emulators, or by the particle filter's likelihood bound); :func:`fit_particle_filter_posterior`
   -> :class:`WeightPosterior` (a mean-field Gaussian over those weights by the filter's bound);
+- :func:`match_sde` -> :class:`PointEstimate` (drift-diffusion matching: a network's latent drift
+  and diffusion fitted to a given SDE's at its states);
 - :func:`compare` -> a table of log evidence, Bayes factors, model probabilities, elpd_loo
   (:func:`comparison_table` builds it from saved evidence).
 """
@@ -21,6 +23,7 @@ from probdyn.inference.filtering import (
     fit_particle_filter,
     fit_particle_filter_posterior,
 )
+from probdyn.inference.matching import match_sde
 from probdyn.inference.mcmc import DiagnosticWarning, MCMCResult, nuts
 from probdyn.inference.point_estimate import FitOptions, PointEstimate
 from probdyn.inference.sinkhorn import fit_sinkhorn
@@ -45,6 +48,7 @@ __all__ = [
     "fit_sinkhorn",
     "held_out_evidence",
     "log_evidence",
+    "match_sde",
     "nuts",
     "svi",
 ]

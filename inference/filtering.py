@@ -45,7 +45,6 @@ from collections.abc import Callable, Mapping
 import jax
 import jax.numpy as jnp
 import numpy as np
-import optax
 import xarray as xr
 from jax import Array
 
@@ -53,6 +52,7 @@ from probdyn.errors import ConfigError
 from probdyn.inference.point_estimate import (
     FitOptions,
     PointEstimate,
+    decaying_adam,
     minimise,
     point_datatree,
 )
@@ -126,7 +126,7 @@ def fit_particle_filter(
         lambda params, key: -log_joint(params, key) / num_symbols,
         model,
         seed=seed,
-        optimizer=_decaying_adam(learning_rate, fit.num_steps),
+        optimizer=decaying_adam(learning_rate, fit.num_steps),
         init=init,
         label="particle filter",
         settings=_filter_settings(
@@ -221,7 +221,7 @@ def fit_particle_filter_posterior(
         loss,
         model,
         seed=seed,
-        optimizer=_decaying_adam(learning_rate, fit.num_steps),
+        optimizer=decaying_adam(learning_rate, fit.num_steps),
         init={
             "loc": {name: jnp.asarray(value) for name, value in start.items()},
             "rho": {name: jnp.full(jnp.shape(value), rho) for name, value in start.items()},
@@ -252,7 +252,3 @@ def _filter_settings(
         "resampling_gradient": resampling_gradient,
     }
 
-
-def _decaying_adam(learning_rate: float, num_steps: int) -> optax.GradientTransformation:
-    """Adam, its rate decaying from ``learning_rate`` to a tenth of it along a cosine."""
-    return optax.adam(optax.cosine_decay_schedule(learning_rate, num_steps, alpha=0.1))

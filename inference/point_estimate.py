@@ -208,3 +208,8 @@ def minimise(
                 write_checkpoint(path, signature, done, losses[:done], state_on_host)
     fitted = mean if average_over else params
     return PointEstimate(jax.tree.map(np.asarray, fitted), losses, resumed_from=first, model=model)
+
+
+def decaying_adam(learning_rate: float, num_steps: int) -> optax.GradientTransformation:
+    """Adam, its rate decaying from ``learning_rate`` to a tenth of it along a cosine."""
+    return optax.adam(optax.cosine_decay_schedule(learning_rate, num_steps, alpha=0.1))

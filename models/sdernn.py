@@ -75,7 +75,12 @@ class SDERNN(StateSpaceModel):
 
     **Diffusion** (latent coordinates, :math:`D` = latent dim): ``"isotropic"``
     :math:`\Sigma_z\Sigma_z^\top = \sigma^2 I`; ``"diagonal"`` :math:`\mathrm{diag}(\sigma^2)`;
-    ``"lowrank"`` :math:`\mathrm{diag}(\sigma^2) + F F^\top` (:math:`F` is D x ``diffusion_rank``).
+    ``"lowrank"`` :math:`\mathrm{diag}(\sigma^2) + F F^\top` (:math:`F` is D x ``diffusion_rank``);
+    ``"state"``: state-dependent (multiplicative) noise read out of the same units that carry
+    the drift, :math:`\Sigma_z(z) = \mathrm{tril}\big(g + K^\top\phi(x(z))/n\big)` with
+    :math:`x(z)` the unit state, the :math:`D(D+1)/2` entries of a lower-triangular factor
+    (its diagonal through softplus, so every factor is a Cholesky factor and every covariance
+    :math:`\Sigma_z\Sigma_z^\top` has exactly one), integrated in the Ito sense.
 
     **Observations.** ``"gaussian"`` :math:`y_t \sim N(C z_t + d, \mathrm{diag}(r^2))`,
     ``"poisson"`` :math:`y_t \sim \mathrm{Poisson}(\exp(C z_t + d))` (counts per bin), both with
@@ -125,6 +130,8 @@ class SDERNN(StateSpaceModel):
     ``B``         (D, input)              Normal(0, 1) (with inputs)
     ``sigma``     () or (D,)              HalfNormal(1) (not in the canonical form)
     ``F``         (D, diffusion_rank)     Normal(0, 0.5) (``"lowrank"``; not canonical)
+    ``K``         (n, D(D+1)/2)           Normal(0, sqrt(n)) (``"state"``)
+    ``g``         (D(D+1)/2,)             Normal(0, 1) (``"state"``)
     ``initial_    (D, D)                  canonical: lower triangular, Normal(0, 2),
     chol``                                half-normal diagonal
     ``initial_    () or (D,)              canonical, isotropic or symmetric: HalfNormal(2)
@@ -148,6 +155,8 @@ class SDERNN(StateSpaceModel):
         "b": ["unit"],
         "B": ["latent", "input"],
         "F": ["latent", "diffusion_rank"],
+        "K": ["unit", "diffusion_entry"],
+        "g": ["diffusion_entry"],
         "initial_chol": ["latent", "latent_from"],
         "C": ["neuron", "latent"],
         "d": ["neuron"],
@@ -159,7 +168,7 @@ class SDERNN(StateSpaceModel):
     rank: Count | None = None
     symmetric: bool = False
     nonlinearity: Literal["tanh", "relu", "softplus", "linear"] = "tanh"
-    diffusion: Literal["isotropic", "diagonal", "lowrank"] = "isotropic"
+    diffusion: Literal["isotropic", "diagonal", "lowrank", "state"] = "isotropic"
     diffusion_rank: Count = 1
     observation: Literal["gaussian", "poisson", "latent"] = "gaussian"
     emission_dim: Count | None = None
@@ -178,14 +187,20 @@ class SDERNN(StateSpaceModel):
             object.__setattr__(self, "marginal", default)
         if self.rank is not None and self.rank > self.num_units:
             raise PriorError(f"SDERNN rank={self.rank} exceeds num_units={self.num_units}")
-        without = self.symmetric and self.diffusion == "lowrank" and self._free_coordinates
+        symmetric_lowrank = self.symmetric and self.diffusion == "lowrank"
+        without = (symmetric_lowrank or self.diffusion == "state") and self._free_coordinates
         if self.parameterisation is None:
             object.__setattr__(self, "parameterisation", "redundant" if without else "canonical")
         elif without and self.parameterisation == "canonical":
+            why = (
+                "only diagonal maps keep N = M diag(s), and they cannot make diag(sigma^2) + "
+                "F F^T the identity"
+                if symmetric_lowrank
+                else "no fixed map of the latent space makes a state-dependent noise the identity"
+            )
             raise PriorError(
-                "SDERNN(symmetric=True, diffusion='lowrank') has no canonical form (only "
-                "diagonal maps keep N = M diag(s), and they cannot make diag(sigma^2) + F F^T "
-                "the identity); give parameterisation='redundant'"
+                f"SDERNN(symmetric={self.symmetric}, diffusion={self.diffusion!r}) has no "
+                f"canonical form ({why}); give parameterisation='redundant'"
             )
         self._check_parameterised_priors()
 
@@ -268,7 +283,11 @@ class SDERNN(StateSpaceModel):
         priors["b"] = dist.Normal(jnp.zeros(n), 1.0)
         if self.input_dim:
             priors["B"] = dist.Normal(jnp.zeros((D, self.input_dim)), 1.0)
-        if not self._canonical:
+        if self.diffusion == "state":
+            entries = D * (D + 1) // 2
+            priors["K"] = dist.Normal(jnp.zeros((n, entries)), math.sqrt(n))
+            priors["g"] = dist.Normal(jnp.zeros(entries), 1.0)
+        elif not self._canonical:
             priors["sigma"] = dist.HalfNormal(jnp.ones(() if self.diffusion == "isotropic" else D))
         elif self._initial_site == "initial_chol":
             priors["initial_chol"] = LowerTrapezoidalNormal(D, D, INITIAL_SCALE)
@@ -350,15 +369,151 @@ class SDERNN(StateSpaceModel):
 
         return g
 
+    def drift_parts(self, params: Mapping[str, Array], by="symmetry"):
+        r"""The autonomous latent drift as a sum of forces: ``(names, parts)``, parts (part, D).
+
+        ``by="symmetry"``: the leak and bias :math:`(-z + c)/\tau`, then the recurrent drift
+        through :math:`J_s = (J + J^\top)/2` and through :math:`J_a = (J - J^\top)/2`, each
+        read in latent coordinates (low rank: :math:`M^+ J_{s,a}\phi(x)/\tau`, with
+        :math:`M^+ = (M^\top M)^{-1}M^\top`; the two sum to :math:`N^\top\phi(x)/(n\tau)`).
+        ``by`` an array of one label per unit: the leak, then each population's outputs
+        (:math:`\sum_{u \in P} n_u\phi(x_u)/(n\tau)`, full rank
+        :math:`J_{:,P}\phi(x_P)/\tau`), in the order of ``np.unique(by)``. The parts always
+        sum to :meth:`drift` without input; the leak is a gradient force.
+        """
+        phi, n, tau = NONLINEARITIES[self.nonlinearity], self.num_units, self.tau
+        to_units = self._unit_map(params)
+        if self.rank is None:
+            bias, J = params["b"], self.connectivity(params)
+            leak = lambda z: (bias - z) / tau  # noqa: E731
+            outputs = J / tau  # column u: unit u's output weights
+        else:
+            M = params["M"]
+            c, _ = self._bias_split(params)
+            leak = lambda z: (c - z) / tau  # noqa: E731
+            outputs = self._right_vectors(params).T / (n * tau)
+            pullback = jnp.linalg.solve(M.T @ M, M.T)
+        if isinstance(by, str):
+            if by != "symmetry":
+                raise PriorError(f"by={by!r}; expected 'symmetry' or one label per unit")
+            J = self.connectivity(params) / tau
+            sym, anti = (J + J.T) / 2, (J - J.T) / 2
+            if self.rank is not None:
+                sym, anti = pullback @ sym, pullback @ anti
+            names = ["leak", "symmetric", "antisymmetric"]
+
+            def parts(z):
+                rates = phi(to_units(z))
+                return jnp.stack([leak(z), sym @ rates, anti @ rates])
+
+            return names, parts
+        labels = np.asarray(by)
+        if labels.shape != (n,):
+            raise PriorError(f"by has shape {labels.shape}; expected one label per unit ({n},)")
+        groups, index = np.unique(labels, return_inverse=True)
+        membership = jnp.asarray(np.eye(len(groups))[index])  # (unit, group)
+
+        def parts(z):
+            rates = phi(to_units(z))
+            populations = ((outputs * rates) @ membership).T  # (group, D)
+            return jnp.concatenate([leak(z)[None], populations])
+
+        return ["leak", *[str(g) for g in groups]], parts
+
     def diffusion_tril(self, params: Mapping[str, Array]) -> Array:
         r"""Cholesky factor :math:`L` of the latent noise covariance per unit time.
 
         :math:`L L^\top = \Sigma_z \Sigma_z^\top / \tau^2` (:math:`\Sigma_z = I` in the
-        canonical form). Any leading axes of the parameters are kept.
+        canonical form). Any leading axes of the parameters are kept. Constant diffusion only;
+        :meth:`noise_factor` gives the factor at a state for every diffusion.
         """
+        if self.diffusion == "state":
+            raise PriorError(
+                "SDERNN(diffusion='state') has no constant noise factor; use "
+                "noise_factor(params)(z), the factor at a latent state z"
+            )
         if self._canonical:
             return jnp.eye(self.latent_dim) / self.tau
         return _noise_factor(self.diffusion, params, self.latent_dim) / self.tau
+
+    def noise_factor(self, params: Mapping[str, Array]):
+        r"""The latent noise factor as a function ``L(z)`` of one state: (D, D), lower triangular.
+
+        :math:`L(z)L(z)^\top dt` is the covariance of one step's noise. Constant
+        (:meth:`diffusion_tril`) unless ``diffusion="state"``, where
+        :math:`L(z) = \mathrm{tril}(g + K^\top\phi(x(z))/n)/\tau`, diagonal through softplus.
+        """
+        if self.diffusion != "state":
+            tril = self.diffusion_tril(params)
+            return lambda z: tril
+        D, phi = self.latent_dim, NONLINEARITIES[self.nonlinearity]
+        rows, cols = np.tril_indices(D)
+        on_diagonal = rows == cols
+        readout, offset = params["K"] / self.num_units, params["g"]
+        to_units = self._unit_map(params)
+
+        def factor(z):
+            entries = offset + phi(to_units(z)) @ readout
+            entries = jnp.where(on_diagonal, jax.nn.softplus(entries), entries)
+            return jnp.zeros((D, D), entries.dtype).at[rows, cols].set(entries) / self.tau
+
+        return factor
+
+    def with_constant_noise(self, params: Mapping[str, Array], factor: Array) -> dict[str, Array]:
+        r"""``params`` with the noise sites set so that :meth:`noise_factor` is ``factor``.
+
+        ``factor`` (D, D) is a lower-triangular factor with a positive diagonal. ``"state"``:
+        :math:`K = 0` and :math:`g` its entries (the diagonal through the inverse softplus);
+        ``"diagonal"``/``"isotropic"``: :math:`\sigma` from its diagonal (the mean for
+        isotropic); ``"lowrank"``: the diagonal and :math:`F = 0`. What a constant factor of
+        the chosen diffusion can carry of ``factor`` is kept, the rest dropped. Drift-diffusion
+        matching starts here (:func:`probdyn.inference.match_sde`).
+        """
+        if self._canonical:
+            raise PriorError(
+                "the canonical form fixes the latent noise to the identity; give "
+                "parameterisation='redundant' to set it"
+            )
+        scaled = jnp.asarray(factor) * self.tau
+        diagonal = jnp.diagonal(scaled)
+        out = dict(params)
+        if self.diffusion == "state":
+            rows, cols = np.tril_indices(self.latent_dim)
+            entries = scaled[rows, cols]
+            inverse_softplus = jnp.log(jnp.expm1(jnp.maximum(entries, 1e-6)))
+            out["g"] = jnp.where(rows == cols, inverse_softplus, entries)
+            out["K"] = jnp.zeros_like(params["K"])
+        elif self.diffusion == "isotropic":
+            out["sigma"] = jnp.mean(diagonal)
+        else:
+            out["sigma"] = diagonal
+            if self.diffusion == "lowrank":
+                out["F"] = jnp.zeros_like(params["F"])
+        return out
+
+    def _unit_map(self, params: Mapping[str, Array]):
+        """:meth:`unit_states` as a function of one latent state, the bias split done once."""
+        if self.rank is None:
+            return lambda z: z
+        M, offset = self.latent_subspace(params)
+        return lambda z: M @ z + offset
+
+    def latent_subspace(self, params: Mapping[str, Array]) -> tuple[Array, Array]:
+        r"""The affine subspace the latent state lives on: :math:`x = Ez + o`, as ``(E, o)``.
+
+        :math:`(M, b_\perp)` for low rank; :math:`(I, 0)` for full rank (the units are the
+        latents).
+        """
+        if self.rank is None:
+            n = self.num_units
+            return jnp.eye(n), jnp.zeros(n)
+        _, offset = self._bias_split(params)
+        return params["M"], offset
+
+    @property
+    def nonlinearity_function(self):
+        r""":math:`\phi`, the units' nonlinearity, as a function."""
+        return NONLINEARITIES[self.nonlinearity]
 
     def initial_spread(self, params: Mapping[str, Array]) -> np.ndarray:
         r"""The prior standard deviation of :math:`z_0` per latent axis (any leading axes).
@@ -451,6 +606,11 @@ class SDERNN(StateSpaceModel):
         return p
 
     def _require_free_coordinates(self):
+        if self.diffusion == "state":
+            raise PriorError(
+                "SDERNN(diffusion='state') has one form, the redundant one: no fixed map of "
+                "the latent space makes a state-dependent noise the identity"
+            )
         if not self._free_coordinates:
             raise PriorError(
                 "SDERNN's canonical and redundant forms differ only with low rank and a readout "
@@ -501,14 +661,14 @@ class SDERNN(StateSpaceModel):
     def transition(self, params: Mapping[str, Array], dt: float):
         r"""``substeps`` Euler-Maruyama steps of :math:`h = dt/\text{substeps}` over one bin.
 
-        :math:`z \leftarrow z + h\,g(z, u) + \sqrt{h}\,L\xi`, the input held over the bin.
+        :math:`z \leftarrow z + h\,g(z, u) + \sqrt{h}\,L(z)\xi`, the input held over the bin.
         """
-        tril, drift = self.diffusion_tril(params), self.drift(params)
+        factor, drift = self.noise_factor(params), self.drift(params)
         h = dt / self.substeps
 
         def advance(x, noise, u):
             def substep(z, xi):
-                return z + h * drift(z, u) + math.sqrt(h) * tril @ xi, None
+                return z + h * drift(z, u) + math.sqrt(h) * factor(z) @ xi, None
 
             return jax.lax.scan(substep, x, noise)[0]
 
@@ -522,9 +682,10 @@ class SDERNN(StateSpaceModel):
         self, params: Mapping[str, Array], batch: ModelData, num_trials: int
     ) -> dist.Distribution:
         """The observed path's Euler-Maruyama transition density (``observation='latent'``)."""
+        state = self.diffusion == "state"
         return EulerMaruyamaPath(
             self.drift(params),
-            self.diffusion_tril(params),
+            self.noise_factor(params) if state else self.diffusion_tril(params),
             batch.dt,
             batch.num_timesteps,
             inputs=batch.inputs if self.input_dim else None,
@@ -540,10 +701,9 @@ class SDERNN(StateSpaceModel):
         """
         if self.solver == "euler":
             return super().latent_path(params, noise, dt, inputs)
-        tril = self.diffusion_tril(params)
-        return self._diffrax_path(self.drift(params), tril, noise, dt, inputs)
+        return self._diffrax_path(self.drift(params), self.noise_factor(params), noise, dt, inputs)
 
-    def _diffrax_path(self, drift, tril, noise, dt, inputs):
+    def _diffrax_path(self, drift, factor, noise, dt, inputs):
         r"""The same path by a diffrax solver.
 
         The Brownian motion is the piecewise-linear path through
@@ -569,7 +729,7 @@ class SDERNN(StateSpaceModel):
             return drift(y, inputs[held])
 
         terms = diffrax.MultiTerm(
-            diffrax.ODETerm(field), diffrax.ControlTerm(lambda t, y, args: tril, control)
+            diffrax.ODETerm(field), diffrax.ControlTerm(lambda t, y, args: factor(y), control)
         )
         solution = diffrax.diffeqsolve(
             terms,

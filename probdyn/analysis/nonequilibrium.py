@@ -3,11 +3,14 @@ r"""Asymmetry and time irreversibility of stochastic dynamics.
 - :func:`decompose_connectivity`: :math:`J = J_s + J_a` with :math:`J_s = (J + J^\top)/2`,
   :math:`J_a = (J - J^\top)/2`; their norms and the share of each in the recurrent drift along
   trajectories.
-- :func:`ou_entropy_production_rate`: the exact entropy production rate of a linear SDE.
+- :func:`ou_entropy_production_rate`: the exact entropy production rate of a linear SDE;
+  :func:`ou_entropy_production_modes` breaks it down by the drift's eigenmodes.
 - :func:`entropy_production_rate`: a path estimator for any SDE with additive noise, from the
   log-ratio of forward and time-reversed Euler-Maruyama transition densities, with its Monte Carlo
-  standard error; :func:`entropy_production_posterior` applies it to every posterior draw of a
-  fitted latent SDE.
+  standard error; :func:`entropy_production_parts` breaks it down by the forces that make up the
+  drift (populations of units, the symmetric and antisymmetric connectivity);
+  :func:`entropy_production_posterior` applies both to every posterior draw of a fitted latent
+  SDE.
 
 For :math:`dx = f(x)\,dt + \sqrt{2D}\,dW` (:math:`D` the diffusion matrix) in its stationary
 state, the entropy production rate is the mean rate at which the log-probability ratio of a path
@@ -106,6 +109,82 @@ def ou_entropy_production_rate(B: Array, D: Array) -> float:
     return float(np.trace(np.linalg.solve(D, B @ S @ B.T)) - np.trace(B))
 
 
+def _modal_basis(B: np.ndarray) -> tuple[np.ndarray, list[slice], np.ndarray]:
+    r"""A real basis :math:`P` in which :math:`P^{-1}BP` is block diagonal (1x1 and 2x2 blocks).
+
+    A real eigenvalue gives its eigenvector; a complex pair :math:`\gamma \pm i\omega` gives the
+    real and imaginary parts of one eigenvector, whose block is
+    :math:`\begin{pmatrix}\gamma & \omega\\ -\omega & \gamma\end{pmatrix}`. Returns the basis,
+    each mode's slice of it and each mode's eigenvalue (the one with :math:`\omega \ge 0`).
+    """
+    values, vectors = np.linalg.eig(B)
+    order = np.lexsort((-values.imag, values.real))
+    columns, blocks, eigenvalues = [], [], []
+    used = np.zeros(len(values), bool)
+    scale = np.max(np.abs(values)) + 1.0
+    for index in order:
+        if used[index]:
+            continue
+        value, vector = values[index], vectors[:, index]
+        used[index] = True
+        start = len(columns)
+        if abs(value.imag) <= 1e-10 * scale:
+            columns.append(vector.real if np.abs(vector.real).max() > 0 else vector.imag)
+        else:
+            partner = np.argmin(np.where(used, np.inf, np.abs(values - value.conjugate())))
+            used[partner] = True
+            if value.imag < 0:
+                value, vector = value.conjugate(), vector.conjugate()
+            columns += [vector.real, vector.imag]
+        blocks.append(slice(start, len(columns)))
+        eigenvalues.append(value)
+    return np.stack(columns, axis=1), blocks, np.asarray(eigenvalues)
+
+
+def ou_entropy_production_modes(B: Array, D: Array) -> xr.Dataset:
+    r"""The OU entropy production rate broken down by the eigenmodes of the drift.
+
+    For :math:`dx = -Bx\,dt + \sqrt{2D}\,dW`, in the real modal basis :math:`P` of :math:`B`
+    (:math:`P^{-1}BP` block diagonal: one block per real eigenvalue, one 2x2 block
+    :math:`\begin{pmatrix}\gamma & \omega\\ -\omega & \gamma\end{pmatrix}` per complex pair
+    :math:`\gamma \pm i\omega`) each mode :math:`k` is an OU process of its own block
+    :math:`B_k` driven by its block :math:`D_k` of :math:`P^{-1}DP^{-\top}`, and its rate is
+    :func:`ou_entropy_production_rate` of :math:`(B_k, D_k)`: zero for a real mode (one
+    dimension is always reversible), :math:`2\omega^2/\gamma` for a rotating mode with
+    isotropic noise in its plane. Entropy production does not depend on the coordinates, so
+    neither does a mode's rate. The modes sum to the total when they are independent (the noise
+    block diagonal in the modal basis, e.g. normal :math:`B` and isotropic :math:`D`); what
+    their interaction adds (or removes) is ``coupling`` = total - sum of the modes.
+
+    Returns a Dataset over ``mode`` with ``rate``, ``decay`` :math:`\gamma`, ``frequency``
+    :math:`\omega` and ``size`` (1 or 2), and the scalars ``total`` and ``coupling``.
+    """
+    total = ou_entropy_production_rate(B, D)
+    B, D = np.asarray(B, dtype=float), np.asarray(D, dtype=float)
+    P, blocks, eigenvalues = _modal_basis(B)
+    P_inv = np.linalg.inv(P)
+    B_modal, D_modal = P_inv @ B @ P, P_inv @ D @ P_inv.T
+    rates = np.array(
+        [
+            ou_entropy_production_rate(B_modal[k, k], D_modal[k, k])
+            if k.stop - k.start > 1
+            else 0.0
+            for k in blocks
+        ]
+    )
+    return xr.Dataset(
+        {
+            "rate": ("mode", rates),
+            "decay": ("mode", eigenvalues.real),
+            "frequency": ("mode", eigenvalues.imag),
+            "size": ("mode", np.array([k.stop - k.start for k in blocks])),
+            "total": total,
+            "coupling": total - rates.sum(),
+        },
+        coords={"mode": np.arange(len(blocks))},
+    )
+
+
 @dataclass(frozen=True)
 class EntropyProduction:
     """An entropy production rate estimate (nats per unit time) with its standard error."""
@@ -177,6 +256,14 @@ def entropy_production_rate(
     :func:`ou_entropy_production_rate`.
 
     """
+    paths, inverse = _checked_paths(paths, diffusion, dt, num_batches)
+    ratios = np.asarray(_step_log_ratios(drift, inverse, paths, dt))
+    rate, se, count = _batch_means(ratios, num_batches, dt)
+    return EntropyProduction(rate=float(rate), se=float(se), num_batches=count)
+
+
+def _checked_paths(paths, diffusion, dt: float, num_batches: int) -> tuple[Array, Array]:
+    """(trial, time, dim) paths and :math:`D^{-1}`, or a ConfigError naming what is wrong."""
     paths = jnp.asarray(paths, dtype=jnp.result_type(float))
     if paths.ndim == 2:
         paths = paths[None]
@@ -194,14 +281,66 @@ def entropy_production_rate(
         raise ConfigError(
             f"{num_steps} steps per trial cannot be cut into num_batches={num_batches} (>= 2)"
         )
-    ratios = np.asarray(_step_log_ratios(drift, jnp.linalg.inv(D), paths, dt))
-    usable = (num_steps // num_batches) * num_batches
-    batches = ratios[:, :usable].reshape(paths.shape[0], num_batches, -1).mean(-1) / dt
-    batches = batches.reshape(-1)
-    return EntropyProduction(
-        rate=float(batches.mean()),
-        se=float(batches.std(ddof=1) / np.sqrt(batches.size)),
-        num_batches=int(batches.size),
+    return paths, jnp.linalg.inv(D)
+
+
+def _batch_means(per_step: np.ndarray, num_batches: int, dt: float):
+    """Mean per unit time of (trial, step, ...) values, its se from batch means, the batch count.
+
+    Each trial's steps are cut into ``num_batches`` consecutive batches; the standard error is
+    the spread of the batch means over the square root of their number.
+    """
+    usable = (per_step.shape[1] // num_batches) * num_batches
+    trimmed = per_step[:, :usable]
+    batches = trimmed.reshape(trimmed.shape[0], num_batches, -1, *trimmed.shape[2:]).mean(2) / dt
+    batches = batches.reshape(-1, *trimmed.shape[2:])
+    return batches.mean(0), batches.std(0, ddof=1) / np.sqrt(len(batches)), len(batches)
+
+
+def entropy_production_parts(
+    parts: Callable[[Array], Array],
+    diffusion: Array,
+    paths: Array,
+    dt: float,
+    *,
+    names: list[str] | None = None,
+    num_batches: int = 20,
+) -> xr.Dataset:
+    r"""The entropy production rate broken down by the forces that make up the drift.
+
+    With the drift a sum of forces :math:`f = \sum_p f_p` (``parts(x)`` returns them stacked,
+    (part, dim)), the log-ratio of :func:`entropy_production_rate` is, up to a boundary term
+    whose stationary mean is zero, the work each force does along the path against the noise
+    (a Stratonovich sum),
+
+    .. math::
+        \Phi_p = \frac{1}{dt}\Big\langle \tfrac12 \Delta_t^\top D^{-1}
+                  \big(f_p(x_t) + f_p(x_{t+1})\big)\Big\rangle,
+        \qquad \sum_p \Phi_p \approx \Phi .
+
+    A gradient force :math:`f_p = -D\nabla U` does no net work in a stationary state (its sum
+    telescopes to :math:`U(x_0) - U(x_T)`), so :math:`\Phi_p` is the share of the
+    irreversibility that force :math:`p` carries; it can be negative. For a network, the forces
+    are its populations' (or its connectivity's symmetric and antisymmetric parts')
+    contributions to the drift (:meth:`probdyn.models.SDERNN.drift_parts`).
+
+    Returns a Dataset over ``part`` (named by ``names``) with ``rate`` and ``se`` (batch means,
+    as in :func:`entropy_production_rate`), and their sum ``total`` with its ``total_se``.
+    """
+    paths, inverse = _checked_paths(paths, diffusion, dt, num_batches)
+    forces = jax.vmap(jax.vmap(parts))(paths)  # (trial, time, part, dim)
+    steps = paths[:, 1:] - paths[:, :-1]
+    work = 0.5 * jnp.einsum("bti,ij,btpj->btp", steps, inverse, forces[:, :-1] + forces[:, 1:])
+    work = np.asarray(work)
+    rate, se, _ = _batch_means(work, num_batches, dt)
+    total, total_se, _ = _batch_means(work.sum(-1), num_batches, dt)
+    names = list(names) if names is not None else [f"part {p}" for p in range(work.shape[-1])]
+    if len(names) != work.shape[-1]:
+        raise ConfigError(f"{len(names)} names for {work.shape[-1]} parts")
+    return xr.Dataset(
+        {"rate": ("part", rate), "se": ("part", se), "total": total, "total_se": total_se},
+        coords={"part": names},
+        attrs={"dt": dt, "num_batches": num_batches},
     )
 
 
@@ -215,6 +354,7 @@ def entropy_production_posterior(
     burn_in: int = 500,
     num_draws: int = 20,
     seed: int = 0,
+    by=None,
 ) -> xr.Dataset:
     r"""Entropy production rate of fitted latent SDEs, one estimate per posterior draw.
 
@@ -223,10 +363,14 @@ def entropy_production_posterior(
     (Euler-Maruyama, step ``dt``, from :math:`z_0 \sim N(0, I)`), drop ``burn_in`` steps so the
     paths are near the stationary state, and apply :func:`entropy_production_rate` with
     :math:`D = LL^\top/2`. ``model`` needs ``drift`` and ``diffusion_tril``
-    (:class:`probdyn.models.SDERNN`).
+    (:class:`probdyn.models.SDERNN`; additive noise: the estimator does not cover
+    state-dependent diffusion).
 
     Returns a Dataset over ``draw`` with ``rate`` and ``se`` (Monte Carlo error of each draw's
-    estimate); the spread of ``rate`` across draws is the posterior uncertainty.
+    estimate); the spread of ``rate`` across draws is the posterior uncertainty. With ``by``
+    (``"symmetry"`` or one label per unit, as :meth:`probdyn.models.SDERNN.drift_parts` reads
+    it) also ``part_rate`` and ``part_se`` (draw, part) from :func:`entropy_production_parts`
+    on the same paths.
     """
     from probdyn.algorithms.sde import EulerMaruyamaPath
 
@@ -235,17 +379,25 @@ def entropy_production_posterior(
     total = len(next(iter(draws.values())))
     picks = np.unique(np.linspace(0, total - 1, min(num_draws, total)).astype(int))
     keys = jax.random.split(jax.random.key(seed), len(picks))
-    rates, errors = [], []
+    rates, errors, splits = [], [], []
     for key, index in zip(keys, picks, strict=True):
         params = {name: jnp.asarray(value[index]) for name, value in draws.items()}
         tril = model.diffusion_tril(params)
         field = model.drift(params)
         paths = EulerMaruyamaPath(field, tril, dt, num_steps).sample(key, (num_trials,))
-        estimate = entropy_production_rate(field, tril @ tril.T / 2, paths[:, burn_in:], dt)
+        D = tril @ tril.T / 2
+        estimate = entropy_production_rate(field, D, paths[:, burn_in:], dt)
         rates.append(estimate.rate)
         errors.append(estimate.se)
-    return xr.Dataset(
+        if by is not None:
+            names, parts = model.drift_parts(params, by)
+            splits.append(entropy_production_parts(parts, D, paths[:, burn_in:], dt, names=names))
+    result = xr.Dataset(
         {"rate": ("draw", np.asarray(rates)), "se": ("draw", np.asarray(errors))},
         coords={"draw": picks},
         attrs={"dt": dt, "num_trials": num_trials, "num_steps": num_steps, "burn_in": burn_in},
     )
+    if splits:
+        split = xr.concat(splits, dim="draw").assign_coords(draw=picks)
+        result = result.assign(part_rate=split.rate, part_se=split.se)
+    return result

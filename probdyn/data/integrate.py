@@ -2,8 +2,9 @@ r"""Fixed-step integrators written for one trajectory (batch them with ``jax.vma
 
 - :func:`rk4_path`: classical Runge-Kutta for :math:`\dot x = f(x)`, recording every
   ``substeps``-th step.
-- :func:`euler_maruyama_path`: :math:`x_{k+1} = x_k + f(x_k) h + \sigma \sqrt{h}\,\xi_k`,
-  :math:`\xi_k \sim N(0, I)`, recording every ``substeps``-th step.
+- :func:`euler_maruyama_path`: :math:`x_{k+1} = x_k + f(x_k) h + G(x_k) \sqrt{h}\,\xi_k`,
+  :math:`\xi_k \sim N(0, I)` (Ito), recording every ``substeps``-th step; :math:`G` constant
+  (additive noise) or a function of the state (multiplicative noise).
 """
 
 from __future__ import annotations
@@ -41,28 +42,34 @@ def rk4_path(
 def euler_maruyama_path(
     drift: Callable[[Array], Array],
     x0: Array,
-    noise_scale: Array | float,
+    noise_scale: Array | float | Callable[[Array], Array],
     key: Array,
     *,
     num_points: int,
     interval: float,
     substeps: int,
+    noise_dim: int | None = None,
 ) -> Array:
     r"""Euler-Maruyama from ``x0``: ``num_points`` states ``interval`` apart, ``x0`` first.
 
-    ``noise_scale`` is the diffusion matrix's square root :math:`\\sigma` (a scalar, a vector for
-    diagonal noise, or a matrix).
+    ``noise_scale`` is the noise factor :math:`G` of :math:`dx = f\,dt + G\,dW`: a scalar, a
+    vector (diagonal noise) or a matrix, or a function of the state returning one of those
+    (state-dependent noise, integrated in the Ito sense: :math:`G` taken at the step's start).
+    ``noise_dim``: the number of independent Wiener processes when :math:`G` is not square
+    (default: the state's dimension).
     """
     h = interval / substeps
-    noise = jax.random.normal(key, (num_points - 1, substeps, *x0.shape), dtype=x0.dtype)
-    sigma = jnp.asarray(noise_scale, dtype=x0.dtype)
+    shape = x0.shape if noise_dim is None else (noise_dim,)
+    noise = jax.random.normal(key, (num_points - 1, substeps, *shape), dtype=x0.dtype)
+    factor = noise_scale if callable(noise_scale) else (lambda _: noise_scale)
 
-    def kick(xi):
+    def kick(y, xi):
+        sigma = jnp.asarray(factor(y), dtype=x0.dtype)
         return sigma @ xi if sigma.ndim == 2 else sigma * xi
 
     def advance(x, xis):
         def step(y, xi):
-            return y + drift(y) * h + jnp.sqrt(h) * kick(xi), None
+            return y + drift(y) * h + jnp.sqrt(h) * kick(y, xi), None
 
         x, _ = jax.lax.scan(step, x, xis)
         return x, x

@@ -226,7 +226,7 @@ def simulate_sde(
     parameters: dict[str, float] | None = None,
     seed: int,
 ) -> xr.Dataset:
-    r"""Sample paths of :math:`dx = f(x)\,dt + \sigma\,dW` (see :mod:`probdyn.data.systems`).
+    r"""Sample paths of :math:`dx = f(x)\,dt + \sigma s(x)\,dW` (:mod:`probdyn.data.systems`).
 
     Each trial starts at :math:`x_0 \sim N(m, s^2 I)` (the system's default initial mean and
     scale) and is integrated by Euler-Maruyama with ``substeps`` steps per recorded bin of width
@@ -254,7 +254,13 @@ def simulate_sde(
     drift = partial(spec.drift, p=params)
     paths = jax.vmap(
         lambda x, k: euler_maruyama_path(
-            drift, x, sigma, k, num_points=num_timesteps, interval=dt, substeps=substeps
+            drift,
+            x,
+            spec.noise_factor(sigma),
+            k,
+            num_points=num_timesteps,
+            interval=dt,
+            substeps=substeps,
         )
     )(x0, jax.random.split(key_path, num_trials))
     latents = np.asarray(paths, dtype=np.float64)

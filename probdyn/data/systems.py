@@ -16,10 +16,14 @@ Benchmarks 2021), which Sedler et al. (2023) used to build their benchmark:
   x_{i-2})x_{i-1} - x_i + F` (cyclic, :math:`F = 8`): chaotic, every coordinate coupled to its
   neighbours (the entangled counterpart of two independent 3-D systems).
 
-Stochastic systems (drift :math:`f`, additive noise :math:`\sigma\, dW`) used for SDE data:
+Stochastic systems :math:`dx = f(x)\,dt + \sigma\,s(x)\,dW` (Ito; :math:`s = 1`, additive noise,
+unless given) used for SDE data:
 
 - ``double_well``: :math:`f(x) = (x_1 - x_1^3,\ -x_2)`; stable nodes at :math:`(\pm 1, 0)`, a
   saddle at the origin.
+- ``double_well_multiplicative``: the same drift with state-dependent noise
+  :math:`s(x) = \mathrm{diag}(\sqrt{0.1 + x_1^2},\ 1)`: the first coordinate is three times
+  quieter at the saddle than in the wells.
 - ``ou``: :math:`f(x) = -B x`, :math:`B = \begin{pmatrix} 1 & -w \\ w & 1 \end{pmatrix}`; the
   antisymmetric part :math:`w` drives a nonequilibrium rotational current.
 - ``limit_cycle``: Hopf normal form
@@ -135,9 +139,17 @@ ATTRACTORS: dict[str, Attractor] = {
 }
 
 
+def well_noise_shape(x: Array) -> Array:
+    r""":math:`s(x) = \mathrm{diag}(\sqrt{0.1 + x_1^2}, 1)` (``double_well_multiplicative``)."""
+    return jnp.diag(jnp.stack([jnp.sqrt(0.1 + x[0] ** 2), jnp.ones_like(x[0])]))
+
+
 @dataclass(frozen=True)
 class SDESystem:
-    r"""A stochastic system :math:`dx = f(x)\,dt + \sigma\,dW` with its defaults."""
+    r"""A stochastic system :math:`dx = f(x)\,dt + \sigma\,s(x)\,dW` with its defaults.
+
+    ``noise_shape`` is :math:`s` (state -> (dim, dim) matrix), None for additive noise.
+    """
 
     drift: VectorField
     parameters: Mapping[str, float] = field(default_factory=dict)
@@ -145,10 +157,23 @@ class SDESystem:
     noise_scale: float = 0.5
     initial_mean: tuple[float, ...] = (0.0, 0.0)
     initial_scale: float = 1.0
+    noise_shape: Callable[[Array], Array] | None = None
+
+    def noise_factor(self, noise_scale: float | None = None):
+        r"""The noise factor :math:`G = \sigma s`: a function of the state, or :math:`\sigma`.
+
+        ``noise_scale`` replaces the default :math:`\sigma`.
+        """
+        sigma = self.noise_scale if noise_scale is None else float(noise_scale)
+        if self.noise_shape is None:
+            return sigma
+        shape = self.noise_shape
+        return lambda x: sigma * shape(x)
 
 
 SDE_SYSTEMS: dict[str, SDESystem] = {
     "double_well": SDESystem(double_well, {}, 2, 0.5),
+    "double_well_multiplicative": SDESystem(double_well, {}, 2, 0.5, noise_shape=well_noise_shape),
     "ou": SDESystem(ornstein_uhlenbeck, {"w": 1.0}, 2, 0.5),
     "limit_cycle": SDESystem(hopf, {"omega": 1.0}, 2, 0.2),
     "cyclic_attractors": SDESystem(cyclic_attractors, {"omega": 0.5, "a": 2.0}, 2, 0.4),
