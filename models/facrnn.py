@@ -92,6 +92,21 @@ class FacRNN(StateSpaceModel):
     ``bandwidth``: :math:`s`; None applies the seed's rule :math:`s = N^{-1/(K+4)}` (N the
     fitted transitions), ``"learned"`` makes it the site ``s``.
 
+    **The seed's objective** (``objective="vae"``, Gaussian activity and the linear decoder):
+    instead of the marginal likelihood each transition contributes the seed's evidence lower
+    bound, the expected reconstruction under :math:`q(z_t \mid x_{t-1}) = N(\mu_t, s^2 I)`
+    minus :math:`KL(q \,\|\, N(0, I))`, both in closed form,
+
+    .. math::
+        \log N(x_t;\ A\mu_t + a,\ \mathrm{diag}\,\sigma^2)
+        - \frac{s^2}{2}\sum_{n,k}\frac{A_{nk}^2}{\sigma_n^2}
+        - \frac12\sum_k\big(\mu_{tk}^2 + s^2 - 1 - 2\log s\big),
+
+    the first term being the observed site ``y``, the rest the factor ``vae_terms``; the PC
+    penalty is added as above. Maximised (MAP) this is the seed's training loss with weight
+    priors; it is a bound, not a likelihood, so evidence and held-out likelihoods should be
+    read from the default ``objective="marginal"``.
+
     **Parameterisation.** A rotation :math:`U` of the latents (:math:`z \to Uz`,
     :math:`A \to AU^\top`, :math:`B \to UB`, :math:`b \to Ub`) leaves every likelihood here
     unchanged (the latent noise :math:`s^2 I` and :math:`z_0 \sim N(0, I)` are isotropic);
@@ -159,6 +174,7 @@ class FacRNN(StateSpaceModel):
     nonlinearity: Literal["tanh", "relu"] = "tanh"
     decoder: Literal["linear", "relu"] = "linear"
     correlation: Literal["pc", "block", "prior"] | None = "pc"
+    objective: Literal["marginal", "vae"] = "marginal"
     beta: NonNegative = 1.0
     tau_scale: Positive = 0.1
     bandwidth: Positive | Literal["learned"] | None = None
@@ -182,6 +198,11 @@ class FacRNN(StateSpaceModel):
                 f"FacRNN correlation={self.correlation!r} penalises the codes of recorded "
                 "activity; with observation='poisson' the activity is latent: use "
                 "correlation='prior' or None"
+            )
+        if self.objective == "vae" and (self.observation, self.decoder) != ("gaussian", "linear"):
+            raise PriorError(
+                "FacRNN objective='vae' is the seed's bound for recorded activity read through "
+                "the linear decoder: observation='gaussian', decoder='linear'"
             )
         if self.observation == "poisson" and self.decoder != "linear":
             raise PriorError("FacRNN observation='poisson' reads log rates: decoder='linear'")
@@ -458,7 +479,12 @@ class FacRNN(StateSpaceModel):
             x = data.observations if batch_size is None else data.observations[index]
             fitted = fitted_all if batch_size is None else fitted_all[index]
             codes = self.codes(p, x[:, :-1])
-            if self.decoder == "linear":
+            if self.objective == "vae":
+                emission = dist.Normal(self.emission_mean(p, codes), p["sigma"]).to_event(1)
+                spread = 0.5 * scale**2 * jnp.sum(p["A"] ** 2 / p["sigma"][:, None] ** 2)
+                kl = 0.5 * jnp.sum(codes**2 + scale**2 - 1 - 2 * jnp.log(scale), -1)
+                numpyro.factor("vae_terms", -jnp.sum(fitted * (spread + kl), -1))  # per trial
+            elif self.decoder == "linear":
                 emission = dist.LowRankMultivariateNormal(
                     self.emission_mean(p, codes), scale * p["A"], p["sigma"] ** 2
                 )

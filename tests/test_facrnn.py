@@ -65,6 +65,40 @@ def test_linear_decoder_log_density_is_the_gaussian_marginal_by_brute_force(teac
     assert float(log_joint) - log_prior == pytest.approx(expected, rel=1e-9)
 
 
+def test_the_seeds_objective_is_its_elbo_by_monte_carlo(teacher):
+    # objective="vae": per fitted transition, E_q log N(x_t; A z + a, sigma^2) with
+    # q = N(mu_t, s^2 I), minus KL(q || N(0, I)). The expectation is checked by sampling z.
+    model = FacRNN(
+        num_neurons=20,
+        num_groups=2,
+        group_rank=2,
+        correlation=None,
+        bandwidth=0.3,
+        objective="vae",
+    )
+    params = random_params(model, seed=1)
+    data = model.prepare(teacher)
+    log_joint, _ = numpyro.infer.util.log_density(model.program, (data,), {}, params)
+    log_prior = sum(
+        float(prior.log_prob(params[name])) for name, prior in model.site_priors(20).items()
+    )
+    p = {k: np.asarray(v) for k, v in params.items()}
+    x, s, K = teacher.y.values, 0.3, model.latent_dim
+    rng = np.random.default_rng(0)
+    expected, error = 0.0, 0.0
+    for trial in range(6):
+        for t in range(2, 30, 2):
+            mu = p["B"] @ np.tanh(x[trial, t - 1]) + p["b"]
+            z = mu + s * rng.normal(size=(4000, K))
+            recon = stats.norm(z @ p["A"].T + p["a"], p["sigma"]).logpdf(x[trial, t]).sum(-1)
+            kl = 0.5 * np.sum(mu**2 + s**2 - 1 - 2 * np.log(s))
+            expected += recon.mean() - kl
+            error += recon.var() / recon.size
+    assert abs(float(log_joint) - log_prior - expected) < 4 * np.sqrt(error)
+    with pytest.raises(PriorError, match="objective='vae'"):
+        FacRNN(num_neurons=20, num_groups=2, group_rank=2, decoder="relu", objective="vae")
+
+
 def test_pc_factor_is_the_estimator_on_the_fitted_codes(teacher):
     # The redundant form: the penalised and plain models then share the prior on A.
     shared = {"parameterisation": "redundant", "bandwidth": 0.4}

@@ -11,7 +11,7 @@ matching (:func:`probdyn.inference.match_sde`) in
   jumps are equally likely, the order is 1/2 and the coarse-grained entropy production zero.
 
 The intact network and each ablation (:mod:`probdyn.analysis.ablation`: :math:`J_a` removed;
-the most / least asymmetric quarter of the units silenced; three random quarters, the control
+the most / least asymmetric quarter of the units silenced; ten random quarters, the control
 for silencing as such) are run in unit space, 40 paths x 2000 bins of 0.05 after 200 bins of
 burn-in, and the latent paths scored (:func:`probdyn.analysis.transitions.attractor_transitions`,
 centres = the intact network's stable fixed points): switching rate, forward fraction (share of
@@ -20,7 +20,8 @@ the path estimator of the entropy production split into its leak, symmetric and 
 forces (:func:`probdyn.analysis.nonequilibrium.entropy_production_parts`) and into the four
 populations.
 
-    python tests/benchmarks/sdernn_ablation.py [--seed 0] [--steps 10000] [--jsonl results.jsonl]
+    python tests/benchmarks/sdernn_ablation.py [--seed 0] [--steps 10000] [--random 10]
+        [--jsonl results.jsonl]
 """
 
 import argparse
@@ -40,7 +41,10 @@ from probdyn.analysis.ablation import (  # noqa: E402
     asymmetry_populations,
     simulate_units,
 )
-from probdyn.analysis.nonequilibrium import entropy_production_parts  # noqa: E402
+from probdyn.analysis.nonequilibrium import (  # noqa: E402
+    entropy_production_parts,
+    entropy_production_rate,
+)
 from probdyn.analysis.transitions import attractor_transitions  # noqa: E402
 from probdyn.data import systems  # noqa: E402
 from probdyn.inference import match_sde  # noqa: E402
@@ -51,12 +55,13 @@ OMEGA = {"sequential": 0.5, "control": 0.0}
 
 
 def stable_nodes(model, params, states):
-    """The stable nodes of the network (one draw), ordered by angle."""
+    """Stable points (nodes or spirals: near-equal eigenvalues tip either way), by angle."""
     points = probdyn.fixed_points(
         model, {k: np.asarray(v)[None] for k, v in params.items()}, states=states, seed=0
     )
     table = points.summary()
-    nodes = table[table["class"] == "stable node"][["x0_mean", "x1_mean"]].to_numpy()
+    stable = table["class"].isin(["stable node", "stable spiral"])
+    nodes = table[stable][["x0_mean", "x1_mean"]].to_numpy()
     return nodes[np.argsort(np.arctan2(nodes[:, 1], nodes[:, 0]))]
 
 
@@ -86,6 +91,16 @@ def run(name, args):
         seed=args.seed,
     )
     states = ds.y.values[:, 200:]
+    reference = probdyn.data.simulate_sde(
+        "cyclic_attractors",
+        num_trials=TRIALS,
+        num_timesteps=BURN_IN + BINS,
+        parameters=parameters,
+        noise_scale=SIGMA,
+        seed=args.seed + 500,
+    ).y.values[:, BURN_IN:]
+    produced = entropy_production_rate(drift, SIGMA**2 / 2, reference, DT)
+    print(f"{name}: the target's own path entropy production {produced}", flush=True)
     model = SDERNN(num_units=64, rank=2, observation="latent")
     fit = match_sde(
         model, drift, SIGMA, states, seed=args.seed, num_steps=args.steps, progress=False
@@ -111,7 +126,7 @@ def run(name, args):
         "most asymmetric quarter silenced": ablated_connectivity(J, silence=groups == 0),
         "least asymmetric quarter silenced": ablated_connectivity(J, silence=groups == 3),
     }
-    for draw in range(3):
+    for draw in range(args.random):
         quarter = rng.permutation(len(J))[: len(J) // 4]
         ablations[f"random quarter {draw} silenced"] = ablated_connectivity(J, silence=quarter)
     rows = []
@@ -123,6 +138,8 @@ def run(name, args):
             "system": name,
             "ablation": label,
             "seed": args.seed,
+            "target_ep": produced.rate,
+            "target_ep_se": produced.se,
             "asymmetry": float(
                 np.linalg.norm(connectivity - connectivity.T) / (2 * np.linalg.norm(connectivity))
             ),
@@ -168,6 +185,7 @@ def main():
     parser.add_argument("--system", choices=sorted(OMEGA), action="append")
     parser.add_argument("--steps", type=int, default=10000)
     parser.add_argument("--seed", type=int, default=0)
+    parser.add_argument("--random", type=int, default=10, help="random quarters silenced")
     parser.add_argument("--jsonl")
     args = parser.parse_args()
     for name in args.system or list(OMEGA):
