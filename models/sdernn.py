@@ -690,6 +690,7 @@ class SDERNN(StateSpaceModel):
             batch.num_timesteps,
             inputs=batch.inputs if self.input_dim else None,
             batch_shape=(num_trials,),
+            dim=self.latent_dim,
         )
 
     def latent_path(

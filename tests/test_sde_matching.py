@@ -4,6 +4,7 @@ import jax
 import jax.numpy as jnp
 import numpy as np
 import pytest
+import xarray as xr
 from scipy import stats
 
 import probdyn
@@ -77,6 +78,26 @@ def test_a_state_dependent_diffusion_is_a_cholesky_factor_of_the_readout():
     # The program runs with it: paths from the prior, through the readout.
     data = probdyn.prior_predictive(model, seed=0, num_samples=2, num_trials=3, num_timesteps=20)
     assert np.isfinite(data["y"]).all()
+
+
+def test_observed_paths_are_scored_by_the_state_dependent_transition_density():
+    import numpyro
+
+    model = SDERNN(num_units=6, rank=2, diffusion="state", observation="latent")
+    params = _draw(model, seed=2)
+    paths = np.asarray(jax.random.normal(jax.random.key(3), (3, 8, 2)))
+    ds = probdyn.data.validate(
+        xr.Dataset({"y": (("trial", "time", "neuron"), paths)}, attrs={"dt": 0.1}), "gaussian"
+    )
+    log_joint, _ = numpyro.infer.util.log_density(model.program, (model.prepare(ds),), {}, params)
+    log_prior = sum(
+        float(prior.log_prob(params[name])) for name, prior in model.site_priors(2).items()
+    )
+    density = EulerMaruyamaPath(
+        lambda z, u: model.drift(params)(z), model.noise_factor(params), 0.1, 8, dim=2
+    )
+    expected = float(density.log_prob(jnp.asarray(paths)).sum())
+    assert float(log_joint) - log_prior == pytest.approx(expected, rel=1e-10)
 
 
 @pytest.mark.parametrize("diffusion", ["state", "diagonal", "isotropic", "lowrank"])

@@ -83,13 +83,22 @@ truth = entropy_production_rate(
     target, sigma**2 / 2, target_paths.y.values[:, 500:], target_paths.attrs["dt"]
 )
 fitted = entropy_production_posterior(
-    model, draws, dt=0.01, num_draws=5 if QUICK else 20, num_trials=20, num_steps=2000
+    model,
+    draws,
+    dt=0.01,
+    num_draws=5 if QUICK else 20,
+    num_trials=20,
+    num_steps=2000,
+    by="symmetry",  # also the share of each force: leak, J_s, J_a (part_rate)
 )
 print(f"entropy production of the target: {truth}")
 print(
     f"entropy production of the fitted network: {float(fitted.rate.mean()):.3g} "
     f"(posterior sd {float(fitted.rate.std()):.2g}, Monte Carlo se {float(fitted.se.mean()):.2g})"
 )
+for part in fitted.part.values:
+    share = fitted.part_rate.sel(part=part)
+    print(f"  carried by {part}: {float(share.mean()):.3g} (posterior sd {float(share.std()):.2g})")
 counts = points.count_distribution()["total"]
 print("posterior of the number of fixed points:", counts[counts > 0].round(3).to_dict())
 assert np.isfinite(fitted.rate).all()
