@@ -161,3 +161,12 @@ def test_entropy_production_posterior_splits_a_network_by_symmetry():
     for name, expected in (("leak", 0.0), ("symmetric", 0.0), ("antisymmetric", exact)):
         rate, se = float(parts.part_rate.sel(part=name)), float(parts.part_se.sel(part=name))
         assert abs(rate - expected) < 3 * se + 0.01 * max(exact, 1.0), name
+
+
+def test_entropy_production_posterior_refuses_state_dependent_noise():
+    from probdyn.models import SDERNN
+
+    model = SDERNN(num_units=4, rank=2, diffusion="state", observation="latent")
+    draws = {"M": np.ones((1, 4, 2))}
+    with pytest.raises(ConfigError, match="additive noise"):
+        entropy_production_posterior(model, draws, dt=0.01)

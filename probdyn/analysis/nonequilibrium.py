@@ -376,6 +376,11 @@ def entropy_production_posterior(
 
     if burn_in >= num_steps - num_trials:
         raise ConfigError(f"burn_in={burn_in} leaves too few of num_steps={num_steps} steps")
+    if getattr(model, "diffusion", None) == "state":
+        raise ConfigError(
+            "the path estimator assumes additive noise; a model with diffusion='state' "
+            "(state-dependent noise) is not covered"
+        )
     total = len(next(iter(draws.values())))
     picks = np.unique(np.linspace(0, total - 1, min(num_draws, total)).astype(int))
     keys = jax.random.split(jax.random.key(seed), len(picks))
