@@ -32,6 +32,18 @@ def test_connectivity_ablations():
     np.testing.assert_array_equal(J, given)  # what the user gave is not changed
     with pytest.raises(ConfigError, match="remove="):
         ablated_connectivity(J, remove="both")
+    # Only the antisymmetric couplings touching units 0 and 3 go; the rest of J stays.
+    local = ablated_connectivity(J, remove="antisymmetric", among=[0, 3])
+    anti = (J - J.T) / 2
+    touched = np.zeros((6, 6), bool)
+    touched[[0, 3], :] = touched[:, [0, 3]] = True
+    np.testing.assert_allclose(local, np.where(touched, symmetric, J))
+    np.testing.assert_allclose((local - local.T)[~touched], 2 * anti[~touched])
+    np.testing.assert_allclose(
+        ablated_connectivity(J, remove="antisymmetric", among=np.ones(6, bool)), symmetric
+    )
+    with pytest.raises(ConfigError, match="give remove="):
+        ablated_connectivity(J, among=[0])
 
 
 def test_populations_ranked_by_their_share_of_the_antisymmetric_part():

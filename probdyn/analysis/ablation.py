@@ -4,8 +4,9 @@ Nartallo-Kaluarachchi, Lambiotte & Goriely (2026) argue that asymmetric populati
 a network's nonequilibrium computations. To test it on a network :math:`\tau\,dx = (-x +
 J\phi(x) + b)\,dt + \Sigma\,dW` (:class:`probdyn.models.SDERNN`):
 
-- :func:`ablated_connectivity` removes :math:`J_a = (J - J^\top)/2` (or :math:`J_s`), or
-  silences a population (its units' outputs, the columns of :math:`J`, set to zero);
+- :func:`ablated_connectivity` removes :math:`J_a = (J - J^\top)/2` (or :math:`J_s`), all of
+  it or only the couplings that touch a population, or silences a population (its units'
+  outputs, the columns of :math:`J`, set to zero);
 - :func:`asymmetry_populations` groups the units by their share of :math:`J_a`
   (:math:`a_u = \|J_{a,u:}\|^2 + \|J_{a,:u}\|^2`, ranked and cut into equal groups, group 0 the
   most asymmetric), so that the most and least asymmetric populations (and random ones of the
@@ -39,19 +40,26 @@ def _square(J) -> np.ndarray:
     return J
 
 
-def ablated_connectivity(J, *, remove: str | None = None, silence=None) -> np.ndarray:
+def ablated_connectivity(J, *, remove: str | None = None, among=None, silence=None) -> np.ndarray:
     r"""``J`` without its antisymmetric or symmetric part, or with a population silenced.
 
-    ``remove="antisymmetric"`` keeps :math:`J_s`, ``"symmetric"`` keeps :math:`J_a`; the outputs
-    of the units ``silence`` (indices or a boolean mask) are set to zero.
+    ``remove="antisymmetric"`` keeps :math:`J_s`, ``"symmetric"`` keeps :math:`J_a`; with
+    ``among`` (indices or a boolean mask of units) only the part's entries that touch those
+    units (their rows and columns) are removed, so that a population loses its asymmetric
+    couplings and keeps its symmetric ones. The outputs of the units ``silence`` are set to zero.
     """
     J = _square(J).copy()
     if remove not in (None, "antisymmetric", "symmetric"):
         raise ConfigError(f"remove={remove!r}; expected 'antisymmetric', 'symmetric' or None")
-    if remove == "antisymmetric":
-        J = (J + J.T) / 2
-    elif remove == "symmetric":
-        J = (J - J.T) / 2
+    if among is not None and remove is None:
+        raise ConfigError("among= names whose couplings to remove: give remove= as well")
+    if remove is not None:
+        part = (J - J.T) / 2 if remove == "antisymmetric" else (J + J.T) / 2
+        touched = np.ones(len(J), bool)
+        if among is not None:
+            touched = np.zeros(len(J), bool)
+            touched[np.arange(len(J))[np.asarray(among)]] = True
+        J = J - part * (touched[:, None] | touched[None, :])
     if silence is not None:
         units = np.arange(len(J))[np.asarray(silence)]
         J[:, units] = 0.0
