@@ -16,7 +16,8 @@ couplings removed; ten random quarters treated alike, the control for the ablati
 are run in unit space, 40 paths x 2000 bins of 0.05 after 200 bins of burn-in, and the latent
 paths scored (:func:`probdyn.analysis.transitions.attractor_transitions`,
 centres = the intact network's stable fixed points): switching rate, forward fraction (share of
-jumps along the target's cycle), coarse-grained entropy production. For the intact network also
+jumps along the target's cycle; "ordered" when a one-sided binomial test puts it above 1/2 at
+p < 0.01), coarse-grained entropy production. For the intact network also
 the path estimator of the entropy production split into its leak, symmetric and antisymmetric
 forces (:func:`probdyn.analysis.nonequilibrium.entropy_production_parts`) and into the four
 populations.
@@ -32,6 +33,7 @@ from functools import partial
 import jax
 import jax.numpy as jnp
 import numpy as np
+from scipy.stats import binomtest
 
 jax.config.update("jax_enable_x64", True)
 
@@ -69,7 +71,11 @@ def stable_nodes(model, params, states):
 def score(latent, nodes):
     """Transition statistics along latent paths, the cycle being counterclockwise."""
     stats = attractor_transitions(latent, nodes, DT, order=np.arange(len(nodes)))
+    jumps = int(stats.counts.sum())
+    forward = round(float(stats.forward_fraction) * jumps) if jumps else 0
+    ordered = jumps > 0 and binomtest(forward, jumps, 0.5, alternative="greater").pvalue < 0.01
     return {
+        "ordered": bool(ordered),
         "switching_rate": float(stats.switching_rate),
         "switching_rate_se": float(stats.switching_rate_se),
         "forward_fraction": float(stats.forward_fraction),
@@ -172,7 +178,7 @@ def run(name, args):
         print(
             f"  {label:44s} switching {row['switching_rate']:.3f} +- "
             f"{row['switching_rate_se']:.3f}  forward {row['forward_fraction']:.2f} +- "
-            f"{row['forward_fraction_se']:.2f}  coarse EP {row['coarse_entropy_production']:.3f}"
+            f"{row['forward_fraction_se']:.2f}{' ordered' if row['ordered'] else '        '}  coarse EP {row['coarse_entropy_production']:.3f}"
             f"  ({row['jumps']} jumps, {row['occupancy']:.0%} in a core, off-subspace "
             f"{row['off_subspace_rms']:.2f})",
             flush=True,
