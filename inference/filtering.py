@@ -251,4 +251,3 @@ def _filter_settings(
         "learning_rate": learning_rate,
         "resampling_gradient": resampling_gradient,
     }
-

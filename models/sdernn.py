@@ -315,10 +315,7 @@ class SDERNN(StateSpaceModel):
 
     def unit_states(self, params: Mapping[str, Array], z: Array) -> Array:
         r"""Unit activations :math:`x` (..., n) at latent states ``z`` (..., D)."""
-        if self.rank is None:
-            return z
-        _, offset = self._bias_split(params)
-        return z @ params["M"].T + offset
+        return self._unit_map(params)(z)
 
     def _right_vectors(self, params: Mapping[str, Array]) -> Array:
         r""":math:`N`: the site, or :math:`M\,\mathrm{diag}(s)` when ``symmetric``."""
@@ -381,24 +378,24 @@ class SDERNN(StateSpaceModel):
         :math:`J_{:,P}\phi(x_P)/\tau`), in the order of ``np.unique(by)``. The parts always
         sum to :meth:`drift` without input; the leak is a gradient force.
         """
-        phi, n, tau = NONLINEARITIES[self.nonlinearity], self.num_units, self.tau
+        phi, n, tau = self.nonlinearity_function, self.num_units, self.tau
         to_units = self._unit_map(params)
+        J = self.connectivity(params) / tau
         if self.rank is None:
-            bias, J = params["b"], self.connectivity(params)
+            bias = params["b"]
             leak = lambda z: (bias - z) / tau  # noqa: E731
-            outputs = J / tau  # column u: unit u's output weights
+            outputs = J  # column u: unit u's output weights
         else:
             M = params["M"]
             c, _ = self._bias_split(params)
             leak = lambda z: (c - z) / tau  # noqa: E731
             outputs = self._right_vectors(params).T / (n * tau)
-            pullback = jnp.linalg.solve(M.T @ M, M.T)
         if isinstance(by, str):
             if by != "symmetry":
                 raise PriorError(f"by={by!r}; expected 'symmetry' or one label per unit")
-            J = self.connectivity(params) / tau
             sym, anti = (J + J.T) / 2, (J - J.T) / 2
             if self.rank is not None:
+                pullback = jnp.linalg.solve(M.T @ M, M.T)
                 sym, anti = pullback @ sym, pullback @ anti
             names = ["leak", "symmetric", "antisymmetric"]
 
@@ -446,7 +443,7 @@ class SDERNN(StateSpaceModel):
         if self.diffusion != "state":
             tril = self.diffusion_tril(params)
             return lambda z: tril
-        D, phi = self.latent_dim, NONLINEARITIES[self.nonlinearity]
+        D, phi = self.latent_dim, self.nonlinearity_function
         rows, cols = np.tril_indices(D)
         on_diagonal = rows == cols
         readout, offset = params["K"] / self.num_units, params["g"]
@@ -492,11 +489,11 @@ class SDERNN(StateSpaceModel):
         return out
 
     def _unit_map(self, params: Mapping[str, Array]):
-        """:meth:`unit_states` as a function of one latent state, the bias split done once."""
+        """:meth:`unit_states` as a function of latent states (..., D), the bias split done once."""
         if self.rank is None:
             return lambda z: z
         M, offset = self.latent_subspace(params)
-        return lambda z: M @ z + offset
+        return lambda z: z @ M.T + offset
 
     def latent_subspace(self, params: Mapping[str, Array]) -> tuple[Array, Array]:
         r"""The affine subspace the latent state lives on: :math:`x = Ez + o`, as ``(E, o)``.

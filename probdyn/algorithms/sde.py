@@ -221,8 +221,8 @@ def matching_errors(
     covariance = jax.vmap(noise_covariance(target_noise, dim))(grid)
 
     def draw_covariance(params):
-        factor = model.noise_factor(params)
-        return jax.vmap(lambda x: factor(x) @ factor(x).T)(grid)
+        factors = jax.vmap(model.noise_factor(params))(grid)
+        return factors @ jnp.swapaxes(factors, -1, -2)
 
     fitted_covariance = jnp.mean(jax.vmap(draw_covariance)(draws), axis=0)
     return {

@@ -390,13 +390,13 @@ def entropy_production_posterior(
         tril = model.diffusion_tril(params)
         field = model.drift(params)
         paths = EulerMaruyamaPath(field, tril, dt, num_steps).sample(key, (num_trials,))
-        D = tril @ tril.T / 2
-        estimate = entropy_production_rate(field, D, paths[:, burn_in:], dt)
+        stationary, D = paths[:, burn_in:], tril @ tril.T / 2
+        estimate = entropy_production_rate(field, D, stationary, dt)
         rates.append(estimate.rate)
         errors.append(estimate.se)
         if by is not None:
             names, parts = model.drift_parts(params, by)
-            splits.append(entropy_production_parts(parts, D, paths[:, burn_in:], dt, names=names))
+            splits.append(entropy_production_parts(parts, D, stationary, dt, names=names))
     result = xr.Dataset(
         {"rate": ("draw", np.asarray(rates)), "se": ("draw", np.asarray(errors))},
         coords={"draw": picks},

@@ -54,22 +54,28 @@ def _checked(paths, centres) -> tuple[np.ndarray, np.ndarray]:
     return paths, centres
 
 
+def _core_sets(paths, centres, radius: float | None) -> tuple[np.ndarray, np.ndarray]:
+    """Core-set labels (trial, time) and whether each state lies inside a core."""
+    paths, centres = _checked(paths, centres)
+    radius = _radius(centres, radius)
+    distance = np.linalg.norm(paths[:, :, None] - centres, axis=-1)  # (trial, time, centre)
+    in_core = distance.min(-1) < radius
+    inside = np.where(in_core, distance.argmin(-1), -1)
+    labels = np.empty_like(inside)
+    current = np.full(paths.shape[0], -1)
+    for t in range(paths.shape[1]):
+        current = np.where(inside[:, t] >= 0, inside[:, t], current)
+        labels[:, t] = current
+    return labels, in_core
+
+
 def core_labels(paths, centres, *, radius: float | None = None) -> np.ndarray:
     """Core-set labels (trial, time): the last centre the path came within ``radius`` of.
 
     -1 before a path first enters a core. ``radius`` defaults to a third of the smallest
     distance between centres (cores never overlap).
     """
-    paths, centres = _checked(paths, centres)
-    radius = _radius(centres, radius)
-    distance = np.linalg.norm(paths[:, :, None] - centres, axis=-1)  # (trial, time, centre)
-    inside = np.where(distance.min(-1) < radius, distance.argmin(-1), -1)
-    labels = np.empty_like(inside)
-    current = np.full(paths.shape[0], -1)
-    for t in range(paths.shape[1]):
-        current = np.where(inside[:, t] >= 0, inside[:, t], current)
-        labels[:, t] = current
-    return labels
+    return _core_sets(paths, centres, radius)[0]
 
 
 def attractor_transitions(
@@ -92,11 +98,8 @@ def attractor_transitions(
         order = np.asarray(order)
         if sorted(order.tolist()) != list(range(len(np.asarray(centres)))):
             raise ConfigError(f"order={order.tolist()}; expected a permutation of the centres")
-    paths, centres = _checked(paths, centres)
-    radius = _radius(centres, radius)
-    labels = core_labels(paths, centres, radius=radius)
-    distance = np.linalg.norm(paths[:, :, None] - centres, axis=-1)
-    num_centres = len(centres)
+    labels, in_core = _core_sets(paths, centres, radius)
+    num_centres = len(np.asarray(centres))
     before, after = labels[:, :-1], labels[:, 1:]
     jumps = (before >= 0) & (after != before)
     counts = np.zeros((num_centres, num_centres))
@@ -118,7 +121,7 @@ def attractor_transitions(
             ),
             "coarse_entropy_production": flux.sum() / 2 if observed_time else np.nan,
             "observed_time": observed_time,
-            "occupancy": np.mean(distance.min(-1) < radius),
+            "occupancy": np.mean(in_core),
         },
         coords={"from": np.arange(num_centres), "to": np.arange(num_centres)},
     )
